@@ -1,0 +1,122 @@
+"""Model-card data for Token Prepending models: the right usage snippet and the TP settings in the card text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sentence_transformers import SentenceTransformerModelCardData
+
+if TYPE_CHECKING:
+    from sentence_transformers_tp.module import TokenPrependingTransformer
+
+#: The organisation prefix of generated model names (MTEB files results under ``<org>/<name>``).
+MODEL_NAME_PREFIX = "sentence-transformers-tp"
+
+
+@dataclass
+class TokenPrependingModelCardData(SentenceTransformerModelCardData):
+    """Model-card data of a ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer``.
+
+    Compared to the stock card, the usage snippet installs the package and passes ``trust_remote_code=True``
+    (sentence-transformers 6 requires it for custom modules), and the card states the backbone, the template(s),
+    the TP layer band and the output layer.
+
+    Args:
+        tp_settings: The TP settings shown in the card (filled in automatically from the module).
+        **kwargs: The fields of :class:`~sentence_transformers.SentenceTransformerModelCardData`.
+    """
+
+    tp_settings: dict[str, Any] = field(default_factory=dict)
+    template_path: Path = field(default=Path(__file__).parent / "model_card_template.md", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.add_tags(["token-prepending", "sentence-transformers-tp"])
+
+    def generate_usage_snippet(self) -> str:
+        """The usage snippet: ``pip install`` and ``SentenceTransformer(..., trust_remote_code=True)``."""
+        model_id = self.model_id or "path/to/this-model"
+        examples = (self.usage_examples_display or self.usage_examples or [])[:3] or [
+            "The weather is lovely today.",
+            "It's so sunny outside!",
+            "He drove to the stadium.",
+        ]
+        lines = [
+            "```bash",
+            "pip install -U sentence-transformers-tp",
+            "```",
+            "",
+            "```python",
+            "from sentence_transformers import SentenceTransformer",
+            "",
+            "# trust_remote_code=True lets sentence-transformers import the installed TokenPrependingTransformer module",
+            f'model = SentenceTransformer("{model_id}", trust_remote_code=True)',
+            "sentences = [",
+            *[f"    {self._format_snippet_value(example)}," for example in examples],
+            "]",
+            "embeddings = model.encode(sentences)",
+            "print(embeddings.shape)",
+            f"# [{len(examples)}, {self._get_snippet_output_dimensionality()}]",
+            "",
+            "# Get the similarity scores for the embeddings",
+            "similarities = model.similarity(embeddings, embeddings)",
+        ]
+        if self.similarities:
+            lines.append("print(similarities)")
+            lines.append(self.similarities)
+        else:
+            lines.extend(["print(similarities.shape)", f"# [{len(examples)}, {len(examples)}]"])
+        lines.append("```")
+        return "\n".join(lines)
+
+
+def tp_settings(module: TokenPrependingTransformer) -> dict[str, Any]:
+    """The settings of a module as shown in its model card.
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        A dict with backbone, templates, TP band, output layer and placeholder.
+    """
+    return {
+        "backbone": str(module.backbone_name),
+        "template": module.template,
+        "query_template": module.query_template,
+        "document_template": module.document_template,
+        "templates": list(module.templates),
+        "tp_enabled": module.tp_enabled,
+        "tp_start": module.tp_start,
+        "tp_exit": module.tp_exit,
+        "output_layer": module.output_layer,
+        "num_layers": module.num_layers,
+        "placeholder": module.placeholder,
+        "clean_sentences": module.clean_sentences,
+    }
+
+
+def install_model_card_data(model: Any, module: TokenPrependingTransformer) -> None:
+    """Give ``model`` a :class:`TokenPrependingModelCardData` and a unique model name.
+
+    The stock card data is replaced by the TP one (keeping every field the user set). Unless the user named the
+    model, ``model_name`` becomes ``sentence-transformers-tp/<backbone>-<template>-<tp>-L<layer>``, which is also
+    the name MTEB files results under, so results of different TP settings never collide with each other or with
+    the base model's.
+
+    Args:
+        model: The owning ``SentenceTransformer``.
+        module: Its TP module.
+    """
+    card = model.model_card_data
+    if not isinstance(card, TokenPrependingModelCardData):
+        if not isinstance(card, SentenceTransformerModelCardData):
+            return
+        values = {f.name: getattr(card, f.name) for f in fields(card) if f.init and hasattr(card, f.name)}
+        card = TokenPrependingModelCardData(**values)
+        card.register_model(model)
+        model.model_card_data = card
+    card.tp_settings = tp_settings(module)
+    if not card.model_name:
+        card.model_name = f"{MODEL_NAME_PREFIX}/{module.model_slug()}"

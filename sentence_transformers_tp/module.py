@@ -1,0 +1,557 @@
+"""``TokenPrependingTransformer``: the sentence-transformers input module that embeds text with Token Prepending."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import Transformer
+from transformers.utils import logging
+
+from sentence_transformers_tp.backbones import resolve_backbone
+from sentence_transformers_tp.prepending import (
+    PrependingPlan,
+    check_decoder_only,
+    find_decoder_layers,
+    resolve_output_layer,
+    run_with_prepending,
+)
+from sentence_transformers_tp.templates import (
+    DEFAULT_PLACEHOLDER,
+    USUAL_OUTPUT_LAYER,
+    RenderedPrompt,
+    canonical_template_name,
+    clean_sentence,
+    render,
+    resolve_templates,
+)
+
+logger = logging.get_logger(__name__)
+
+#: Version of the saved-model format; saved models require ``sentence-transformers-tp>=`` this version.
+FORMAT_VERSION = "0.1.0"
+PACKAGE_NAME = "sentence-transformers-tp"
+
+_TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+
+class TokenPrependingTransformer(Transformer):
+    """A decoder-only LLM that embeds sentences with a prompt template and Token Prepending (TP).
+
+    Each sentence is cleaned, put into the prompt template(s) with one placeholder token right before the
+    sentence, and run through the backbone. Before every decoder layer with index in ``[tp_start, tp_exit)`` the
+    placeholder's hidden state is replaced by the last token's hidden state of the same layer input, so that the
+    sentence tokens can attend to a summary of the whole sentence (Fu et al., ACL 2025). The sentence embedding is
+    the last token's hidden state at ``output_layer``; layers after it are not computed and the LM head never
+    runs. With several templates (MetaEOL), the embedding is the mean over the templates.
+
+    The module writes ``sentence_embedding`` directly, so a ``SentenceTransformer(modules=[module])`` needs no
+    pooling module.
+
+    Args:
+        model_name_or_path: The backbone: a Hugging Face hub id, a local checkpoint directory, a ``.gguf`` file, a
+            saved sentence-transformers-tp folder, or a named offline backbone (``"smollm2"``, the default, or
+            ``"gemma3-270m"``; see :mod:`sentence_transformers_tp.backbones`).
+        template: A built-in template name (``"prompteol"``, ``"metaeol"``, ``"pretended_cot"``, ``"knowledge"``), a
+            user template with a ``{sentence}`` slot (and optionally a ``{placeholder}`` slot), or a list of user
+            templates whose embeddings are averaged. Defaults to ``"prompteol"``.
+        tp_start: First decoder layer (0-based) whose input gets the placeholder replaced. Defaults to 1.
+        tp_exit: First decoder layer after ``tp_start`` that runs without replacement; ``tp_exit <= tp_start`` turns
+            TP off (the prompt then has no placeholder: the vanilla template). Defaults to ``min(7, num_layers)``.
+        output_layer: The layer whose last-token state is the embedding, in Hugging Face ``hidden_states``
+            indexing: 0 = embeddings, ``k`` = output of decoder layer ``k`` (not normalised), -1 = the final normed
+            output, other negatives count from the end. Defaults to the template's usual layer (-1 for PromptEOL
+            and MetaEOL, -2 for Pretended CoT and Knowledge, -1 for user templates).
+        placeholder: The text of the placeholder token, added to the tokenizer as a normal token. Defaults to
+            ``"<PST>"``.
+        query_template: Template used by ``encode_query`` (same forms as ``template``). Defaults to ``template``.
+        document_template: Template used by ``encode_document``. Defaults to ``template``.
+        clean_sentences: Apply the paper's sentence cleaning (whitespace collapsed, final ``.`` added, ``"`` to
+            ``'``, final ``?`` to ``.``). Defaults to True.
+        padding_side: ``"left"`` (as the paper) or ``"right"``. Results do not depend on it, because position ids
+            are derived from the attention mask. Defaults to ``"left"``.
+        backbone_name: Human-readable name of the backbone, kept in the saved config (used for model names and the
+            model card). Defaults to ``model_name_or_path``.
+        cache_dir: Where GGUF backbones are dequantized to. Defaults to
+            :func:`sentence_transformers_tp.backbones.default_cache_dir`.
+        max_seq_length: Maximum number of tokens of a prompt; longer inputs have their sentence truncated, the
+            template and the last token are always kept.
+        model_kwargs: Keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
+        processor_kwargs: Keyword arguments for ``AutoTokenizer.from_pretrained``.
+        config_kwargs: Keyword arguments for ``AutoConfig.from_pretrained``.
+        **kwargs: Further :class:`~sentence_transformers.base.modules.Transformer` arguments (``backend``,
+            ``processing_kwargs``...). ``modality_config`` is always plain text: a tokenizer's chat template is
+            never applied.
+    """
+
+    config_keys: list[str] = [
+        *Transformer.config_keys,
+        "template",
+        "query_template",
+        "document_template",
+        "placeholder",
+        "tp_start",
+        "tp_exit",
+        "output_layer",
+        "clean_sentences",
+        "padding_side",
+        "backbone_name",
+    ]
+
+    def __init__(
+        self,
+        model_name_or_path: str = "smollm2",
+        template: str | Sequence[str] = "prompteol",
+        *,
+        tp_start: int | None = None,
+        tp_exit: int | None = None,
+        output_layer: int | None = None,
+        placeholder: str = DEFAULT_PLACEHOLDER,
+        query_template: str | Sequence[str] | None = None,
+        document_template: str | Sequence[str] | None = None,
+        clean_sentences: bool = True,
+        padding_side: str = "left",
+        backbone_name: str | None = None,
+        cache_dir: str | None = None,
+        max_seq_length: int | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        if not isinstance(placeholder, str) or not placeholder.strip():
+            raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
+        self.template = _as_config_value(template)
+        self.query_template = _as_config_value(query_template) if query_template is not None else None
+        self.document_template = _as_config_value(document_template) if document_template is not None else None
+        # Validate all template specs early, before the (slow) backbone load.
+        self._templates = resolve_templates(self.template)
+        self._task_templates = {
+            "query": resolve_templates(self.query_template) if self.query_template is not None else None,
+            "document": resolve_templates(self.document_template) if self.document_template is not None else None,
+        }
+
+        self.backbone_name = backbone_name or model_name_or_path
+        resolved = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
+        kwargs.pop("modality_config", None)
+        kwargs.pop("module_output_name", None)
+        kwargs.pop("unpad_inputs", None)
+        super().__init__(
+            resolved,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            config_kwargs=config_kwargs,
+            max_seq_length=max_seq_length,
+            modality_config=_TEXT_MODALITY,
+            module_output_name="sentence_embedding",
+            unpad_inputs=False,
+            **kwargs,
+        )
+        if self.tokenizer is None:
+            raise ValueError(f"The backbone {model_name_or_path!r} has no text tokenizer.")
+        check_decoder_only(self.model)
+        self._layers = find_decoder_layers(self.model)
+
+        self.placeholder = placeholder
+        self.placeholder_id = self._add_placeholder_token(placeholder)
+        self._placeholder_text_ids = self._plain_text_ids(placeholder)
+        self.clean_sentences = clean_sentences
+        self.padding_side = padding_side
+        self._pad_id = self._choose_pad_id()
+        self._tokenizer_lock = threading.Lock()
+
+        num_layers = self.num_layers
+        self.tp_start = 1 if tp_start is None else int(tp_start)
+        self.tp_exit = min(7, num_layers) if tp_exit is None else int(tp_exit)
+        if output_layer is None:
+            name = canonical_template_name(self.template) if isinstance(self.template, str) else None
+            output_layer = USUAL_OUTPUT_LAYER.get(name, -1)
+        self.output_layer = int(output_layer)
+        self._validate_layers()
+
+    # ------------------------------------------------------------------ setup helpers
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers of the backbone."""
+        return len(self._layers)
+
+    @property
+    def tp_enabled(self) -> bool:
+        """Whether Token Prepending is on (``tp_exit > tp_start``)."""
+        return self.tp_exit > self.tp_start
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The resolved default template strings (with ``{sentence}`` and ``{placeholder}`` slots)."""
+        return self._templates
+
+    def _validate_layers(self) -> None:
+        num_layers = self.num_layers
+        if self.tp_start < 0:
+            raise ValueError(f"tp_start must be >= 0, got {self.tp_start}.")
+        if self.tp_enabled and self.tp_exit > num_layers:
+            raise ValueError(
+                f"tp_exit={self.tp_exit} is larger than the number of decoder layers ({num_layers}); TP replaces the "
+                f"placeholder before layers tp_start..tp_exit-1 (0-based)."
+            )
+        resolve_output_layer(self.output_layer, num_layers)
+
+    def _add_placeholder_token(self, placeholder: str) -> int:
+        """Add the placeholder to the tokenizer as a normal token and give it an embedding row; return its id."""
+        tokenizer = self.tokenizer
+        existing = placeholder in tokenizer.get_added_vocab()
+        if not existing:
+            tokenizer.add_tokens([placeholder])
+        placeholder_id = tokenizer.convert_tokens_to_ids(placeholder)
+        ids = tokenizer(placeholder, add_special_tokens=False)["input_ids"]
+        if ids != [placeholder_id]:
+            raise ValueError(
+                f"The placeholder {placeholder!r} does not tokenize to a single token (got ids {ids}); choose another "
+                f"placeholder text."
+            )
+        embeddings = self.model.get_input_embeddings()
+        if placeholder_id >= embeddings.num_embeddings:
+            self.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            embeddings = self.model.get_input_embeddings()
+        if not existing:
+            # The initial value barely matters (TP_REFERENCE §1.2, Table 4); the mean of the other rows is a
+            # deterministic choice of ordinary magnitude.
+            with torch.no_grad():
+                others = torch.cat([embeddings.weight[:placeholder_id], embeddings.weight[placeholder_id + 1 :]])
+                embeddings.weight[placeholder_id] = others.float().mean(0).to(embeddings.weight.dtype)
+        return placeholder_id
+
+    def _plain_text_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` tokenized as ordinary text, bypassing the added-token match (used for user text that
+        contains the placeholder's literal text)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
+            pieces = backend.pre_tokenizer.pre_tokenize_str(normalized) if backend.pre_tokenizer else [(normalized,)]
+            ids = [token.id for piece in pieces for token in backend.model.tokenize(piece[0])]
+            if ids and self.placeholder_id not in ids:
+                return ids
+        # Fallback: one character at a time.
+        ids = []
+        for char in text:
+            ids.extend(self.tokenizer(char, add_special_tokens=False)["input_ids"])
+        return [i for i in ids if i != self.placeholder_id]
+
+    def _choose_pad_id(self) -> int:
+        tokenizer = self.tokenizer
+        for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    # ------------------------------------------------------------------ sentence-transformers API
+
+    def on_model_ready(self, model: Any) -> None:
+        """Give the owning model a unique name (for MTEB result folders) and the TP model card."""
+        from sentence_transformers_tp.model_card import install_model_card_data
+
+        install_model_card_data(model, self)
+
+    def templates_for(self, prompt: str | None = None, task: str | None = None) -> tuple[str, ...]:
+        """The templates used for a call.
+
+        Args:
+            prompt: A prompt from ``encode(prompt=...)`` / ``prompt_name``. One that contains ``{sentence}`` is a
+                full template; any other non-empty prompt is an instruction put in front of the template.
+            task: ``"query"`` or ``"document"`` (set by ``encode_query`` / ``encode_document``).
+
+        Returns:
+            The template strings.
+        """
+        templates = self._task_templates.get(task) if task else None
+        templates = templates or self._templates
+        if prompt:
+            if "{sentence}" in prompt:
+                return resolve_templates(prompt)
+            return tuple(prompt + template for template in templates)
+        return templates
+
+    def preprocess(
+        self, inputs: Sequence[str], prompt: str | None = None, task: str | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Render every input into its prompt(s) and tokenize.
+
+        Args:
+            inputs: The sentences.
+            prompt: See :meth:`templates_for`.
+            task: See :meth:`templates_for`.
+            **kwargs: Ignored (accepted for sentence-transformers compatibility).
+
+        Returns:
+            ``input_ids``, ``attention_mask`` (``(n_inputs * n_templates, seq_len)``), ``placeholder_positions``
+            (-1 without TP), ``last_positions`` and ``num_prompts`` (templates per input).
+
+        Raises:
+            ValueError: If an input is not a string (the message names its index), or ``max_seq_length`` is too
+                small to hold a template.
+        """
+        for index, text in enumerate(inputs):
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"Input {index} is of type {type(text).__name__}; TokenPrependingTransformer only embeds strings."
+                )
+        templates = self.templates_for(prompt, task)
+        placeholder = self.placeholder if self.tp_enabled else None
+        rows: list[list[int]] = []
+        placeholder_positions: list[int] = []
+        for text in inputs:
+            sentence = clean_sentence(text) if self.clean_sentences else text
+            for template in templates:
+                ids, position = self._encode_prompt(template, sentence, placeholder)
+                rows.append(ids)
+                placeholder_positions.append(position)
+        return self._collate(rows, placeholder_positions, num_prompts=len(templates))
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        with self._tokenizer_lock:
+            encoding = self.tokenizer(
+                text, add_special_tokens=True, return_offsets_mapping=True, truncation=False, padding=False
+            )
+        return list(encoding["input_ids"]), [tuple(span) for span in encoding["offset_mapping"]]
+
+    def _encode_prompt(self, template: str, sentence: str, placeholder: str | None) -> tuple[list[int], int]:
+        """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence."""
+        max_length = self.max_seq_length
+        while True:
+            rendered = render(template, sentence, placeholder)
+            ids, offsets = self._tokenize(rendered.text)
+            ids, offsets, position = self._fix_placeholders(ids, offsets, rendered)
+            if max_length is None or len(ids) <= max_length:
+                return ids, position
+            if not sentence:
+                raise ValueError(
+                    f"max_seq_length={max_length} is too small for the template: without any sentence the prompt "
+                    f"already has {len(ids)} tokens."
+                )
+            # Sentence tokens are those lying entirely inside the sentence span; keep as many as fit, cut the
+            # sentence text after the last kept token and tokenize again (each round strictly shortens it).
+            inside = [
+                i
+                for i, (start, end) in enumerate(offsets)
+                if start >= rendered.sentence_start and end <= rendered.sentence_end and end > start
+            ]
+            budget = len(inside) - (len(ids) - max_length)
+            cut = offsets[inside[budget - 1]][1] if budget > 0 else rendered.sentence_start
+            shorter = sentence[: cut - rendered.sentence_start].rstrip()
+            sentence = shorter if len(shorter) < len(sentence) else sentence[:-1]
+
+    def _fix_placeholders(
+        self, ids: list[int], offsets: list[tuple[int, int]], rendered: RenderedPrompt
+    ) -> tuple[list[int], list[tuple[int, int]], int]:
+        """Find the template's placeholder token; re-encode placeholder text that came from the sentence."""
+        placeholder_id = self.placeholder_id
+        position = -1
+        fixed_ids: list[int] = []
+        fixed_offsets: list[tuple[int, int]] = []
+        for token_id, span in zip(ids, offsets):
+            if token_id == placeholder_id and rendered.sentence_start <= span[0] < rendered.sentence_end:
+                # The sentence contains the placeholder's literal text: encode it as ordinary text.
+                fixed_ids.extend(self._placeholder_text_ids)
+                fixed_offsets.extend([span] * len(self._placeholder_text_ids))
+                continue
+            if token_id == placeholder_id and position < 0 and span[0] == rendered.placeholder_start:
+                position = len(fixed_ids)
+            elif token_id == placeholder_id:
+                # Placeholder text in the template outside the placeholder slot: ordinary text as well.
+                fixed_ids.extend(self._placeholder_text_ids)
+                fixed_offsets.extend([span] * len(self._placeholder_text_ids))
+                continue
+            fixed_ids.append(token_id)
+            fixed_offsets.append(span)
+        if rendered.placeholder_start >= 0 and position < 0:
+            raise ValueError(
+                f"The placeholder {self.placeholder!r} was not found as one token in the prompt {rendered.text!r}."
+            )
+        return fixed_ids, fixed_offsets, position
+
+    def _collate(self, rows: list[list[int]], placeholder_positions: list[int], num_prompts: int) -> dict[str, Any]:
+        lengths = [len(row) for row in rows]
+        width = max(lengths, default=0)
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        placeholder = torch.tensor(placeholder_positions, dtype=torch.long)
+        for i, row in enumerate(rows):
+            offset = width - len(row) if self.padding_side == "left" else 0
+            input_ids[i, offset : offset + len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, offset : offset + len(row)] = 1
+            if placeholder[i] >= 0:
+                placeholder[i] += offset
+        if self.padding_side == "left":
+            last = torch.full((len(rows),), width - 1, dtype=torch.long)
+        else:
+            last = torch.tensor(lengths, dtype=torch.long) - 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "placeholder_positions": placeholder,
+            "last_positions": last,
+            "num_prompts": num_prompts,
+        }
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Run the backbone with Token Prepending and write ``sentence_embedding`` (float32).
+
+        Args:
+            features: The output of :meth:`preprocess` (moved to the model's device).
+            **kwargs: Ignored (accepted for sentence-transformers compatibility).
+
+        Returns:
+            ``features`` with ``sentence_embedding`` of shape ``(n_inputs, hidden_size)``.
+        """
+        input_ids = features["input_ids"]
+        attention_mask = features["attention_mask"]
+        num_prompts = int(features.get("num_prompts", 1))
+        if input_ids.shape[0] == 0:
+            features["sentence_embedding"] = torch.zeros(
+                (0, self.get_embedding_dimension()), dtype=torch.float32, device=input_ids.device
+            )
+            return features
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        output_layer = resolve_output_layer(self.output_layer, self.num_layers)
+        plan = PrependingPlan(
+            placeholder_positions=features["placeholder_positions"],
+            last_positions=features["last_positions"],
+            tp_start=self.tp_start,
+            tp_exit=self.tp_exit,
+            output_layer=output_layer,
+        )
+        output = run_with_prepending(
+            self._layers,
+            plan,
+            lambda: self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                return_dict=True,
+            ),
+        )
+        if plan.captured is not None:
+            states = plan.captured
+        else:
+            hidden = output.last_hidden_state
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            states = hidden[rows, plan.last_positions.to(hidden.device)]
+        states = states.float()
+        if num_prompts > 1:
+            states = states.view(-1, num_prompts, states.shape[-1]).mean(1)
+        features["sentence_embedding"] = states
+        return features
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Save backbone, tokenizer (with the placeholder) and TP config; declare the package requirement.
+
+        Args:
+            output_path: The folder.
+            *args: Ignored.
+            safe_serialization: Save weights as safetensors. Defaults to True.
+            **kwargs: Ignored.
+        """
+        super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
+        add_requirement(output_path)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The config saved in ``sentence_bert_config.json`` (Transformer keys plus the TP settings)."""
+        config = super().get_config_dict()
+        for key in ("query_template", "document_template"):
+            if config.get(key) is None:
+                config.pop(key, None)
+        return config
+
+    def __repr__(self) -> str:
+        settings = {
+            "backbone": self.backbone_name,
+            "architecture": self.model.__class__.__name__,
+            "template": self.template,
+            "tp_start": self.tp_start,
+            "tp_exit": self.tp_exit,
+            "tp_enabled": self.tp_enabled,
+            "output_layer": self.output_layer,
+            "num_layers": self.num_layers,
+            "placeholder": self.placeholder,
+            "max_seq_length": self.max_seq_length,
+        }
+        if self.query_template is not None:
+            settings["query_template"] = self.query_template
+        if self.document_template is not None:
+            settings["document_template"] = self.document_template
+        return f"TokenPrependingTransformer({settings})"
+
+    def model_slug(self) -> str:
+        """A short unique name of backbone + template + TP settings, e.g. ``smollm2-prompteol-tp1-7-L-1``."""
+        backbone = os.path.basename(os.path.normpath(str(self.backbone_name))) or "model"
+        backbone = re.sub(r"\.gguf$", "", backbone, flags=re.IGNORECASE)
+        backbone = re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-").lower() or "model"
+        template = template_label(self.template)
+        extra = [template_label(t) for t in (self.query_template, self.document_template) if t is not None]
+        if extra:
+            template = "-".join([template, *extra])
+        tp = f"tp{self.tp_start}-{self.tp_exit}" if self.tp_enabled else "notp"
+        return f"{backbone}-{template}-{tp}-L{self.output_layer}"
+
+    # ------------------------------------------------------------------ pickling (multi-process pools)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_tokenizer_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._tokenizer_lock = threading.Lock()
+
+
+def _as_config_value(template: str | Sequence[str]) -> str | list[str]:
+    if isinstance(template, str):
+        return template
+    return list(template)
+
+
+def template_label(template: str | Sequence[str]) -> str:
+    """A short label for a template spec: the built-in name, or ``custom-<hash>`` for user templates.
+
+    Args:
+        template: A template spec as accepted by :func:`~sentence_transformers_tp.templates.resolve_templates`.
+
+    Returns:
+        The label.
+    """
+    if isinstance(template, str) and (name := canonical_template_name(template)) is not None:
+        return name
+    payload = json.dumps(template if isinstance(template, str) else list(template))
+    return "custom-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]
+
+
+def add_requirement(output_path: str) -> None:
+    """Declare ``sentence-transformers-tp`` in ``config_sentence_transformers.json`` so that loading a saved model
+    without the package installed fails with an install hint.
+
+    Args:
+        output_path: A saved model folder (nothing happens if it has no ``config_sentence_transformers.json``).
+    """
+    path = os.path.join(output_path, "config_sentence_transformers.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    config.setdefault("requirements", {})[PACKAGE_NAME] = {
+        "specifier": f">={FORMAT_VERSION}",
+        "reason": "the model uses the TokenPrependingTransformer module of sentence-transformers-tp",
+    }
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2, sort_keys=True)
