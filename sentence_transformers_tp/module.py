@@ -61,13 +61,17 @@ class TokenPrependingTransformer(Transformer):
         template: A built-in template name (``"prompteol"``, ``"metaeol"``, ``"pretended_cot"``, ``"knowledge"``), a
             user template with a ``{sentence}`` slot (and optionally a ``{placeholder}`` slot), or a list of user
             templates whose embeddings are averaged. Defaults to ``"prompteol"``.
-        tp_start: First decoder layer (0-based) whose input gets the placeholder replaced. Defaults to 1.
+        tp_start: First decoder layer (0-based) whose input gets the placeholder replaced.
         tp_exit: First decoder layer after ``tp_start`` that runs without replacement; ``tp_exit <= tp_start`` turns
-            TP off (the prompt then has no placeholder: the vanilla template). Defaults to ``min(7, num_layers)``.
+            TP off (the prompt then has no placeholder: the vanilla template).
         output_layer: The layer whose last-token state is the embedding, in Hugging Face ``hidden_states``
             indexing: 0 = embeddings, ``k`` = output of decoder layer ``k`` (not normalised), -1 = the final normed
-            output, other negatives count from the end. Defaults to the template's usual layer (-1 for PromptEOL
-            and MetaEOL, -2 for Pretended CoT and Knowledge, -1 for user templates).
+            output, other negatives count from the end.
+
+            Layer settings left as None come from the backbone's preset for the template (``configs/``, see
+            :mod:`sentence_transformers_tp.presets`) when there is one; otherwise ``tp_start=1``,
+            ``tp_exit=min(7, num_layers)`` and the template's usual output layer (-1 for PromptEOL, MetaEOL and user
+            templates, -2 for Pretended CoT and Knowledge).
         placeholder: The text of the placeholder token, added to the tokenizer as a normal token. Defaults to
             ``"<PST>"``.
         query_template: Template used by ``encode_query`` (same forms as ``template``). Defaults to ``template``.
@@ -168,14 +172,48 @@ class TokenPrependingTransformer(Transformer):
         self._pad_id = self._choose_pad_id()
         self._tokenizer_lock = threading.Lock()
 
-        num_layers = self.num_layers
-        self.tp_start = 1 if tp_start is None else int(tp_start)
-        self.tp_exit = min(7, num_layers) if tp_exit is None else int(tp_exit)
-        if output_layer is None:
-            name = canonical_template_name(self.template) if isinstance(self.template, str) else None
-            output_layer = USUAL_OUTPUT_LAYER.get(name, -1)
-        self.output_layer = int(output_layer)
+        given = {"tp_start": tp_start, "tp_exit": tp_exit, "output_layer": output_layer}
+        settings = {**self._default_layers(), **{k: int(v) for k, v in given.items() if v is not None}}
+        self.tp_start = settings["tp_start"]
+        self.tp_exit = settings["tp_exit"]
+        self.output_layer = settings["output_layer"]
         self._validate_layers()
+
+    @classmethod
+    def from_preset(cls, name_or_path: str, template: str | None = None, **kwargs: Any) -> TokenPrependingTransformer:
+        """Build a module from a preset of ``configs/`` (or a preset YAML file).
+
+        Args:
+            name_or_path: A preset name (e.g. ``"llama-2-7b"``, ``"smollm2"``), a backbone name or alias of a
+                preset, or the path of a preset YAML file.
+            template: A built-in template name; defaults to the preset's ``default_template``.
+            **kwargs: Further constructor arguments; ``tp_start``, ``tp_exit`` or ``output_layer`` given here
+                override the preset, and ``model_name_or_path`` overrides the preset's backbone (e.g. a local copy).
+
+        Returns:
+            The module.
+        """
+        from sentence_transformers_tp.presets import get_preset
+
+        preset = get_preset(name_or_path)
+        template = template or preset.default_template
+        settings = {**preset.settings(template), **{k: v for k, v in kwargs.items() if v is not None}}
+        model_name_or_path = settings.pop("model_name_or_path", preset.backbone)
+        settings.setdefault("backbone_name", preset.backbone)
+        return cls(model_name_or_path, template, **settings)
+
+    def _default_layers(self) -> dict[str, int]:
+        """Layer settings used where the caller gave none: the backbone's preset for this template if there is
+        one, else TP before layers 1-6 (the paper's default band) and the template's usual output layer."""
+        from sentence_transformers_tp.presets import find_preset_for_backbone
+
+        name = canonical_template_name(self.template) if isinstance(self.template, str) else None
+        if name is not None:
+            preset = find_preset_for_backbone(str(self.backbone_name))
+            if preset is not None and name in preset.templates:
+                logger.info(f"Using the {preset.name!r} preset ({preset.status}) for template {name!r}.")
+                return preset.settings(name)
+        return {"tp_start": 1, "tp_exit": min(7, self.num_layers), "output_layer": USUAL_OUTPUT_LAYER.get(name, -1)}
 
     # ------------------------------------------------------------------ setup helpers
 

