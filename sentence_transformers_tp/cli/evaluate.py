@@ -1,0 +1,223 @@
+"""``st-tp evaluate``: STS (and SentEval transfer / MTEB) scores of a TP model, optionally against vanilla."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers_tp.cli.options import add_model_options, model_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model on the STS suite (and SentEval transfer tasks), optionally against vanilla prompting",
+        description="Evaluate a model on the STS tasks of a data directory (cosine vs gold, Spearman x 100, "
+        "SentEval 'all' setting) and print a markdown table. --compare-vanilla adds the same template without TP "
+        "at the same output layer and at the template's usual layer, so the effect of TP is separated from the "
+        "effect of the exit layer; all rows share one loaded backbone.",
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--data-dir", required=True, help="data root with sts/<task>/<split>.tsv (and classification/)"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help="tasks to run: STS12..STS16, STS-B, SICK-R and/or MR, CR, SUBJ, MPQA, SST2, TREC, MRPC (default: every "
+        "STS task that has the split, plus every transfer task with --transfer)",
+    )
+    parser.add_argument(
+        "--split", default="test", help="STS split: test (the paper's protocol) or dev (SICK-R: trial); default test"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="use only the first N pairs of each STS task (N examples per transfer file)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default: 32)")
+    parser.add_argument(
+        "--senteval-text", action="store_true", help="use the tokenized .senteval.tsv text where present"
+    )
+    parser.add_argument(
+        "--compare-vanilla",
+        action="store_true",
+        help="add rows without TP at the same output layer and at the template's usual layer (-1 PromptEOL/MetaEOL, "
+        "-2 Pretended CoT/Knowledge)",
+    )
+    parser.add_argument("--transfer", action="store_true", help="also run the SentEval transfer tasks")
+    parser.add_argument("--kfold", type=int, default=10, help="transfer tasks: cross-validation folds (default: 10)")
+    parser.add_argument("--mteb", action="store_true", help="also run the local STS suite through mteb.evaluate")
+    parser.add_argument("--no-sts", action="store_true", help="skip the direct STS evaluation")
+    parser.add_argument("--json", metavar="FILE", help="write every result (one entry per row) as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run)
+
+
+def partition_tasks(tasks: list[str] | None) -> tuple[list[str] | None, list[str] | None]:
+    """Split ``--tasks`` into STS and transfer task keys (``None``: not restricted).
+
+    Raises:
+        ValueError: For a name that is neither an STS nor a transfer task.
+    """
+    from sentence_transformers_tp.evaluation.data import (
+        STS_TASKS,
+        TRANSFER_TASKS,
+        normalize_sts_task,
+        normalize_transfer_task,
+    )
+
+    if tasks is None:
+        return None, None
+    sts: list[str] = []
+    transfer: list[str] = []
+    for name in tasks:
+        try:
+            sts.append(normalize_sts_task(name))
+            continue
+        except ValueError:
+            pass
+        try:
+            transfer.append(normalize_transfer_task(name))
+        except ValueError:
+            raise ValueError(
+                f"unknown task {name!r}; STS tasks: {', '.join(STS_TASKS)}; transfer tasks: {', '.join(TRANSFER_TASKS)}"
+            ) from None
+    return sts, transfer
+
+
+def check_data(args: argparse.Namespace, sts_tasks: list[str] | None, run_sts: bool) -> None:
+    """Fail early (before loading the model) on a missing data directory or STS split.
+
+    Raises:
+        FileNotFoundError: Naming what is missing.
+    """
+    from sentence_transformers_tp.evaluation.data import list_sts_splits, load_sts, resolve_sts_split
+
+    root = Path(args.data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data directory not found: {args.data_dir}")
+    if not run_sts:
+        return
+    if sts_tasks is None:
+        if not any(resolve_sts_split(root, task, args.split) for task, _ in list_sts_splits(root)):
+            held = ", ".join(f"{t}/{s}" for t, s in list_sts_splits(root)) or "nothing"
+            raise FileNotFoundError(f"no STS task in {args.data_dir} has split {args.split!r} (it holds: {held})")
+        return
+    for task in sts_tasks:
+        if resolve_sts_split(root, task, args.split) is None:
+            load_sts(root, task, args.split)  # raises FileNotFoundError naming the available splits
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every planned variant of the model; print the tables, write the JSON."""
+    from sentence_transformers_tp.evaluation import (
+        compare,
+        evaluate_sts,
+        evaluate_transfer,
+        iter_variants,
+        plan_variants,
+        result_to_dict,
+    )
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be positive, got {args.limit}")
+    sts_tasks, transfer_tasks = partition_tasks(args.tasks)
+    run_sts = not args.no_sts and (sts_tasks is None or bool(sts_tasks))
+    run_mteb = args.mteb and (sts_tasks is None or bool(sts_tasks))
+    run_transfer = bool(transfer_tasks) or (args.transfer and transfer_tasks is None)
+    if not (run_sts or run_mteb or run_transfer):
+        raise ValueError("nothing to evaluate: the selected tasks and --no-sts leave no evaluation")
+    check_data(args, sts_tasks, run_sts or run_mteb)
+
+    model = model_from_args(args)
+    variants = plan_variants(model, compare_vanilla=args.compare_vanilla)
+    progress = not args.no_progress
+    rows: dict[str, list[tuple[str, dict[str, Any]]]] = {"sts": [], "mteb": [], "transfer": []}
+    for index, (variant, configured) in enumerate(iter_variants(model, variants), start=1):
+        print(f"[{index}/{len(variants)}] {variant.label}", file=sys.stderr, flush=True)
+        common = {"data_dir": str(args.data_dir), "split": args.split, "label": variant.label}
+        if run_sts:
+            start = time.perf_counter()
+            result = evaluate_sts(
+                configured,
+                args.data_dir,
+                tasks=sts_tasks,
+                split=args.split,
+                limit=args.limit,
+                senteval_text=args.senteval_text,
+                batch_size=args.batch_size,
+                show_progress_bar=progress,
+                config=variant.config,
+            )
+            rows["sts"].append((variant.label, _entry(result_to_dict(result), common, start)))
+        if run_mteb:
+            rows["mteb"].append((variant.label, _run_mteb(configured, args, sts_tasks, variant.config, common)))
+        if run_transfer:
+            start = time.perf_counter()
+            result = evaluate_transfer(
+                configured,
+                args.data_dir,
+                tasks=transfer_tasks,
+                limit=args.limit,
+                kfold=args.kfold,
+                batch_size=args.batch_size,
+                show_progress_bar=progress,
+                config=variant.config,
+            )
+            rows["transfer"].append((variant.label, _entry(result_to_dict(result), common, start)))
+
+    titles = {"sts": "STS (Spearman x 100)", "mteb": "STS via MTEB (cosine Spearman x 100)", "transfer": "Transfer"}
+    tables = [(kind, entries) for kind, entries in rows.items() if entries]
+    for number, (kind, entries) in enumerate(tables):
+        if len(tables) > 1:
+            print(("\n" if number else "") + f"### {titles[kind]}\n")
+        print(compare(entries, label_header="Model"), end="")
+    for kind, entries in tables:
+        for label, data in entries:
+            print(f"{kind}: {label}: {data['settings']['seconds']:.1f} s", file=sys.stderr)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = [data for _, entries in tables for _, data in entries]
+        out.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        print(f"Wrote {len(payload)} results to {out}", file=sys.stderr)
+    return 0
+
+
+def _entry(data: dict[str, Any], common: dict[str, Any], start: float) -> dict[str, Any]:
+    """A result dict with the row label and the run's settings (wall time included)."""
+    data["label"] = common["label"]
+    data["settings"] = {
+        **data.get("settings", {}),
+        "data_dir": common["data_dir"],
+        "split": common["split"],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return data
+
+
+def _run_mteb(
+    model: Any, args: argparse.Namespace, sts_tasks: list[str] | None, config: dict[str, Any], common: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the local STS suite through ``mteb.evaluate`` (no result cache) and convert the result."""
+    import mteb
+
+    from sentence_transformers_tp.evaluation import local_sts_tasks, mteb_result_to_dict
+
+    start = time.perf_counter()
+    tasks = local_sts_tasks(args.data_dir, sts_tasks, args.split, senteval_text=args.senteval_text, limit=args.limit)
+    result = mteb.evaluate(
+        model,
+        tasks,
+        cache=None,
+        show_progress_bar=not args.no_progress,
+        encode_kwargs={"batch_size": args.batch_size},
+    )
+    data = _entry(mteb_result_to_dict(result, config=config), common, start)
+    data["settings"].update({"limit": args.limit, "senteval_text": args.senteval_text, "batch_size": args.batch_size})
+    return data
