@@ -1,0 +1,172 @@
+"""LlamaIndex embedding model backed by a Token Prepending model.
+
+Texts (nodes) are embedded with ``SentenceTransformer.encode_document`` and queries with ``encode_query``, so a
+model with separate ``query_template`` / ``document_template`` uses each where it belongs. Unlike the stock
+``llama_index.embeddings.huggingface.HuggingFaceEmbedding``, no sentence-transformers prompt is involved (that class
+overrides the ``query`` / ``text`` prompts with empty strings and calls plain ``encode``).
+
+Example:
+    .. code-block:: python
+
+        from llama_index.core import Document, VectorStoreIndex
+
+        from sentence_transformers_tp.integrations.llamaindex import TokenPrependingEmbedding
+
+        embed_model = TokenPrependingEmbedding(model_name_or_path="path/to/saved-tp-model")
+        index = VectorStoreIndex.from_documents([Document(text="...")], embed_model=embed_model)
+        nodes = index.as_retriever(similarity_top_k=1).retrieve("a question")
+
+Needs the ``llamaindex`` extra: ``pip install "sentence-transformers-tp[llamaindex]"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from sentence_transformers_tp.integrations import ModelSpec, missing_extra
+
+try:
+    from llama_index.core.base.embeddings.base import Embedding
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+    from llama_index.core.callbacks import CallbackManager
+    from llama_index.core.embeddings import BaseEmbedding
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise missing_extra("llamaindex", error) from error
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["TokenPrependingEmbedding"]
+
+
+class TokenPrependingEmbedding(BaseEmbedding):
+    """LlamaIndex ``BaseEmbedding`` that embeds with a Token Prepending ``SentenceTransformer``.
+
+    The model is loaded when the object is created, from a saved TP model, a backbone + template, or a preset
+    (see :func:`sentence_transformers_tp.factory.load_model`); :meth:`from_model` wraps an already loaded model.
+
+    Args:
+        model_name_or_path: A saved sentence-transformers-tp folder, or a backbone (hub id, local checkpoint,
+            ``.gguf`` file, named offline backbone such as ``"smollm2"``). None: the preset's backbone, or
+            ``"smollm2"``.
+        template: For a backbone: template name, user template or list of templates (default ``"prompteol"`` or
+            the preset's). Must be None for a saved model.
+        preset: For a backbone: a preset name or YAML path with the layer settings.
+        tp_start: For a backbone: first decoder layer with Token Prepending.
+        tp_exit: For a backbone: first layer after ``tp_start`` without Token Prepending.
+        output_layer: For a backbone: the layer whose last-token state is the embedding.
+        max_seq_length: Maximum prompt length in tokens.
+        device: Device of the model (default: sentence-transformers' choice).
+        module_kwargs: For a backbone: further ``TokenPrependingTransformer`` arguments (``query_template``,
+            ``document_template``, ``model_kwargs``...).
+        normalize: Return unit-length vectors. Defaults to True (as LlamaIndex's ``HuggingFaceEmbedding``).
+        encode_kwargs: Further keyword arguments of ``encode_query`` / ``encode_document``.
+        embed_batch_size: Texts per ``encode`` call (LlamaIndex batches nodes by this size). Defaults to 32.
+        model_name: Name reported to LlamaIndex. Defaults to ``model_name_or_path`` (or the backbone name).
+        callback_manager: LlamaIndex callback manager.
+        num_workers: LlamaIndex's number of workers for async batch embedding.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name_or_path: str | None = Field(default=None, description="Saved TP model or backbone.")
+    template: str | list[str] | None = Field(default=None, description="Template(s) for a backbone.")
+    preset: str | None = Field(default=None, description="Preset name or YAML path for a backbone.")
+    tp_start: int | None = Field(default=None, description="First decoder layer with Token Prepending.")
+    tp_exit: int | None = Field(default=None, description="First layer after tp_start without Token Prepending.")
+    output_layer: int | None = Field(default=None, description="Layer whose last-token state is the embedding.")
+    max_seq_length: int | None = Field(default=None, description="Maximum prompt length in tokens.")
+    device: str | None = Field(default=None, description="Device of the model.")
+    module_kwargs: dict[str, Any] = Field(default_factory=dict, description="Further module arguments.")
+    normalize: bool = Field(default=True, description="Return unit-length vectors.")
+    encode_kwargs: dict[str, Any] = Field(default_factory=dict, description="Further encode arguments.")
+
+    _client: SentenceTransformer = PrivateAttr()
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        embed_batch_size: int = 32,
+        callback_manager: CallbackManager | None = None,
+        **kwargs: Any,
+    ) -> None:
+        client = kwargs.pop("_client", None)  # set by from_model
+        kwargs.setdefault("model_name", str(model_name_or_path or kwargs.get("preset") or "smollm2"))
+        super().__init__(
+            model_name_or_path=model_name_or_path,
+            embed_batch_size=embed_batch_size,
+            callback_manager=callback_manager,
+            **kwargs,
+        )
+        self._client = client if client is not None else self.model_spec().load()
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The class name LlamaIndex records in serialized components."""
+        return "TokenPrependingEmbedding"
+
+    @classmethod
+    def from_model(cls, model: SentenceTransformer, **kwargs: Any) -> TokenPrependingEmbedding:
+        """Wrap an already loaded TP model (nothing is loaded).
+
+        Args:
+            model: The ``SentenceTransformer``.
+            **kwargs: Other fields (``normalize``, ``embed_batch_size``, ``model_name``...).
+
+        Returns:
+            The embedding model.
+        """
+        kwargs.setdefault("model_name", str(getattr(model[0], "backbone_name", type(model[0]).__name__)))
+        return cls(_client=model, **kwargs)
+
+    def model_spec(self) -> ModelSpec:
+        """The :class:`~sentence_transformers_tp.integrations.ModelSpec` described by the fields."""
+        return ModelSpec(
+            model_name_or_path=self.model_name_or_path,
+            template=self.template,
+            preset=self.preset,
+            tp_start=self.tp_start,
+            tp_exit=self.tp_exit,
+            output_layer=self.output_layer,
+            max_seq_length=self.max_seq_length,
+            device=self.device,
+            module_kwargs=dict(self.module_kwargs),
+        )
+
+    @property
+    def client(self) -> SentenceTransformer:
+        """The wrapped ``SentenceTransformer``."""
+        return self._client
+
+    def _encode_kwargs(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.embed_batch_size,
+            "normalize_embeddings": self.normalize,
+            "show_progress_bar": False,
+            **self.encode_kwargs,
+            "convert_to_numpy": True,
+            "convert_to_tensor": False,
+        }
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._client.encode_query([query], **self._encode_kwargs())[0].tolist()
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        texts = list(texts)
+        if not texts:
+            return []
+        return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
