@@ -228,7 +228,7 @@ def is_named_backbone(name: str) -> bool:
     return isinstance(name, str) and name.strip().lower() in NAMED_BACKBONES
 
 
-def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = None) -> str:
+def resolve_backbone(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
     """Turn a backbone specification into something ``AutoModel``/``AutoTokenizer.from_pretrained`` load offline.
 
     * a named backbone (case-insensitive key of :data:`NAMED_BACKBONES`): its GGUF file is located in the installed
@@ -250,6 +250,7 @@ def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = No
     Raises:
         BackboneNotInstalledError: If a named backbone's package, or the ``gguf`` package, is not installed.
         FileNotFoundError: If ``name_or_path`` ends in ``.gguf`` but no such file exists.
+        ValueError: If a named backbone assembled from parts fails its checksum.
     """
     name_or_path = os.fspath(name_or_path)
     if is_named_backbone(name_or_path):

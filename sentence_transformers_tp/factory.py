@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
@@ -98,3 +102,44 @@ def load_model(
             model.max_seq_length = max_seq_length
         return model
     return build_model(spec, template, preset=preset, device=device, **module_kwargs)
+
+
+def save_model(model: SentenceTransformer, path: str | os.PathLike, **save_kwargs: Any) -> Path:
+    """Save a model so that ``path`` holds either the complete new model or what it held before, never a mix.
+
+    The model is written into a temporary sibling folder first and swapped into place only when the save
+    succeeded; an existing folder at ``path`` is replaced as a whole (``SentenceTransformer.save`` itself writes
+    into the folder in place, so a failure there can leave a half-written model).
+
+    Args:
+        model: The model.
+        path: The target folder.
+        **save_kwargs: Passed to ``SentenceTransformer.save``.
+
+    Returns:
+        The target folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        model.save(str(staging), **save_kwargs)
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not path.exists():
+        os.replace(staging, path)
+        return path
+    backup = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(path, backup)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(backup, path)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+    return path

@@ -15,6 +15,14 @@ from sentence_transformers.base.modules import Transformer
 from transformers.utils import logging
 
 from sentence_transformers_tp.backbones import resolve_backbone
+from sentence_transformers_tp.inputs import check_texts
+from sentence_transformers_tp.prefix_cache import (
+    PrefixGroup,
+    PrefixKVCache,
+    group_rows,
+    prefix_length,
+    unsupported_reason,
+)
 from sentence_transformers_tp.prepending import (
     PrependingPlan,
     check_decoder_only,
@@ -37,6 +45,11 @@ logger = logging.get_logger(__name__)
 #: Version of the saved-model format; saved models require ``sentence-transformers-tp>=`` this version.
 FORMAT_VERSION = "0.1.0"
 PACKAGE_NAME = "sentence-transformers-tp"
+
+_BATCH_INDEX_NOTE = (
+    "(The index counts within the failing batch: SentenceTransformer.encode sorts inputs by length first; "
+    "sentence_transformers_tp.inputs.check_texts(your_inputs) names the index in your own list.)"
+)
 
 _TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
 
@@ -86,6 +99,12 @@ class TokenPrependingTransformer(Transformer):
             :func:`sentence_transformers_tp.backbones.default_cache_dir`.
         max_seq_length: Maximum number of tokens of a prompt; longer inputs have their sentence truncated, the
             template and the last token are always kept.
+        prefix_cache: Compute the keys/values of each template's fixed beginning (the text before the placeholder)
+            once and reuse them for every batch (:mod:`sentence_transformers_tp.prefix_cache`). Embeddings are
+            unchanged (up to float rounding). It applies to inference (``torch.inference_mode()``, as ``encode``
+            runs; eval mode) on backbones with plain or sliding-window attention, and is skipped with a logged
+            reason on others. Weights are assumed frozen during inference (the cache is cleared when they are
+            replaced, moved or modified in place). Defaults to True.
         model_kwargs: Keyword arguments for ``AutoModel.from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
         processor_kwargs: Keyword arguments for ``AutoTokenizer.from_pretrained``.
         config_kwargs: Keyword arguments for ``AutoConfig.from_pretrained``.
@@ -106,6 +125,7 @@ class TokenPrependingTransformer(Transformer):
         "clean_sentences",
         "padding_side",
         "backbone_name",
+        "prefix_cache",
     ]
 
     def __init__(
@@ -124,6 +144,7 @@ class TokenPrependingTransformer(Transformer):
         backbone_name: str | None = None,
         cache_dir: str | None = None,
         max_seq_length: int | None = None,
+        prefix_cache: bool = True,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
@@ -171,9 +192,15 @@ class TokenPrependingTransformer(Transformer):
         self.padding_side = padding_side
         self._pad_id = self._choose_pad_id()
         self._tokenizer_lock = threading.Lock()
+        self.prefix_cache = bool(prefix_cache)
+        self._prefix_kv = PrefixKVCache()
+        self._prefix_cache_problem: str | None = unsupported_reason(self.model)
 
         given = {"tp_start": tp_start, "tp_exit": tp_exit, "output_layer": output_layer}
-        settings = {**self._default_layers(), **{k: int(v) for k, v in given.items() if v is not None}}
+        for key, value in given.items():
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
+        settings = {**self._default_layers(), **{k: v for k, v in given.items() if v is not None}}
         self.tp_start = settings["tp_start"]
         self.tp_exit = settings["tp_exit"]
         self.output_layer = settings["output_layer"]
@@ -331,28 +358,28 @@ class TokenPrependingTransformer(Transformer):
 
         Returns:
             ``input_ids``, ``attention_mask`` (``(n_inputs * n_templates, seq_len)``), ``placeholder_positions``
-            (-1 without TP), ``last_positions`` and ``num_prompts`` (templates per input).
+            (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), and for the prefix cache
+            ``prefix_groups`` (rows grouped by their template prefix, with the remainders after it; see
+            :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest`` (rows without one).
 
         Raises:
             ValueError: If an input is not a string (the message names its index), or ``max_seq_length`` is too
                 small to hold a template.
         """
-        for index, text in enumerate(inputs):
-            if not isinstance(text, str):
-                raise ValueError(
-                    f"Input {index} is of type {type(text).__name__}; TokenPrependingTransformer only embeds strings."
-                )
+        check_texts(inputs, context=_BATCH_INDEX_NOTE)
         templates = self.templates_for(prompt, task)
         placeholder = self.placeholder if self.tp_enabled else None
         rows: list[list[int]] = []
         placeholder_positions: list[int] = []
+        prefix_lengths: list[int] = []
         for text in inputs:
             sentence = clean_sentence(text) if self.clean_sentences else text
             for template in templates:
-                ids, position = self._encode_prompt(template, sentence, placeholder)
+                ids, position, prefix = self._encode_prompt(template, sentence, placeholder)
                 rows.append(ids)
                 placeholder_positions.append(position)
-        return self._collate(rows, placeholder_positions, num_prompts=len(templates))
+                prefix_lengths.append(prefix)
+        return self._collate(rows, placeholder_positions, num_prompts=len(templates), prefix_lengths=prefix_lengths)
 
     def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         with self._tokenizer_lock:
@@ -361,15 +388,18 @@ class TokenPrependingTransformer(Transformer):
             )
         return list(encoding["input_ids"]), [tuple(span) for span in encoding["offset_mapping"]]
 
-    def _encode_prompt(self, template: str, sentence: str, placeholder: str | None) -> tuple[list[int], int]:
-        """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence."""
+    def _encode_prompt(self, template: str, sentence: str, placeholder: str | None) -> tuple[list[int], int, int]:
+        """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence.
+
+        Returns the ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
+        """
         max_length = self.max_seq_length
         while True:
             rendered = render(template, sentence, placeholder)
             ids, offsets = self._tokenize(rendered.text)
             ids, offsets, position = self._fix_placeholders(ids, offsets, rendered)
             if max_length is None or len(ids) <= max_length:
-                return ids, position
+                return ids, position, prefix_length(offsets, rendered.sentence_start, position)
             if not sentence:
                 raise ValueError(
                     f"max_seq_length={max_length} is too small for the template: without any sentence the prompt "
@@ -416,14 +446,20 @@ class TokenPrependingTransformer(Transformer):
             )
         return fixed_ids, fixed_offsets, position
 
-    def _collate(self, rows: list[list[int]], placeholder_positions: list[int], num_prompts: int) -> dict[str, Any]:
+    def _collate(
+        self,
+        rows: list[list[int]],
+        placeholder_positions: list[int],
+        num_prompts: int,
+        prefix_lengths: list[int] | None = None,
+    ) -> dict[str, Any]:
         lengths = [len(row) for row in rows]
         width = max(lengths, default=0)
         input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         placeholder = torch.tensor(placeholder_positions, dtype=torch.long)
-        for i, row in enumerate(rows):
-            offset = width - len(row) if self.padding_side == "left" else 0
+        starts = [width - len(row) if self.padding_side == "left" else 0 for row in rows]
+        for i, (row, offset) in enumerate(zip(rows, starts)):
             input_ids[i, offset : offset + len(row)] = torch.tensor(row, dtype=torch.long)
             attention_mask[i, offset : offset + len(row)] = 1
             if placeholder[i] >= 0:
@@ -432,16 +468,25 @@ class TokenPrependingTransformer(Transformer):
             last = torch.full((len(rows),), width - 1, dtype=torch.long)
         else:
             last = torch.tensor(lengths, dtype=torch.long) - 1
-        return {
+        features: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "placeholder_positions": placeholder,
             "last_positions": last,
             "num_prompts": num_prompts,
         }
+        if prefix_lengths is not None:
+            groups, rest = group_rows(rows, prefix_lengths, placeholder_positions, starts, self._pad_id)
+            features["prefix_groups"] = groups
+            features["prefix_rest"] = rest
+        return features
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Run the backbone with Token Prepending and write ``sentence_embedding`` (float32).
+
+        With the prefix cache on (and usable, see :meth:`prefix_cache_active`), rows are run in groups of equal
+        template prefix on top of the cached prefix keys/values; a prefix seen for the first time is first run alone
+        (through the same layers) and cached.
 
         Args:
             features: The output of :meth:`preprocess` (moved to the model's device).
@@ -451,18 +496,75 @@ class TokenPrependingTransformer(Transformer):
             ``features`` with ``sentence_embedding`` of shape ``(n_inputs, hidden_size)``.
         """
         input_ids = features["input_ids"]
-        attention_mask = features["attention_mask"]
         num_prompts = int(features.get("num_prompts", 1))
         if input_ids.shape[0] == 0:
             features["sentence_embedding"] = torch.zeros(
                 (0, self.get_embedding_dimension()), dtype=torch.float32, device=input_ids.device
             )
             return features
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         output_layer = resolve_output_layer(self.output_layer, self.num_layers)
+        if "prefix_groups" in features and self.prefix_cache_active(output_layer):
+            states = self._forward_with_prefix_cache(features, output_layer)
+        else:
+            states = self._run(
+                input_ids,
+                features["attention_mask"],
+                features["placeholder_positions"],
+                features["last_positions"],
+                output_layer,
+            )
+        states = states.float()
+        if num_prompts > 1:
+            states = states.view(-1, num_prompts, states.shape[-1]).mean(1)
+        features["sentence_embedding"] = states
+        return features
+
+    def prefix_cache_active(self, output_layer: int | None = None) -> bool:
+        """Whether a forward now would use the prefix cache.
+
+        It is used for inference, i.e. under ``torch.inference_mode()`` (as ``SentenceTransformer.encode`` and
+        everything built on it runs), with the backbone in eval mode, ``prefix_cache`` on, a backbone that supports it
+        and an output layer past the embeddings. Other calls (training, or a plain ``torch.no_grad()`` forward) run
+        every prompt whole, exactly as without the cache.
+
+        Args:
+            output_layer: The resolved output layer (defaults to this module's).
+
+        Returns:
+            True if the cache is used.
+        """
+        if not self.prefix_cache or not torch.is_inference_mode_enabled() or self.model.training:
+            return False
+        if self._prefix_cache_problem is not None:
+            logger.warning_once(
+                f"The prefix KV cache is off for {type(self.model).__name__}: {self._prefix_cache_problem}. "
+                "Embeddings are computed without it (same results, slower for long templates)."
+            )
+            return False
+        if output_layer is None:
+            output_layer = resolve_output_layer(self.output_layer, self.num_layers)
+        return output_layer > 0
+
+    def clear_prefix_cache(self) -> None:
+        """Drop the cached prefix keys/values (they are rebuilt on demand)."""
+        self._prefix_kv.clear()
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        placeholder_positions: torch.Tensor,
+        last_positions: torch.Tensor,
+        output_layer: int,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+    ) -> torch.Tensor:
+        """One backbone forward with TP and early exit; returns the ``(rows, hidden)`` last-token states."""
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         plan = PrependingPlan(
-            placeholder_positions=features["placeholder_positions"],
-            last_positions=features["last_positions"],
+            placeholder_positions=placeholder_positions,
+            last_positions=last_positions,
             tp_start=self.tp_start,
             tp_exit=self.tp_exit,
             output_layer=output_layer,
@@ -474,21 +576,109 @@ class TokenPrependingTransformer(Transformer):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                use_cache=False,
+                past_key_values=past_key_values,
+                use_cache=past_key_values is not None,
                 return_dict=True,
             ),
         )
         if plan.captured is not None:
-            states = plan.captured
-        else:
-            hidden = output.last_hidden_state
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
-            states = hidden[rows, plan.last_positions.to(hidden.device)]
-        states = states.float()
-        if num_prompts > 1:
-            states = states.view(-1, num_prompts, states.shape[-1]).mean(1)
-        features["sentence_embedding"] = states
-        return features
+            return plan.captured
+        hidden = output.last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, plan.last_positions.to(hidden.device)]
+
+    def _forward_with_prefix_cache(self, features: dict[str, Any], output_layer: int) -> torch.Tensor:
+        """Last-token states of every row: each prefix group runs on top of its cached prefix (built on first use),
+        rows without a prefix run as they are."""
+        input_ids = features["input_ids"]
+        device = input_ids.device
+        groups: list[PrefixGroup] = features["prefix_groups"]
+        context = self._prefix_kv.sync(self.model)
+        results: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for group in groups:
+            # The forward runs decoder layers 0..output_layer-1: those are the prefix layers needed.
+            entry = self._prefix_kv.get_or_build(
+                self.model, self._layers, group.prefix_ids, output_layer, context, device
+            )
+            group = group.to(device)
+            n, p = group.input_ids.shape[0], group.prefix_length
+            mask = group.attention_mask
+            states = self._run(
+                group.input_ids,
+                torch.cat([mask.new_ones((n, p)), mask], dim=1),
+                group.placeholder_positions,
+                group.last_positions,
+                output_layer,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0) + p,
+                past_key_values=entry.batch_cache(n, self.model.config),
+            )
+            results.append((group.rows, states))
+        rest = features["prefix_rest"]
+        if rest:
+            rows = torch.tensor(rest, dtype=torch.long, device=device)
+            states = self._run(
+                input_ids[rows],
+                features["attention_mask"][rows],
+                features["placeholder_positions"][rows],
+                features["last_positions"][rows],
+                output_layer,
+            )
+            results.append((rows, states))
+        first = results[0][1]
+        out = first.new_empty((input_ids.shape[0], first.shape[-1]))
+        for rows, states in results:
+            out[rows.to(out.device)] = states.to(out.device)
+        return out
+
+    @classmethod
+    def load_config(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        config_filename: str | None = None,
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+    ) -> dict[str, Any]:
+        """Read the saved module config, refusing a missing or corrupted one instead of falling back to defaults.
+
+        Args:
+            model_name_or_path: The saved model (folder or hub id).
+            subfolder: Sub-folder of the module.
+            config_filename: Config file name (default ``sentence_bert_config.json``).
+            token: Hub token.
+            cache_folder: Hub cache folder.
+            revision: Hub revision.
+            local_files_only: Do not use the network.
+
+        Returns:
+            The config.
+
+        Raises:
+            ValueError: If the config is missing, is not valid JSON, or holds no TP settings.
+        """
+        filename = config_filename or cls.config_file_name
+        where = os.path.join(str(model_name_or_path), subfolder, filename)
+        advice = "Re-save the model, or rebuild it from its backbone (st-tp build or TokenPrependingTransformer(...))."
+        try:
+            config = super().load_config(
+                model_name_or_path,
+                subfolder=subfolder,
+                config_filename=filename,
+                token=token,
+                cache_folder=cache_folder,
+                revision=revision,
+                local_files_only=local_files_only,
+            )
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where} is not valid JSON ({error}). {advice}") from error
+        if not config or "template" not in config:
+            raise ValueError(
+                f"{where} is missing or holds no TokenPrependingTransformer settings ('template', 'tp_start', ...), "
+                f"so the model cannot be rebuilt as it was saved. {advice}"
+            )
+        return config
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
         """Save backbone, tokenizer (with the placeholder) and TP config; declare the package requirement.
@@ -522,6 +712,7 @@ class TokenPrependingTransformer(Transformer):
             "num_layers": self.num_layers,
             "placeholder": self.placeholder,
             "max_seq_length": self.max_seq_length,
+            "prefix_cache": self.prefix_cache,
         }
         if self.query_template is not None:
             settings["query_template"] = self.query_template
@@ -547,11 +738,14 @@ class TokenPrependingTransformer(Transformer):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state.pop("_tokenizer_lock", None)
+        # The prefix cache holds device tensors and a lock; it is rebuilt on demand after unpickling.
+        state.pop("_prefix_kv", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._tokenizer_lock = threading.Lock()
+        self._prefix_kv = PrefixKVCache()
 
 
 def _as_config_value(template: str | Sequence[str]) -> str | list[str]:

@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads that wait for each
+# other make every small matmul dozens of times slower: one thread keeps the suite fast and its timing stable.
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 CORPUS = [

@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the model; print where it went and its settings."""
+    from sentence_transformers_tp.factory import save_model
+
     model = model_from_args(args)
-    model.save(args.out)
+    save_model(model, args.out)
     print(f"Saved {model[0]!r} to {args.out}")
     print(f'Load it with: SentenceTransformer("{args.out}", trust_remote_code=True)')
     return 0

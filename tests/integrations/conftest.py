@@ -77,18 +77,6 @@ def run_example(name: str, substitutions: dict[str, str]) -> dict[str, Any]:
     return namespace
 
 
-@pytest.fixture(scope="package", autouse=True)
-def _one_torch_thread():
-    """Run these tests with one torch thread: the models are tiny, and on a busy 2-core machine several threads per
-    process make every matrix product tens of times slower (threads wait for each other)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def tp_backbone(tmp_path_factory) -> Path:
     """A tiny random Llama checkpoint (4 layers, hidden 32)."""
