@@ -15,10 +15,11 @@ A preset is a YAML file (one per backbone) in ``configs/``, shipped inside the p
       prompteol:
         tp_start: 1
         tp_exit: 1                     # tp_exit <= tp_start: TP off
-        output_layer: 20
+        output_layer: 28
         status: tuned                  # optional, overrides the file's status for this template
-        score: {task: stsb, split: dev, spearman: 74.1, vanilla_spearman: 73.8}   # optional
-        command: "st-tp tune ..."      # optional: how to reproduce
+        score: {task: stsb, split: dev, n_pairs: 1500, spearman: 75.85,        # optional: the tuning score,
+                vanilla_best_spearman: 75.85, vanilla_best_layer: 28}      # and the best TP-off layer's
+        command: "st-tp tune ..."      # optional: how to reproduce (see docs/tuning.md)
 
 Only ``name``, ``backbone`` and ``templates`` (with the three layer keys per template) are required.
 """

@@ -1,0 +1,224 @@
+"""Presets in configs/: every file validates, paper settings match TP_REFERENCE §1.5, tuned entries carry their
+score and command, presets round-trip and build models, and bad files give errors naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from sentence_transformers import SentenceTransformer
+
+from sentence_transformers_tp import TokenPrependingTransformer
+from sentence_transformers_tp.cli import main
+from sentence_transformers_tp.presets import (
+    PRESET_DIR,
+    STATUSES,
+    Preset,
+    find_preset_for_backbone,
+    get_preset,
+    iter_presets,
+    load_preset_file,
+    save_preset,
+)
+from sentence_transformers_tp.templates import TEMPLATES
+
+from .conftest import requires_smollm2
+
+PRESETS = {preset.name: preset for preset in iter_presets()}
+
+#: TP_REFERENCE §1.5: (num_layers, tp_start, tp_exit, output_layer of the paper's template(s)).
+PAPER = {
+    "llama-2-7b": (32, 1, 7, {"prompteol": 27, "metaeol": 27, "pretended_cot": 27, "knowledge": -2}),
+    "llama-2-13b": (40, 1, 7, {"pretended_cot": -2}),
+    "llama-3-8b": (32, 1, 3, {"pretended_cot": -2}),
+    "qwen2-7b": (28, 1, 6, {"pretended_cot": -2}),
+    "gemma-2-9b": (42, 1, 6, {"pretended_cot": -2}),
+}
+TUNED_BACKBONES = {"smollm2": 30, "gemma3-270m": 18}
+SCORE_KEYS = {"task", "split", "n_pairs", "spearman", "vanilla_best_spearman", "vanilla_best_layer"}
+
+
+def settings(module: TokenPrependingTransformer) -> dict[str, int]:
+    """The layer settings of a module."""
+    return {"tp_start": module.tp_start, "tp_exit": module.tp_exit, "output_layer": module.output_layer}
+
+
+def test_configs_folder_is_the_packaged_preset_folder():
+    """The package's presets are the repository's configs/ folder, and it holds the paper and tuned presets."""
+    assert PRESET_DIR.resolve() == (Path(__file__).resolve().parents[1] / "configs").resolve()
+    assert set(PAPER) | {"mistral-7b"} <= set(PRESETS)
+    assert set(TUNED_BACKBONES) <= set(PRESETS)
+
+
+@pytest.mark.parametrize("path", sorted(PRESET_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_file_loads_and_validates(path):
+    """Each configs/*.yaml validates; file name = preset name; templates are built-in; statuses are known."""
+    preset = load_preset_file(path)
+    assert path.stem == preset.name
+    assert preset.status in STATUSES and preset.source
+    assert preset.num_layers is not None and preset.default_template in preset.templates
+    for name, entry in preset.templates.items():
+        assert name in TEMPLATES
+        assert entry.get("status", preset.status) in STATUSES
+        values = preset.settings(name)
+        if values["tp_exit"] > values["tp_start"]:
+            assert values["tp_exit"] <= preset.num_layers
+        assert -(preset.num_layers + 1) <= values["output_layer"] <= preset.num_layers
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_presets_have_the_reference_settings(name):
+    """The paper presets hold the layer settings of TP_REFERENCE §1.5."""
+    num_layers, tp_start, tp_exit, layers = PAPER[name]
+    preset = PRESETS[name]
+    assert preset.status == "paper" and preset.num_layers == num_layers
+    for template, output_layer in layers.items():
+        assert preset.settings(template) == {"tp_start": tp_start, "tp_exit": tp_exit, "output_layer": output_layer}
+        assert preset.templates[template].get("status", "paper") == "paper"
+
+
+@pytest.mark.parametrize("name", sorted(TUNED_BACKBONES))
+def test_tuned_presets_carry_score_and_command(name):
+    """Tuned entries record the dev score they were tuned to (never below vanilla) and the st-tp tune command."""
+    preset = PRESETS[name]
+    assert preset.backbone == name and preset.num_layers == TUNED_BACKBONES[name]
+    assert "prompteol" in preset.templates or "pretended_cot" in preset.templates
+    for template, entry in preset.templates.items():
+        assert entry.get("status", preset.status) == "tuned"
+        score = entry["score"]
+        assert SCORE_KEYS <= set(score)
+        assert score["split"] == "dev" and score["n_pairs"] > 0
+        assert score["spearman"] >= score["vanilla_best_spearman"]
+        if entry["tp_exit"] <= entry["tp_start"]:  # TP off: the preset is the best vanilla layer itself
+            assert score["spearman"] == score["vanilla_best_spearman"]
+            assert entry["output_layer"] == score["vanilla_best_layer"]
+        command = entry["command"]
+        assert command.startswith("st-tp tune ") and f"--model {name}" in command
+        assert f"--template {template}" in command and f"--out configs/{name}.yaml" in command
+
+
+def test_preset_lookup_by_name_alias_and_path():
+    """get_preset finds presets by name, backbone, alias (any case) and file path; unknown names list the rest."""
+    assert get_preset("llama-2-7b").backbone == "meta-llama/Llama-2-7b-hf"
+    assert get_preset("META-LLAMA/LLAMA-2-7B-HF").name == "llama-2-7b"
+    assert get_preset(str(PRESET_DIR / "qwen2-7b.yaml")).name == "qwen2-7b"
+    assert find_preset_for_backbone("smollm2").name == "smollm2"
+    with pytest.raises(KeyError, match="available presets: .*llama-2-7b"):
+        get_preset("no-such-model")
+
+
+def tiny_preset(path: Path, backbone: str) -> Preset:
+    """A preset for the tiny 4-layer Llama with one entry per kind of setting."""
+    return Preset(
+        name="tiny",
+        backbone=backbone,
+        templates={
+            "prompteol": {"tp_start": 1, "tp_exit": 3, "output_layer": 2, "status": "tuned", "command": "x"},
+            "pretended_cot": {"tp_start": 1, "tp_exit": 1, "output_layer": -1},
+            "knowledge": {"tp_start": 0, "tp_exit": 4, "output_layer": -2},
+        },
+        aliases=["tiny-llama"],
+        num_layers=4,
+        status="tuned",
+        source="test",
+        default_template="prompteol",
+    )
+
+
+def test_preset_round_trip_write_load_build(tiny_llama, tmp_path):
+    """A written preset loads back equal, and from_preset builds modules with exactly its settings."""
+    path = save_preset(tiny_preset(tmp_path, str(tiny_llama)), tmp_path / "tiny.yaml")
+    loaded = load_preset_file(path)
+    assert loaded.to_dict() == tiny_preset(tmp_path, str(tiny_llama)).to_dict()
+    for template in ("prompteol", "pretended_cot", "knowledge"):
+        module = TokenPrependingTransformer.from_preset(str(path), template)
+        assert settings(module) == loaded.settings(template)
+        assert module.tp_enabled == (template != "pretended_cot")
+    default = TokenPrependingTransformer.from_preset(str(path))
+    assert default.template == "prompteol"
+    override = TokenPrependingTransformer.from_preset(str(path), "prompteol", output_layer=-1)
+    assert settings(override) == {"tp_start": 1, "tp_exit": 3, "output_layer": -1}
+
+
+def test_build_cli_with_a_preset_saves_its_settings(tiny_llama, tmp_path):
+    """`st-tp build --preset FILE --template T` saves a model with the preset's settings for T."""
+    path = save_preset(tiny_preset(tmp_path, str(tiny_llama)), tmp_path / "tiny.yaml")
+    out = tmp_path / "model"
+    assert main(["build", "--preset", str(path), "--template", "knowledge", "--out", str(out)]) == 0
+    model = SentenceTransformer(str(out), trust_remote_code=True)
+    assert settings(model[0]) == {"tp_start": 0, "tp_exit": 4, "output_layer": -2}
+    assert model[0].template == "knowledge"
+
+
+def write_yaml(tmp_path: Path, data: object) -> Path:
+    """Write ``data`` as YAML to a fresh file."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data, encoding="utf-8")
+    return path
+
+
+GOOD = {
+    "name": "bad",
+    "backbone": "x",
+    "num_layers": 8,
+    "templates": {"prompteol": {"tp_start": 1, "tp_exit": 3, "output_layer": -1}},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("backbone"), "missing required key 'backbone'"),
+        (lambda d: d.pop("templates"), "missing required key 'templates'"),
+        (lambda d: d.update(templates={}), "'templates' must be a non-empty mapping"),
+        (lambda d: d["templates"]["prompteol"].pop("tp_exit"), "needs an integer 'tp_exit'"),
+        (lambda d: d["templates"]["prompteol"].update(output_layer="last"), "needs an integer 'output_layer'"),
+        (lambda d: d["templates"]["prompteol"].update(tp_start=True), "needs an integer 'tp_start'"),
+        (lambda d: d["templates"]["prompteol"].update(tp_start=-1), "negative tp_start"),
+        (lambda d: d["templates"]["prompteol"].update(tp_exit=9), "tp_exit > num_layers"),
+        (lambda d: d["templates"]["prompteol"].update(output_layer=12), "output_layer out of range"),
+        (lambda d: d["templates"].update(fancy=d["templates"]["prompteol"]), "unknown template 'fancy'"),
+        (lambda d: d["templates"].update(prompteol=[1, 7, 27]), "settings of template 'prompteol'"),
+        (lambda d: d.update(status="great"), "status 'great'"),
+        (lambda d: d["templates"]["prompteol"].update(status="best"), "status 'best'"),
+    ],
+)
+def test_bad_preset_files_name_the_file_and_the_key(tmp_path, change, message):
+    """Each malformed preset raises ValueError whose message names the file and the offending key."""
+    import copy
+
+    data = copy.deepcopy(GOOD)
+    change(data)
+    path = write_yaml(tmp_path, data)
+    with pytest.raises(ValueError) as error:
+        load_preset_file(path)
+    assert str(path) in str(error.value) and message in str(error.value)
+
+
+def test_non_mapping_and_invalid_yaml_name_the_file(tmp_path):
+    """A YAML list and a YAML syntax error both name the file."""
+    path = write_yaml(tmp_path, "- 1\n- 2\n")
+    with pytest.raises(ValueError, match="bad.yaml: a preset must be a mapping"):
+        load_preset_file(path)
+    path.write_text("name: x\ntemplates: {prompteol: {tp_start: 1\n", encoding="utf-8")
+    with pytest.raises(yaml.YAMLError, match="bad.yaml"):
+        load_preset_file(path)
+
+
+def test_unknown_template_in_settings_lists_the_available_ones():
+    """Asking a preset for a template it lacks names the preset and the templates it has."""
+    with pytest.raises(KeyError, match="'llama-2-13b' has no settings for template 'fancy'"):
+        PRESETS["llama-2-13b"].settings("fancy")
+
+
+@requires_smollm2
+@pytest.mark.real_model
+def test_smollm2_default_is_the_tuned_preset():
+    """TokenPrependingTransformer("smollm2") and from_preset("smollm2") both use the tuned PromptEOL settings."""
+    preset = PRESETS["smollm2"]
+    module = TokenPrependingTransformer("smollm2")
+    assert module.template == "prompteol" and settings(module) == preset.settings("prompteol")
+    assert module.num_layers == preset.num_layers
+    built = TokenPrependingTransformer.from_preset("smollm2", "metaeol")
+    assert settings(built) == preset.settings("metaeol")
