@@ -166,6 +166,7 @@ class TokenPrependingTransformer(Transformer):
 
         self.backbone_name = backbone_name or model_name_or_path
         resolved = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
+        model_kwargs = _with_safe_attention(resolved, model_kwargs, config_kwargs)
         kwargs.pop("modality_config", None)
         kwargs.pop("module_output_name", None)
         kwargs.pop("unpad_inputs", None)
@@ -746,6 +747,29 @@ class TokenPrependingTransformer(Transformer):
         super().__setstate__(state)
         self._tokenizer_lock = threading.Lock()
         self._prefix_kv = PrefixKVCache()
+
+
+#: Families whose SDPA attention gave wrong, batch-dependent embeddings on CUDA (Gemma-3-270M, transformers 5.23;
+#: docs/tuning.md): eager attention is their default unless the caller chooses one.
+_EAGER_ATTENTION_FAMILIES = {"gemma2", "gemma3", "gemma3_text"}
+
+
+def _with_safe_attention(
+    model_name_or_path: str, model_kwargs: dict[str, Any] | None, config_kwargs: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Default ``attn_implementation="eager"`` for the families in :data:`_EAGER_ATTENTION_FAMILIES`."""
+    if model_kwargs and "attn_implementation" in model_kwargs:
+        return model_kwargs
+    try:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(model_name_or_path, **(config_kwargs or {})).model_type
+    except Exception:  # the real load reports any problem with the checkpoint
+        return model_kwargs
+    if model_type not in _EAGER_ATTENTION_FAMILIES:
+        return model_kwargs
+    logger.info(f"Using eager attention for {model_type} (SDPA gave wrong, batch-dependent embeddings on CUDA).")
+    return {**(model_kwargs or {}), "attn_implementation": "eager"}
 
 
 def _as_config_value(template: str | Sequence[str]) -> str | list[str]:

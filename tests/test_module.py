@@ -271,3 +271,19 @@ def test_concurrent_encode_calls_equal_serial_results(model):
     assert not errors
     for got, want in zip(results, expected):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+
+
+def test_gemma_families_default_to_eager_attention(tiny_backbones):
+    """Gemma-2/3 backbones use eager attention unless the caller picks one (SDPA misbehaved on CUDA)."""
+    gemma = TokenPrependingTransformer(str(tiny_backbones["gemma3"]), tp_start=1, tp_exit=3, output_layer=3)
+    assert gemma.model.config._attn_implementation == "eager"
+    chosen = TokenPrependingTransformer(
+        str(tiny_backbones["gemma3"]),
+        tp_start=1,
+        tp_exit=3,
+        output_layer=3,
+        model_kwargs={"attn_implementation": "sdpa"},
+    )
+    assert chosen.model.config._attn_implementation == "sdpa"
+    llama = TokenPrependingTransformer(str(tiny_backbones["llama"]), tp_start=1, tp_exit=3, output_layer=3)
+    assert llama.model.config._attn_implementation == "sdpa"
