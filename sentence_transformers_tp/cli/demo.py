@@ -1,4 +1,4 @@
-"""``st-tp demo``: the default model next to the vanilla prompt on a few sentence pairs (offline)."""
+"""``st-tp demo``: the default model, the paper's TP setting and the vanilla prompt on a few sentence pairs."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo",
-        help="compare the default TP model with the vanilla prompt on a few sentence pairs",
-        description="Build the default model of a backbone (its preset's tuned settings, if it has a preset) and the "
-        "same template without TP at the template's usual layer, and print the cosine similarity of a few "
-        "paraphrase and unrelated pairs under both.",
+        help="compare the default model, the paper's TP setting and the vanilla prompt on a few sentence pairs",
+        description="Load a backbone once and embed a few paraphrase and unrelated pairs with (1) its default "
+        "settings (its preset's tuned settings, if it has a preset), (2) the paper's default TP band (before layers "
+        "1-6) at the template's usual layer and (3) the vanilla prompt (no TP) at the template's usual layer.",
     )
     parser.add_argument("--model", default="smollm2", help="backbone (default: smollm2, offline)")
-    parser.add_argument("--template", default="prompteol", help="template (default: prompteol)")
+    parser.add_argument("--template", default="prompteol", help="built-in template name (default: prompteol)")
     parser.set_defaults(func=run)
 
 
@@ -34,35 +34,36 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
+    from sentence_transformers_tp.evaluation.variants import Variant, apply_variant, usual_output_layer
     from sentence_transformers_tp.module import TokenPrependingTransformer
-    from sentence_transformers_tp.templates import USUAL_OUTPUT_LAYER, canonical_template_name
 
-    default = TokenPrependingTransformer(args.model, args.template)
-    usual = USUAL_OUTPUT_LAYER.get(canonical_template_name(args.template) or "", -1)
-    vanilla = TokenPrependingTransformer(
-        args.model, args.template, tp_start=default.tp_start, tp_exit=default.tp_start, output_layer=usual
-    )
-    rows = []
-    for label, module in (("default", default), ("vanilla", vanilla)):
-        model = SentenceTransformer(modules=[module])
-        first = model.encode([a for a, _, _ in DEMO_PAIRS], convert_to_tensor=True)
-        second = model.encode([b for _, b, _ in DEMO_PAIRS], convert_to_tensor=True)
-        scores = model.similarity_pairwise(first, second).cpu().numpy()
-        rows.append((label, module, scores))
+    module = TokenPrependingTransformer(args.model, args.template)
+    model = SentenceTransformer(modules=[module])
+    usual = usual_output_layer(module.template)
+    variants = [
+        Variant("default", module.tp_start, module.tp_exit, module.output_layer),
+        Variant("paper TP", 1, min(7, module.num_layers), usual),
+        Variant("vanilla", 1, 1, usual),
+    ]
+    columns = []
+    for variant in variants:
+        with apply_variant(model, variant):
+            first = model.encode([a for a, _, _ in DEMO_PAIRS], convert_to_tensor=True)
+            second = model.encode([b for _, b, _ in DEMO_PAIRS], convert_to_tensor=True)
+            columns.append((variant.label, module.model_slug(), model.similarity_pairwise(first, second).numpy()))
 
-    print(f"Backbone {args.model}, template {args.template}")
-    for label, module, _ in rows:
-        print(f"  {label:8s}: {module.model_slug()}")
+    print(f"Backbone {args.model}, template {args.template}; cosine similarity of each pair:")
+    for label, slug, _ in columns:
+        print(f"  {label:9s} = {slug}")
     print()
-    print(f"| {'pair':78s} | same | " + " | ".join(f"{label:>8s}" for label, _, _ in rows) + " |")
-    print(f"|{'-' * 80}|------|" + "|".join("-" * 10 for _ in rows) + "|")
+    print(f"| {'pair':78s} | same | " + " | ".join(f"{label:>9s}" for label, _, _ in columns) + " |")
+    print(f"|{'-' * 80}|------|" + "|".join("-" * 11 for _ in columns) + "|")
     for index, (a, b, same) in enumerate(DEMO_PAIRS):
-        pair = f"{a} / {b}"
-        cells = " | ".join(f"{scores[index]:8.3f}" for _, _, scores in rows)
-        print(f"| {pair:78s} | {'yes' if same else 'no':4s} | {cells} |")
+        cells = " | ".join(f"{scores[index]:9.3f}" for _, _, scores in columns)
+        print(f"| {a + ' / ' + b:78s} | {'yes' if same else 'no':4s} | {cells} |")
     same = np.array([pair[2] for pair in DEMO_PAIRS])
     print()
-    for label, _, scores in rows:
-        margin = scores[same].min() - scores[~same].max()
-        print(f"{label}: lowest paraphrase minus highest unrelated similarity = {margin:+.3f}")
+    print("Margin (lowest paraphrase similarity minus highest unrelated one; higher separates better):")
+    for label, _, scores in columns:
+        print(f"  {label:9s} {scores[same].min() - scores[~same].max():+.3f}")
     return 0
