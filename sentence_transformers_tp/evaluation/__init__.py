@@ -3,6 +3,8 @@
 * :func:`evaluate_sts`: STS12-16 ("all" setting), STS-B, SICK-R; cosine vs gold, Spearman x 100.
 * :func:`evaluate_transfer`: SentEval transfer tasks (MR, CR, SUBJ, MPQA, SST2, TREC, MRPC), logistic regression.
 * :func:`local_sts_tasks`: the same STS suite as offline MTEB 2.x tasks for ``mteb.evaluate``.
+* :func:`plan_variants` / :func:`iter_variants`: the model as configured plus the same template without TP (same
+  and usual output layer), sharing one loaded backbone.
 * :func:`compare` / :func:`to_markdown` / :func:`result_to_dict`: tables and JSON (schema in
   :mod:`sentence_transformers_tp.evaluation.report`).
 
@@ -38,6 +40,7 @@ from .transfer import (
     evaluate_transfer_task,
     pair_features,
 )
+from .variants import Variant, apply_variant, iter_variants, plan_variants
 
 __all__ = [
     "LOCAL_TASK_NAMES",
@@ -53,12 +56,15 @@ __all__ = [
     "TransferData",
     "TransferResult",
     "TransferTaskResult",
+    "Variant",
+    "apply_variant",
     "compare",
     "cosine_scores",
     "encode_unique",
     "evaluate_sts",
     "evaluate_transfer",
     "evaluate_transfer_task",
+    "iter_variants",
     "list_sts_splits",
     "list_transfer_tasks",
     "load_result",
@@ -68,6 +74,7 @@ __all__ = [
     "local_sts_tasks",
     "mteb_result_to_dict",
     "pair_features",
+    "plan_variants",
     "read_sts_tsv",
     "read_transfer_tsv",
     "result_to_dict",
