@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress information")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"sentence_transformers_tp.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"sentence_transformers_tp.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"sentence_transformers_tp.cli.{name}").register(subparsers)
     return parser
 
 
