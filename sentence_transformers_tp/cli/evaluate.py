@@ -85,7 +85,8 @@ def partition_tasks(tasks: list[str] | None) -> tuple[list[str] | None, list[str
             transfer.append(normalize_transfer_task(name))
         except ValueError:
             raise ValueError(
-                f"unknown task {name!r}; STS tasks: {', '.join(STS_TASKS)}; transfer tasks: {', '.join(TRANSFER_TASKS)}"
+                f"unknown task {name!r}; STS tasks: {', '.join(STS_TASKS)}; "
+                f"transfer tasks: {', '.join(TRANSFER_TASKS)}"
             ) from None
     return sts, transfer
 
