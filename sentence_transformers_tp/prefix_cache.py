@@ -23,9 +23,9 @@ How it fits together:
 Correctness does not depend on the prefix being "the same for every sentence": an entry is keyed by the row's own
 leading ids, and the cached keys/values are exactly those of the row's first tokens (same ids, positions
 ``0..p-1``, causal attention; TP only rewrites the placeholder, which is never part of the prefix). Weights are
-assumed frozen while a model is used for inference: the cache is used only without gradients and in eval mode, and
-it is cleared whenever a parameter is replaced, moved or modified in place (tracked by data pointers and version
-counters).
+assumed frozen while a model is used for inference: the cache is used only under ``torch.inference_mode()`` in eval
+mode (see ``TokenPrependingTransformer.prefix_cache_active``), and it is cleared whenever a parameter is replaced,
+moved or modified in place (tracked by data pointers and version counters).
 """
 
 from __future__ import annotations

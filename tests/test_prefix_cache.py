@@ -311,9 +311,14 @@ def test_lru_keeps_a_bounded_number_of_prefixes():
 @pytest.mark.real_model
 @requires_smollm2
 def test_real_smollm2_cached_equals_uncached():
-    """On the real SmolLM2, MetaEOL embeddings (8 cached prefixes) with and without the cache agree to 1e-4."""
+    """On the real SmolLM2, MetaEOL embeddings (8 cached prefixes) with and without the cache agree to fp32 rounding.
+
+    Its hidden states reach |x| ~ 100 at layer 20 (~550 at layer 28), so the bound is relative: 1e-5 of the largest
+    value, the level that padding side or batch mates already change the uncached path by (docs/performance.md).
+    """
     module = TokenPrependingTransformer("smollm2", "metaeol", tp_start=1, tp_exit=7, output_layer=20)
     sentences = SENTENCES[:2]
-    diff = (embed(module, sentences, cached=True) - embed(module, sentences, cached=False)).abs().max().item()
+    uncached = embed(module, sentences, cached=False)
+    diff = (embed(module, sentences, cached=True) - uncached).abs().max().item()
     assert len(module._prefix_kv) == 8
-    assert diff <= 1e-4, diff
+    assert diff <= 1e-5 * uncached.abs().max().item(), diff
