@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import build_backbone
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 #: Layer settings of every tiny model (the tiny backbones have 4 decoder layers).
 LAYERS = {"tp_start": 1, "tp_exit": 3, "output_layer": 3}
@@ -44,13 +45,14 @@ def max_diff(a: Any, b: Any) -> float:
     return float(np.abs(a - b).max())
 
 
-def doc_examples() -> dict[str, tuple[str, int]]:
-    """The named Python examples of docs/integrations.md: name -> (code, first line number)."""
-    text = DOCS.read_text(encoding="utf-8")
+def doc_examples() -> dict[str, tuple[str, int, Path]]:
+    """The named Python examples of docs/integrations.md and README.md: name -> (code, first line number, file)."""
     examples = {}
-    for match in _EXAMPLE.finditer(text):
-        line = text.count("\n", 0, match.start("code")) + 1
-        examples[match["name"]] = (match["code"], line)
+    for path in (DOCS, README):
+        text = path.read_text(encoding="utf-8")
+        for match in _EXAMPLE.finditer(text):
+            line = text.count("\n", 0, match.start("code")) + 1
+            examples[match["name"]] = (match["code"], line, path)
     return examples
 
 
@@ -60,7 +62,7 @@ def doc_python_block_count() -> int:
 
 
 def run_example(name: str, substitutions: dict[str, str]) -> dict[str, Any]:
-    """Execute one docs example as a main script after replacing quoted names; return its namespace.
+    """Execute one docs / README example as a main script after replacing quoted names; return its namespace.
 
     Args:
         name: The example's name (``<!-- example: name -->`` before its block).
@@ -69,11 +71,11 @@ def run_example(name: str, substitutions: dict[str, str]) -> dict[str, Any]:
     Returns:
         The globals of the executed code.
     """
-    code, line = doc_examples()[name]
+    code, line, path = doc_examples()[name]
     for old, new in substitutions.items():
         code = code.replace(f'"{old}"', repr(str(new)))
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile("\n" * (line - 1) + code, str(DOCS), "exec"), namespace)
+    exec(compile("\n" * (line - 1) + code, str(path), "exec"), namespace)
     return namespace
 
 

@@ -180,3 +180,11 @@ def test_stock_huggingface_embeddings_minimal_form(asymmetric_model_dir, asymmet
     )
     assert max_diff(stock.embed_documents(TEXTS), asymmetric.encode(TEXTS)) <= ATOL
     assert max_diff(stock.embed_query(TEXTS[0]), asymmetric.encode(TEXTS[0])) <= ATOL
+
+
+def test_readme_example(saved_model_dir, substitutions):
+    """The README's LangChain example runs and gives encode_document / encode_query vectors."""
+    namespace = run_example("readme-langchain", substitutions(saved_model_dir))
+    model = load_model(str(saved_model_dir), device="cpu")
+    assert max_diff(namespace["vectors"], model.encode_document(TEXTS[:2])) <= ATOL
+    assert max_diff(namespace["query"], model.encode_query("Who is making music?")) <= ATOL

@@ -163,3 +163,12 @@ def test_stock_huggingface_embedding_with_the_query_template(asymmetric_model_di
     )
     query = np.array(stock.get_query_embedding(TEXTS[0]))
     assert max_diff(query, unit(asymmetric.encode_query(TEXTS[0]))) <= ATOL
+
+
+def test_readme_example(saved_model_dir, substitutions):
+    """The README's LlamaIndex example builds an index and retrieves one of its documents."""
+    namespace = run_example("readme-llamaindex", substitutions(saved_model_dir))
+    assert namespace["best"].node.get_content() in {
+        "The Eiffel Tower is in Paris.",
+        "Bread needs flour, water and yeast.",
+    }
