@@ -104,6 +104,20 @@ class ModelSpec:
             values = {"model_name_or_path": spec}
         return cls(**{**values, **overrides})
 
+    @classmethod
+    def from_fields(cls, owner: Any) -> ModelSpec:
+        """The spec described by an object that has the spec's fields as attributes (the embedding classes).
+
+        Args:
+            owner: An object with ``model_name_or_path``, ``template``, ... attributes.
+
+        Returns:
+            The spec.
+        """
+        values = {name: getattr(owner, name) for name in cls.__dataclass_fields__}
+        values["module_kwargs"] = dict(values["module_kwargs"] or {})
+        return cls(**values)
+
     def load(self) -> SentenceTransformer:
         """Load the model with :func:`sentence_transformers_tp.factory.load_model`.
 

@@ -98,17 +98,7 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
 
     def model_spec(self) -> ModelSpec:
         """The :class:`~sentence_transformers_tp.integrations.ModelSpec` described by the fields."""
-        return ModelSpec(
-            model_name_or_path=self.model_name_or_path,
-            template=self.template,
-            preset=self.preset,
-            tp_start=self.tp_start,
-            tp_exit=self.tp_exit,
-            output_layer=self.output_layer,
-            max_seq_length=self.max_seq_length,
-            device=self.device,
-            module_kwargs=dict(self.module_kwargs),
-        )
+        return ModelSpec.from_fields(self)
 
     @property
     def client(self) -> SentenceTransformer:
