@@ -154,6 +154,9 @@ class TokenPrependingTransformer(Transformer):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         if not isinstance(placeholder, str) or not placeholder.strip():
             raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
+        for key, value in (("tp_start", tp_start), ("tp_exit", tp_exit), ("output_layer", output_layer)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
         self.template = _as_config_value(template)
         self.query_template = _as_config_value(query_template) if query_template is not None else None
         self.document_template = _as_config_value(document_template) if document_template is not None else None
@@ -198,9 +201,6 @@ class TokenPrependingTransformer(Transformer):
         self._prefix_cache_problem: str | None = unsupported_reason(self.model)
 
         given = {"tp_start": tp_start, "tp_exit": tp_exit, "output_layer": output_layer}
-        for key, value in given.items():
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
         settings = {**self._default_layers(), **{k: v for k, v in given.items() if v is not None}}
         self.tp_start = settings["tp_start"]
         self.tp_exit = settings["tp_exit"]
