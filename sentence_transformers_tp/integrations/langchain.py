@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sentence_transformers_tp.inputs import check_texts
 from sentence_transformers_tp.integrations import ModelSpec, missing_extra
 
 try:
@@ -127,6 +128,7 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
         texts = list(texts)
         if not texts:
             return []
+        check_texts(texts)
         return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
 
     def embed_query(self, text: str) -> list[float]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from sentence_transformers_tp.inputs import check_texts
 from sentence_transformers_tp.integrations import ModelSpec, missing_extra
 
 try:
@@ -150,6 +151,7 @@ class TokenPrependingEmbedding(BaseEmbedding):
         texts = list(texts)
         if not texts:
             return []
+        check_texts(texts)
         return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:

@@ -188,3 +188,10 @@ def test_readme_example(saved_model_dir, substitutions):
     model = load_model(str(saved_model_dir), device="cpu")
     assert max_diff(namespace["vectors"], model.encode_document(TEXTS[:2])) <= ATOL
     assert max_diff(namespace["query"], model.encode_query("Who is making music?")) <= ATOL
+
+
+def test_non_string_document_names_its_index(asymmetric):
+    """A non-string document raises a ValueError naming its index in the caller's list."""
+    embeddings = TokenPrependingEmbeddings.from_model(asymmetric)
+    with pytest.raises(ValueError, match="Input 2 is of type NoneType"):
+        embeddings.embed_documents(["a", "b", None])
