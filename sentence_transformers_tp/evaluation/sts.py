@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -206,17 +206,23 @@ class STSTaskResult:
 
 
 @dataclass
-class STSResult:
-    """Scores of an STS suite run.
+class SuiteResult:
+    """Scores of a suite run (the common part of :class:`STSResult` and the transfer tasks' result).
 
     Attributes:
-        tasks: Results keyed by canonical task key, in suite order.
+        tasks: Results keyed by canonical task key, in suite order; each has a ``name`` and a score attribute named
+            by the class's ``metric``.
         model: Model name (free text) or ``None``.
         config: Free-form configuration recorded with the result (template, TP layers, ...).
-        settings: How the evaluation was run (``limit``, ``senteval_text``, ``batch_size``).
+        settings: How the evaluation was run (``limit``, folds, ``batch_size``, ...).
     """
 
-    tasks: dict[str, STSTaskResult]
+    #: ``"kind"`` of the JSON result.
+    kind: ClassVar[str] = ""
+    #: Name of the per-task score attribute, also the JSON ``"metric"``.
+    metric: ClassVar[str] = ""
+
+    tasks: dict[str, Any]
     model: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -224,16 +230,16 @@ class STSResult:
     @property
     def avg(self) -> float:
         """Plain mean of the task scores (``nan`` if there is none or one is undefined)."""
-        values = [r.spearman for r in self.tasks.values()]
+        values = [getattr(r, self.metric) for r in self.tasks.values()]
         return float(np.mean(values)) if values else float("nan")
 
     def scores(self) -> dict[str, float]:
-        """Return display name -> Spearman x 100, plus ``"Avg"``.
+        """Return display name -> score x 100, plus ``"Avg"``.
 
         Returns:
             Mapping in suite order.
         """
-        out = {r.name: r.spearman for r in self.tasks.values()}
+        out = {r.name: getattr(r, self.metric) for r in self.tasks.values()}
         out["Avg"] = self.avg
         return out
 
@@ -241,18 +247,25 @@ class STSResult:
         """Return the JSON-serialisable result (schema documented in :mod:`sentence_transformers_tp.evaluation.report`).
 
         Returns:
-            ``{"kind": "sts", "metric": "spearman", "model", "config", "settings", "tasks": {display name: entry},
-            "avg"}``.
+            ``{"kind", "metric", "model", "config", "settings", "tasks": {display name: entry}, "avg"}``.
         """
         return {
-            "kind": "sts",
-            "metric": "spearman",
+            "kind": self.kind,
+            "metric": self.metric,
             "model": self.model,
             "config": dict(self.config),
             "settings": dict(self.settings),
             "tasks": {r.name: r.to_dict() for r in self.tasks.values()},
             "avg": _json_float(self.avg),
         }
+
+
+@dataclass
+class STSResult(SuiteResult):
+    """Scores of an STS suite run (``tasks``: :class:`STSTaskResult` by task key; metric ``spearman``)."""
+
+    kind: ClassVar[str] = "sts"
+    metric: ClassVar[str] = "spearman"
 
 
 def score_sts(

@@ -28,9 +28,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from .data import (
     load_transfer,
     normalize_transfer_task,
 )
-from .sts import Encoder, _json_float, _model_name, encode_unique
+from .sts import Encoder, SuiteResult, _json_float, _model_name, encode_unique
 
 SENTEVAL_C_GRID: tuple[float, ...] = tuple(2.0**t for t in range(-2, 4))
 """Inverse regularisation strengths tried by SentEval's scikit-learn logistic regression."""
@@ -111,52 +111,11 @@ class TransferTaskResult:
 
 
 @dataclass
-class TransferResult:
-    """Scores of a transfer-task run.
+class TransferResult(SuiteResult):
+    """Scores of a transfer-task run (``tasks``: :class:`TransferTaskResult` by task key; metric ``accuracy``)."""
 
-    Attributes:
-        tasks: Results keyed by canonical task key, in suite order.
-        model: Model name (free text) or ``None``.
-        config: Free-form configuration recorded with the result.
-        settings: How the evaluation was run (folds, grid, limit, ...).
-    """
-
-    tasks: dict[str, TransferTaskResult]
-    model: str | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def avg(self) -> float:
-        """Plain mean of the task accuracies (``nan`` if there is none)."""
-        values = [r.accuracy for r in self.tasks.values()]
-        return float(np.mean(values)) if values else float("nan")
-
-    def scores(self) -> dict[str, float]:
-        """Return display name -> accuracy x 100, plus ``"Avg"``.
-
-        Returns:
-            Mapping in suite order.
-        """
-        out = {r.name: r.accuracy for r in self.tasks.values()}
-        out["Avg"] = self.avg
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-serialisable result (schema documented in :mod:`sentence_transformers_tp.evaluation.report`).
-
-        Returns:
-            ``{"kind": "transfer", "metric": "accuracy", "model", "config", "settings", "tasks", "avg"}``.
-        """
-        return {
-            "kind": "transfer",
-            "metric": "accuracy",
-            "model": self.model,
-            "config": dict(self.config),
-            "settings": dict(self.settings),
-            "tasks": {r.name: r.to_dict() for r in self.tasks.values()},
-            "avg": _json_float(self.avg),
-        }
+    kind: ClassVar[str] = "transfer"
+    metric: ClassVar[str] = "accuracy"
 
 
 def pair_features(u: np.ndarray, v: np.ndarray, mode: str = "senteval") -> np.ndarray:
