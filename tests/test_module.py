@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.templates import METAEOL, render
+
+from .conftest import run_in_threads
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -253,22 +254,7 @@ def test_concurrent_encode_calls_equal_serial_results(model):
     """Eight threads encoding through one model at once give exactly the serial results."""
     batches = [SENTENCES[i:] + SENTENCES[:i] for i in range(8)]
     expected = [model.encode(batch, batch_size=2) for batch in batches]
-    results: list = [None] * len(batches)
-    errors: list = []
-
-    def work(index):
-        try:
-            for _ in range(3):
-                results[index] = model.encode(batches[index], batch_size=2)
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = run_in_threads(lambda i: model.encode(batches[i], batch_size=2), len(batches), repeats=3)
     for got, want in zip(results, expected):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,7 +17,7 @@ from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.prefix_cache import PrefixEntry, PrefixKVCache, prefix_length, unsupported_reason
 from sentence_transformers_tp.templates import clean_sentence, render
 
-from .conftest import FAMILIES, requires_smollm2
+from .conftest import FAMILIES, requires_smollm2, run_in_threads
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -195,22 +194,9 @@ def test_concurrent_encodes_share_entries_without_mutating_them(tiny_llama):
     prompts = [None, "Instruct: a. ", None, "Instruct: b. "]
     expected = [model.encode(SENTENCES, batch_size=2, prompt=p) for p in prompts]
     snapshot = {key: [t.clone() for t in entry.keys] for key, entry in module._prefix_kv._entries.items()}
-    results: list = [None] * len(prompts)
-    errors: list = []
-
-    def work(index):
-        try:
-            for _ in range(2):
-                results[index] = model.encode(SENTENCES, batch_size=2, prompt=prompts[index])
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = run_in_threads(
+        lambda i: model.encode(SENTENCES, batch_size=2, prompt=prompts[i]), len(prompts), repeats=2
+    )
     for got, want in zip(results, expected):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
     for key, keys in snapshot.items():
