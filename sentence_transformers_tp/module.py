@@ -370,35 +370,61 @@ class TokenPrependingTransformer(Transformer):
         check_texts(inputs, context=_BATCH_INDEX_NOTE)
         templates = self.templates_for(prompt, task)
         placeholder = self.placeholder if self.tp_enabled else None
+        prompts: list[tuple[str, str, RenderedPrompt]] = []
+        for text in inputs:
+            sentence = clean_sentence(text) if self.clean_sentences else text
+            prompts.extend((template, sentence, render(template, sentence, placeholder)) for template in templates)
+        # One tokenizer call for the whole batch (much less host work per batch than one call per prompt).
+        encodings = self._tokenize([rendered.text for _, _, rendered in prompts])
         rows: list[list[int]] = []
         placeholder_positions: list[int] = []
         prefix_lengths: list[int] = []
-        for text in inputs:
-            sentence = clean_sentence(text) if self.clean_sentences else text
-            for template in templates:
-                ids, position, prefix = self._encode_prompt(template, sentence, placeholder)
-                rows.append(ids)
-                placeholder_positions.append(position)
-                prefix_lengths.append(prefix)
+        for (template, sentence, rendered), encoding in zip(prompts, encodings):
+            ids, position, prefix = self._encode_prompt(template, sentence, placeholder, rendered, encoding)
+            rows.append(ids)
+            placeholder_positions.append(position)
+            prefix_lengths.append(prefix)
         return self._collate(rows, placeholder_positions, num_prompts=len(templates), prefix_lengths=prefix_lengths)
 
-    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def _tokenize(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and character offsets of each text (special tokens added, no truncation, no padding)."""
+        if not texts:
+            return []
         with self._tokenizer_lock:
             encoding = self.tokenizer(
-                text, add_special_tokens=True, return_offsets_mapping=True, truncation=False, padding=False
+                texts, add_special_tokens=True, return_offsets_mapping=True, truncation=False, padding=False
             )
-        return list(encoding["input_ids"]), [tuple(span) for span in encoding["offset_mapping"]]
+        return [
+            (list(ids), [tuple(span) for span in offsets])
+            for ids, offsets in zip(encoding["input_ids"], encoding["offset_mapping"])
+        ]
 
-    def _encode_prompt(self, template: str, sentence: str, placeholder: str | None) -> tuple[list[int], int, int]:
+    def _encode_prompt(
+        self,
+        template: str,
+        sentence: str,
+        placeholder: str | None,
+        rendered: RenderedPrompt | None = None,
+        encoding: tuple[list[int], list[tuple[int, int]]] | None = None,
+    ) -> tuple[list[int], int, int]:
         """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence.
 
-        Returns the ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
+        Args:
+            template: The template.
+            sentence: The (cleaned) sentence.
+            placeholder: The placeholder text, or None without TP.
+            rendered: The prompt already rendered from these, if at hand.
+            encoding: Its tokenization (ids, offsets), if at hand.
+
+        Returns:
+            The ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
         """
         max_length = self.max_seq_length
         while True:
-            rendered = render(template, sentence, placeholder)
-            ids, offsets = self._tokenize(rendered.text)
-            ids, offsets, position = self._fix_placeholders(ids, offsets, rendered)
+            if rendered is None or encoding is None:
+                rendered = render(template, sentence, placeholder)
+                (encoding,) = self._tokenize([rendered.text])
+            ids, offsets, position = self._fix_placeholders(*encoding, rendered)
             if max_length is None or len(ids) <= max_length:
                 return ids, position, prefix_length(offsets, rendered.sentence_start, position)
             if not sentence:
@@ -417,6 +443,7 @@ class TokenPrependingTransformer(Transformer):
             cut = offsets[inside[budget - 1]][1] if budget > 0 else rendered.sentence_start
             shorter = sentence[: cut - rendered.sentence_start].rstrip()
             sentence = shorter if len(shorter) < len(sentence) else sentence[:-1]
+            rendered = encoding = None
 
     def _fix_placeholders(
         self, ids: list[int], offsets: list[tuple[int, int]], rendered: RenderedPrompt
@@ -456,19 +483,24 @@ class TokenPrependingTransformer(Transformer):
     ) -> dict[str, Any]:
         lengths = [len(row) for row in rows]
         width = max(lengths, default=0)
-        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        placeholder = torch.tensor(placeholder_positions, dtype=torch.long)
-        starts = [width - len(row) if self.padding_side == "left" else 0 for row in rows]
-        for i, (row, offset) in enumerate(zip(rows, starts)):
-            input_ids[i, offset : offset + len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, offset : offset + len(row)] = 1
-            if placeholder[i] >= 0:
-                placeholder[i] += offset
-        if self.padding_side == "left":
+        pad_id = self._pad_id
+        left = self.padding_side == "left"
+        # Padded Python lists first, then one tensor each: far less host work than filling tensors row by row.
+        starts = [width - length if left else 0 for length in lengths]
+        if left:
+            padded = [[pad_id] * start + row for row, start in zip(rows, starts)]
+            mask = [[0] * start + [1] * length for length, start in zip(lengths, starts)]
             last = torch.full((len(rows),), width - 1, dtype=torch.long)
         else:
+            padded = [row + [pad_id] * (width - length) for row, length in zip(rows, lengths)]
+            mask = [[1] * length + [0] * (width - length) for length in lengths]
             last = torch.tensor(lengths, dtype=torch.long) - 1
+        input_ids = torch.tensor(padded, dtype=torch.long).reshape(len(rows), width)
+        attention_mask = torch.tensor(mask, dtype=torch.long).reshape(len(rows), width)
+        placeholder = torch.tensor(
+            [position + start if position >= 0 else -1 for position, start in zip(placeholder_positions, starts)],
+            dtype=torch.long,
+        )
         features: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

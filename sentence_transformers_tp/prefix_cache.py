@@ -168,26 +168,26 @@ def group_rows(
     groups = []
     for prefix, indices in members.items():
         p = len(prefix)
-        width = max(len(rows[i]) - p for i in indices)
-        input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
-        placeholder = torch.full((len(indices),), -1, dtype=torch.long)
-        last = torch.empty((len(indices),), dtype=torch.long)
-        for j, i in enumerate(indices):
-            remainder = rows[i][p:]
-            input_ids[j, : len(remainder)] = torch.tensor(remainder, dtype=torch.long)
-            attention_mask[j, : len(remainder)] = 1
-            if placeholder_positions[i] >= 0:
-                placeholder[j] = placeholder_positions[i] - p
-            last[j] = len(remainder) - 1
+        remainders = [rows[i][p:] for i in indices]
+        width = max(len(remainder) for remainder in remainders)
+        # Padded Python lists first, then one tensor each (little host work per batch).
         groups.append(
             PrefixGroup(
                 prefix_ids=prefix,
                 rows=torch.tensor(indices, dtype=torch.long),
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                placeholder_positions=placeholder,
-                last_positions=last,
+                input_ids=torch.tensor(
+                    [list(remainder) + [pad_id] * (width - len(remainder)) for remainder in remainders],
+                    dtype=torch.long,
+                ),
+                attention_mask=torch.tensor(
+                    [[1] * len(remainder) + [0] * (width - len(remainder)) for remainder in remainders],
+                    dtype=torch.long,
+                ),
+                placeholder_positions=torch.tensor(
+                    [placeholder_positions[i] - p if placeholder_positions[i] >= 0 else -1 for i in indices],
+                    dtype=torch.long,
+                ),
+                last_positions=torch.tensor([len(remainder) - 1 for remainder in remainders], dtype=torch.long),
                 source_row=indices[0],
                 source_start=int(starts[indices[0]]),
             )

@@ -208,15 +208,16 @@ class _HookSet:
             raise _EarlyExit
         if not plan.tp_start <= index < plan.tp_exit:
             return None
-        rows = torch.nonzero(plan.placeholder_positions >= 0).flatten()
-        if rows.numel() == 0:
-            return None
-        rows = rows.to(hidden.device)
-        placeholder = plan.placeholder_positions.to(hidden.device)[rows]
-        last = plan.last_positions.to(hidden.device)[rows]
+        # No host-device synchronisation here (no nonzero / item): on a GPU the host keeps queueing kernels ahead.
+        # Rows without a placeholder (-1) rewrite their position 0 with its own value, i.e. stay unchanged.
+        placeholder = plan.placeholder_positions.to(hidden.device)
+        last = plan.last_positions.to(hidden.device)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        target = placeholder.clamp(min=0)
+        source = torch.where((placeholder >= 0)[:, None], hidden[rows, last], hidden[rows, target])
         # Write into a copy: the input tensor may already be recorded elsewhere (e.g. in output_hidden_states).
         replaced = hidden.clone()
-        replaced[rows, placeholder] = hidden[rows, last]
+        replaced[rows, target] = source
         if from_args:
             return (replaced, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": replaced}

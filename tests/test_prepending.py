@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, BertModel, T5Config, T5Model
+from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaModel, T5Config, T5Model
 
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.prepending import (
@@ -185,6 +185,61 @@ def test_recorded_hidden_states_are_not_overwritten(tiny_llama):
     ph, last = int(features["placeholder_positions"][0]), int(features["last_positions"][0])
     # hidden_states[1] is the input of layer 1, recorded before the pre-hook replaced the placeholder row.
     assert not torch.allclose(out.hidden_states[1][0, ph], out.hidden_states[1][0, last])
+
+
+def test_rows_without_placeholder_are_left_unchanged(tiny_llama):
+    """In a TP batch, a row whose placeholder position is -1 gets exactly its vanilla (no TP) states."""
+    module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=3)
+    features = module.preprocess(SENTENCES)
+    ids, mask = features["input_ids"], features["attention_mask"]
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    last = features["last_positions"]
+    mixed = features["placeholder_positions"].clone()
+    mixed[1] = -1
+
+    def states(placeholder_positions):
+        plan = PrependingPlan(placeholder_positions, last, 1, 3, 3)
+        with torch.no_grad():
+            run_with_prepending(
+                module._layers,
+                plan,
+                lambda: module.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False),
+            )
+        return plan.captured
+
+    with_tp = states(features["placeholder_positions"])
+    without_tp = states(torch.full_like(mixed, -1))
+    got = states(mixed)
+    torch.testing.assert_close(got[[0, 2]], with_tp[[0, 2]], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[1], without_tp[1], rtol=0, atol=1e-6)
+    assert not torch.allclose(with_tp[1], without_tp[1])
+
+
+def test_tp_hooks_need_no_host_device_synchronisation():
+    """The TP and early-exit hooks use no data-dependent op (nonzero, item): a forward on the meta device runs.
+
+    On a GPU such an op would stall the host until the device catches up, once per TP layer and batch.
+    """
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    with torch.device("meta"):
+        model = LlamaModel(config).eval()
+        input_ids = torch.ones((3, 7), dtype=torch.long)
+        position_ids = torch.arange(7)[None].expand(3, -1)
+        plan = PrependingPlan(torch.tensor([2, 2, -1]), torch.tensor([6, 6, 6]), tp_start=1, tp_exit=3, output_layer=3)
+    with torch.inference_mode():
+        # No attention mask: Hugging Face's own mask preparation inspects the mask's values.
+        run_with_prepending(
+            find_decoder_layers(model), plan, lambda: model(input_ids=input_ids, position_ids=position_ids)
+        )
+    assert plan.captured.shape == (3, 32)
+    assert plan.captured.device.type == "meta"
 
 
 def test_unsupported_architectures_get_a_clear_error():
