@@ -16,63 +16,37 @@ achieved TFLOP/s for every variant. See benchmarks/README.md and docs/performanc
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
 import os
 import platform
-import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "sts" / "stsb" / "dev.tsv"
+from common import (  # noqa: E402
+    DEFAULT_DATA,
+    SHAPES,
+    PeakMemory,
+    batches_like_encode,
+    build_random_checkpoint,
+    fmt_bytes,
+    layer_flops,
+    load_sentences,
+    median,
+    smollm2_tokenizer_dir,
+    synchronize,
+    table,
+)
+
 TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "metaeol")
 LABELS = {"prompteol": "PromptEOL", "pretended_cot": "Pretended CoT", "knowledge": "Knowledge", "metaeol": "MetaEOL"}
-
-#: Random-weight model shapes (Llama architecture). ``smollm2`` is the real embedded default instead.
-SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "hidden_size": 64,
-        "intermediate_size": 176,
-        "num_hidden_layers": 8,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-    },
-    "smollm2-random": {
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "head_dim": 64,
-        "max_position_embeddings": 8192,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 100000.0,
-        "tie_word_embeddings": True,
-    },
-    "llama2-7b": {
-        "hidden_size": 4096,
-        "intermediate_size": 11008,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-    },
-}
 
 
 # ---------------------------------------------------------------------------------------------------------- setup
@@ -115,57 +89,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.device == "cpu" and args.shape == "llama2-7b":
         print("note: a 7B model on CPU takes very long; --shape tiny exercises the same code path", file=sys.stderr)
     return args
-
-
-def load_sentences(path: Path, count: int) -> list[str]:
-    """A fixed subset of STS-B dev sentences: evenly spaced over both columns, so every genre is represented.
-
-    Args:
-        path: The dev.tsv (header, tab separated, no quoting).
-        count: How many sentences.
-
-    Returns:
-        The sentences.
-    """
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header, body = rows[0], rows[1:]
-    first, second = header.index("sentence1"), header.index("sentence2")
-    pool = [row[column] for row in body for column in (first, second)]
-    if count > len(pool):
-        raise SystemExit(f"--sentences {count} is more than the {len(pool)} sentences of {path}")
-    step = len(pool) / count
-    return [pool[int(i * step)] for i in range(count)]
-
-
-def smollm2_tokenizer_dir() -> Path:
-    """The folder holding the embedded SmolLM2 checkpoint (its tokenizer files are used for random shapes)."""
-    from sentence_transformers_tp.backbones import resolve_backbone
-
-    return Path(resolve_backbone("smollm2"))
-
-
-def build_random_checkpoint(shape: str, tokenizer_dir: Path, directory: Path) -> Path:
-    """Write a Llama config of ``shape``, the tokenizer and an empty weights file: loading initialises randomly.
-
-    Args:
-        shape: A key of :data:`SHAPES`.
-        tokenizer_dir: Folder with the tokenizer files.
-        directory: Where to write.
-
-    Returns:
-        ``directory``.
-    """
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer, LlamaConfig
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    tokenizer.save_pretrained(str(directory))
-    # Room for the placeholder token, so that no embedding resize is needed.
-    vocab = (len(tokenizer) + 1 + 63) // 64 * 64
-    LlamaConfig(vocab_size=vocab, bos_token_id=tokenizer.bos_token_id, **SHAPES[shape]).save_pretrained(str(directory))
-    save_file({}, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    return directory
 
 
 def load_module(args: argparse.Namespace, workdir: Path) -> Any:
@@ -223,48 +146,6 @@ def configure(module: Any, variant: Variant, tp_exit: int) -> None:
     module.prefix_cache = variant.cache
 
 
-class PeakMemory:
-    """Peak memory of a block: CUDA allocator peak, or the process's peak RSS (reset through /proc on Linux)."""
-
-    def __init__(self, device: Any) -> None:
-        self.device = device
-        self.cuda = device.type == "cuda"
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[list[int]]:
-        """Yield a one-item list that receives the peak in bytes."""
-        import torch
-
-        result = [0]
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            with contextlib.suppress(OSError):
-                Path("/proc/self/clear_refs").write_text("5")
-        yield result
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            result[0] = torch.cuda.max_memory_allocated(self.device)
-        else:
-            result[0] = _peak_rss()
-
-
-def _peak_rss() -> int:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def batches_like_encode(sentences: Sequence[str], batch_size: int) -> list[list[str]]:
-    """The batches ``SentenceTransformer.encode`` forms: sorted by decreasing text length, then chunked."""
-    order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
-    ordered = [sentences[i] for i in order]
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-
-
 def token_counts(module: Any, batches: Sequence[Sequence[str]]) -> tuple[float, float, float]:
     """Mean tokens per sentence of the whole prompts, of what runs after a cached prefix, and the mean prefix length.
 
@@ -294,56 +175,17 @@ def useful_flops(module: Any, batches: Sequence[Sequence[str]], depth: int, cach
     Per token and layer: 2 x the layer's parameters (the matrix products) + 4 x heads x head_dim x keys attended
     (scores and weighted values). With the cache the prefix tokens are not recomputed but are attended to.
     """
-    config = module.model.config
     layer_params = sum(p.numel() for p in module._layers[0].parameters())
-    attention_width = config.num_attention_heads * getattr(
-        config, "head_dim", config.hidden_size // config.num_attention_heads
-    )
-    total = 0.0
+    rows: list[tuple[int, int]] = []  # (prefix attended, tokens run)
     for batch in batches:
         features = module.preprocess(list(batch))
-        rows: list[tuple[int, int]] = []  # (prefix attended, tokens run)
         if cached:
             for group in features["prefix_groups"]:
                 rows += [(group.prefix_length, int(n)) for n in group.attention_mask.sum(1).tolist()]
             rows += [(0, int(features["attention_mask"][r].sum())) for r in features["prefix_rest"]]
         else:
-            rows = [(0, int(n)) for n in features["attention_mask"].sum(1).tolist()]
-        for p, r in rows:
-            total += depth * (2 * layer_params * r + 4 * attention_width * (r * p + r * (r + 1) / 2))
-    return total
-
-
-def synchronize(device: Any) -> None:
-    """Wait for the device (CUDA kernels run asynchronously)."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------------------------------------- report
-
-
-def median(values: Sequence[float]) -> float:
-    """Median (NaN for no values)."""
-    return statistics.median(values) if values else float("nan")
-
-
-def fmt_bytes(value: float) -> str:
-    """Bytes as MiB/GiB."""
-    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table."""
-    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+            rows += [(0, int(n)) for n in features["attention_mask"].sum(1).tolist()]
+    return layer_flops(module.model.config, layer_params, rows, depth)
 
 
 # ------------------------------------------------------------------------------------------------------------ main
