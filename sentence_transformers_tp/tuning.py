@@ -198,6 +198,8 @@ class TuningResult:
         n_pairs: Number of scored pairs.
         n_sentences: Number of distinct sentences encoded per pass.
         limit: ``limit`` used when loading the data (None: all pairs).
+        sample: ``sample`` used when loading the data (None: no random draw).
+        sample_seed: Seed of the ``sample`` draw.
         min_gain: TP is chosen only if it beats the best vanilla cell by more than this (Spearman points).
         seconds: Wall time of each pass, by grid key.
         data_dir: The data directory, if the data came from one.
@@ -212,6 +214,8 @@ class TuningResult:
     n_pairs: int = 0
     n_sentences: int = 0
     limit: int | None = None
+    sample: int | None = None
+    sample_seed: int = 0
     min_gain: float = 0.0
     seconds: dict[GridKey, float] = field(default_factory=dict)
     data_dir: str | None = None
@@ -297,6 +301,9 @@ class TuningResult:
         }
         if self.limit is not None:
             entry["limit"] = self.limit
+        if self.sample is not None:
+            entry["sample"] = self.sample
+            entry["sample_seed"] = self.sample_seed
         return entry
 
     def to_preset(
@@ -390,6 +397,8 @@ class TuningResult:
             "n_pairs": self.n_pairs,
             "n_sentences": self.n_sentences,
             "limit": self.limit,
+            "sample": self.sample,
+            "sample_seed": self.sample_seed,
             "data_dir": self.data_dir,
             "num_layers": self.num_layers,
             "min_gain": self.min_gain,
@@ -423,6 +432,8 @@ class TuningResult:
             n_pairs=int(data.get("n_pairs", 0)),
             n_sentences=int(data.get("n_sentences", 0)),
             limit=data.get("limit"),
+            sample=data.get("sample"),
+            sample_seed=int(data.get("sample_seed") or 0),
             min_gain=float(data.get("min_gain", 0.0)),
             seconds={_key_from_str(k): float(v) for k, v in data.get("seconds", {}).items()},
             data_dir=data.get("data_dir"),
@@ -718,6 +729,8 @@ def tune(
     split: str = "dev",
     data: STSData | None = None,
     limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
     tp_start: int | Sequence[int] = 1,
     tp_exits: Sequence[int] | None = None,
     min_gain: float = 0.0,
@@ -740,6 +753,9 @@ def tune(
         split: Split of the tuning data (default ``"dev"``, as the paper).
         data: The pairs themselves, instead of ``data_dir``/``task``/``split``.
         limit: Use only the first ``limit`` pairs.
+        sample: Use ``sample`` pairs drawn at random instead (seeded, kept in file order): a representative subset
+            of genre-ordered files such as STS-B dev, where the first pairs are not.
+        sample_seed: Seed of the ``sample`` draw.
         tp_start: First prepending layer of the TP candidates (0-based), or several.
         tp_exits: ``tp_exit`` candidates (default :func:`default_tp_exits`); those not above a ``tp_start`` or
             above the number of layers are skipped.
@@ -767,7 +783,7 @@ def tune(
             raise FileNotFoundError(f"{data_dir} has no {split!r} split for task {task!r}.")
         data = load_sts(data_dir, task, resolved)
         split = resolved
-    data = data.head(limit)
+    data = data.subset(limit, sample, sample_seed)
     if len(data) < 2:
         raise ValueError(f"Tuning needs at least 2 scored pairs, got {len(data)}.")
 
@@ -797,6 +813,8 @@ def tune(
         n_pairs=len(data),
         n_sentences=len(sentences),
         limit=limit,
+        sample=sample,
+        sample_seed=sample_seed,
         min_gain=min_gain,
         data_dir=None if data_dir is None else str(data_dir),
     )
@@ -810,6 +828,9 @@ def tune(
             "split": split,
             "n_pairs": result.n_pairs,
             "num_layers": num_layers,
+            "limit": limit,
+            "sample": sample,
+            **({"sample_seed": sample_seed} if sample is not None else {}),
         }
         done = _load_checkpoint(checkpoint_path, expected)
     for number, key in enumerate(settings, 1):

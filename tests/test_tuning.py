@@ -241,6 +241,19 @@ def test_checkpoint_skips_finished_passes(module, data_dir, tmp_path, monkeypatc
     assert all(np.allclose(again.grid[k], first.grid[k], atol=1e-5, equal_nan=True) for k in first.grid)
 
 
+def test_sample_tunes_on_a_seeded_draw_and_records_it(module, data_dir, tmp_path):
+    """``sample`` tunes on the seeded draw, records it in the result and preset score, and keys the checkpoint."""
+    checkpoint = tmp_path / "ckpt.json"
+    result = tune(module, data_dir, tp_exits=[2], sample=10, sample_seed=4, checkpoint=checkpoint)
+    assert result.n_pairs == 10
+    assert result.to_dict()["sample"] == 10 and result.to_dict()["sample_seed"] == 4
+    assert result.score_entry()["sample"] == 10 and result.score_entry()["sample_seed"] == 4
+    assert TuningResult.from_dict(result.to_dict()).sample_seed == 4
+    # Another draw of the same size must not reuse the checkpoint: its scores differ.
+    other = tune(module, data_dir, tp_exits=[2], sample=10, sample_seed=5, checkpoint=checkpoint)
+    assert not np.allclose(other.grid[TP_OFF], result.grid[TP_OFF], equal_nan=True)
+
+
 def test_bad_candidates_and_data_are_rejected(module, data_dir):
     """tp_exit beyond the layers, a missing split and too few pairs give clear errors."""
     with pytest.raises(ValueError, match="exceed"):

@@ -36,9 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--split", default="test", help="STS split: test (the paper's protocol) or dev (SICK-R: trial); default test"
     )
-    parser.add_argument(
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument(
         "--limit", type=int, help="use only the first N pairs of each STS task (N examples per transfer file)"
     )
+    subset.add_argument(
+        "--sample",
+        type=int,
+        help="use N pairs of each STS task drawn at random, seeded by --seed: a representative quick estimate of "
+        "genre-ordered files such as STS-B dev (transfer tasks: N stratified examples per file)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --sample draw (default: 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default: 32)")
     parser.add_argument(
         "--senteval-text", action="store_true", help="use the tokenized .senteval.tsv text where present"
@@ -125,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
         result_to_dict,
     )
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be positive, got {args.limit}")
+    for name in ("limit", "sample"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be positive, got {value}")
     sts_tasks, transfer_tasks = partition_tasks(args.tasks)
     run_sts = not args.no_sts and (sts_tasks is None or bool(sts_tasks))
     run_mteb = args.mteb and (sts_tasks is None or bool(sts_tasks))
@@ -150,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 tasks=sts_tasks,
                 split=args.split,
                 limit=args.limit,
+                sample=args.sample,
+                sample_seed=args.seed,
                 senteval_text=args.senteval_text,
                 batch_size=args.batch_size,
                 show_progress_bar=progress,
@@ -164,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 configured,
                 args.data_dir,
                 tasks=transfer_tasks,
-                limit=args.limit,
+                limit=args.limit if args.sample is None else args.sample,
                 kfold=args.kfold,
                 batch_size=args.batch_size,
                 show_progress_bar=progress,
@@ -211,7 +223,15 @@ def _run_mteb(
     from sentence_transformers_tp.evaluation import local_sts_tasks, mteb_result_to_dict
 
     start = time.perf_counter()
-    tasks = local_sts_tasks(args.data_dir, sts_tasks, args.split, senteval_text=args.senteval_text, limit=args.limit)
+    tasks = local_sts_tasks(
+        args.data_dir,
+        sts_tasks,
+        args.split,
+        senteval_text=args.senteval_text,
+        limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
+    )
     result = mteb.evaluate(
         model,
         tasks,
@@ -221,4 +241,6 @@ def _run_mteb(
     )
     data = _entry(mteb_result_to_dict(result, config=config), common, start)
     data["settings"].update({"limit": args.limit, "senteval_text": args.senteval_text, "batch_size": args.batch_size})
+    if args.sample is not None:
+        data["settings"].update({"sample": args.sample, "sample_seed": args.seed})
     return data

@@ -33,7 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", required=True, help="evaluation data directory (holding sts/<task>/<split>.tsv)")
     parser.add_argument("--task", default="stsb", help="STS task to tune on (default: stsb)")
     parser.add_argument("--split", default="dev", help="split to tune on (default: dev)")
-    parser.add_argument("--limit", type=int, help="use only the first N pairs (faster, noisier)")
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument(
+        "--limit", type=int, help="use only the first N pairs (faster, noisier; files may be genre-ordered)"
+    )
+    subset.add_argument("--sample", type=int, help="use N pairs drawn at random (seeded by --seed; faster, noisier)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --sample draw (default: 0)")
     parser.add_argument(
         "--tp-start",
         default="1",
@@ -74,6 +79,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     parts += ["--task", args.task, "--split", args.split]
     if args.limit is not None:
         parts += ["--limit", str(args.limit)]
+    if args.sample is not None:
+        parts += ["--sample", str(args.sample), "--seed", str(args.seed)]
     if args.tp_start != "1":
         parts += ["--tp-start", args.tp_start]
     if args.tp_exits:
@@ -114,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         task=args.task,
         split=args.split,
         limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
         tp_start=tp_starts if len(tp_starts) > 1 else tp_starts[0],
         tp_exits=tp_exits,
         min_gain=args.min_gain,

@@ -269,24 +269,76 @@ class STSData:
     def head(self, n: int | None) -> STSData:
         """Return the first ``n`` pairs (all pairs when ``n`` is ``None``).
 
+        Files are often ordered by genre (STS-B dev: news, captions, forums), so the first pairs are not a
+        representative subset; :meth:`sample` is.
+
         Args:
             n: Number of pairs to keep.
 
         Returns:
             A new :class:`STSData`.
         """
+        if n is not None and n < 0:
+            raise ValueError(f"limit must be non-negative, got {n}")
         if n is None or n >= len(self):
             return self
-        if n < 0:
-            raise ValueError(f"limit must be non-negative, got {n}")
+        return self.select(range(n))
+
+    def sample(self, n: int | None, seed: int = 0) -> STSData:
+        """Return ``n`` pairs drawn at random without replacement (all pairs when ``n`` is ``None``), in file order.
+
+        The same ``n`` and ``seed`` always give the same pairs.
+
+        Args:
+            n: Number of pairs to keep.
+            seed: Seed of the random draw.
+
+        Returns:
+            A new :class:`STSData`.
+        """
+        if n is not None and n < 0:
+            raise ValueError(f"sample must be non-negative, got {n}")
+        if n is None or n >= len(self):
+            return self
+        import numpy as np
+
+        return self.select(sorted(np.random.default_rng(seed).choice(len(self), size=n, replace=False).tolist()))
+
+    def select(self, indices: Sequence[int]) -> STSData:
+        """Return the pairs at ``indices``, in that order.
+
+        Args:
+            indices: Pair positions.
+
+        Returns:
+            A new :class:`STSData`.
+        """
         return STSData(
-            sentence1=self.sentence1[:n],
-            sentence2=self.sentence2[:n],
-            scores=self.scores[:n],
-            subsets=None if self.subsets is None else self.subsets[:n],
+            sentence1=[self.sentence1[i] for i in indices],
+            sentence2=[self.sentence2[i] for i in indices],
+            scores=[self.scores[i] for i in indices],
+            subsets=None if self.subsets is None else [self.subsets[i] for i in indices],
             path=self.path,
             n_skipped=self.n_skipped,
         )
+
+    def subset(self, limit: int | None = None, sample: int | None = None, seed: int = 0) -> STSData:
+        """The first ``limit`` pairs, or a seeded random ``sample`` of pairs, or all pairs (neither given).
+
+        Args:
+            limit: Keep the first ``limit`` pairs.
+            sample: Keep ``sample`` pairs drawn at random (see :meth:`sample`).
+            seed: Seed of the random draw.
+
+        Returns:
+            A new :class:`STSData` (or this one).
+
+        Raises:
+            ValueError: If both ``limit`` and ``sample`` are given, or either is negative.
+        """
+        if limit is not None and sample is not None:
+            raise ValueError(f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}")
+        return self.sample(sample, seed) if sample is not None else self.head(limit)
 
 
 def _read_table(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -107,10 +107,12 @@ def _base_class() -> type:
                 Results are stored under the split name as found on disk.
             senteval_text: Read the ``.senteval.tsv`` text variant when present.
             limit: Use only the first ``limit`` pairs.
+            sample: Use ``sample`` pairs drawn at random instead (seeded by ``sample_seed``, kept in file order).
+            sample_seed: Seed of the ``sample`` draw.
             **kwargs: Passed to ``AbsTask.__init__`` (e.g. ``seed``).
 
         The instance's ``metadata.dataset`` records the file path and a revision made of the file name, a hash of
-        its content and the limit, so stored results say exactly what was evaluated. MTEB's result cache keys on
+        its content and the limit or sample, so stored results say exactly what was evaluated. MTEB's result cache keys on
         the task name only: evaluate with ``cache=None`` (or ``overwrite_strategy="always"``) when switching data,
         limit or text variant.
         """
@@ -124,17 +126,27 @@ def _base_class() -> type:
             *,
             senteval_text: bool = False,
             limit: int | None = None,
+            sample: int | None = None,
+            sample_seed: int = 0,
             **kwargs: Any,
         ) -> None:
+            if limit is not None and sample is not None:
+                raise ValueError(
+                    f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}"
+                )
             super().__init__(**kwargs)
             self.data_dir = Path(data_dir)
             self.split = resolve_sts_split(self.data_dir, self.task_key, split) or split
             self.senteval_text = senteval_text
             self.limit = limit
+            self.sample = sample
+            self.sample_seed = sample_seed
             self.filter_eval_splits([self.split])
             path = sts_split_path(self.data_dir, self.task_key, self.split, senteval_text=senteval_text)
             digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
             revision = f"local-{path.name.removesuffix('.tsv')}-{digest}" + (f"-first{limit}" if limit else "")
+            if sample is not None:
+                revision += f"-sample{sample}-seed{sample_seed}"
             self.metadata = self.metadata.model_copy(update={"dataset": {"path": str(path), "revision": revision}})
 
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -149,7 +161,7 @@ def _base_class() -> type:
             from datasets import Dataset, DatasetDict
 
             data = load_sts(self.data_dir, self.task_key, self.split, senteval_text=self.senteval_text)
-            data = data.head(self.limit)
+            data = data.subset(self.limit, self.sample, self.sample_seed)
             self.dataset = DatasetDict(
                 {
                     self.split: Dataset.from_dict(
@@ -234,6 +246,8 @@ def local_sts_tasks(
     *,
     senteval_text: bool = False,
     limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
 ) -> list[Any]:
     """Build MTEB tasks for the local STS suite.
 
@@ -243,6 +257,8 @@ def local_sts_tasks(
         split: Split to evaluate (``"test"``: the paper's protocol; ``"dev"`` also finds SICK's ``trial``).
         senteval_text: Read the ``.senteval.tsv`` text variant when present.
         limit: Use only the first ``limit`` pairs of each task.
+        sample: Use ``sample`` pairs of each task drawn at random instead (seeded, kept in file order).
+        sample_seed: Seed of the ``sample`` draw.
 
     Returns:
         Task instances (``mteb.abstasks.AbsTask``), in suite order, ready for ``mteb.evaluate(model, tasks)``.
@@ -262,7 +278,12 @@ def local_sts_tasks(
         for key in keys:
             if resolve_sts_split(data_dir, key, split) is None:
                 load_sts(data_dir, key, split)  # raises FileNotFoundError with the available splits
-    return [local_sts_task_class(key)(data_dir, split=split, senteval_text=senteval_text, limit=limit) for key in keys]
+    return [
+        local_sts_task_class(key)(
+            data_dir, split=split, senteval_text=senteval_text, limit=limit, sample=sample, sample_seed=sample_seed
+        )
+        for key in keys
+    ]
 
 
 def __getattr__(name: str) -> Any:

@@ -344,6 +344,8 @@ def evaluate_sts(
     tasks: Sequence[str] | None = None,
     split: str | Mapping[str, str] = "test",
     limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
     senteval_text: bool = False,
     batch_size: int = 32,
     show_progress_bar: bool = False,
@@ -360,7 +362,10 @@ def evaluate_sts(
             requested split, silently skipping the others.
         split: Split for all tasks (``"test"``: the paper's protocol) or a mapping task -> split; tasks missing
             from the mapping use ``"test"``. ``"dev"`` also finds SICK's ``trial`` file.
-        limit: Score only the first ``limit`` pairs of each task (fast runs); ``None`` for all.
+        limit: Score only the first ``limit`` pairs of each task (fast runs); ``None`` for all. Files may be
+            ordered by genre (STS-B dev is), so ``sample`` gives a more representative quick estimate.
+        sample: Score ``sample`` pairs of each task drawn at random (seeded, kept in file order) instead.
+        sample_seed: Seed of the ``sample`` draw.
         senteval_text: Use the ``.senteval.tsv`` text variant (tokenized, lower-cased) where present.
         batch_size: Passed to ``encode``.
         show_progress_bar: Passed to ``encode``.
@@ -374,8 +379,11 @@ def evaluate_sts(
     Raises:
         FileNotFoundError: If a requested task lacks the split, or (``tasks=None``) no task has it.
     """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be non-negative, got {limit}")
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be non-negative, got {value}")
+    if limit is not None and sample is not None:
+        raise ValueError(f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}")
 
     def split_for(task: str) -> str:
         if isinstance(split, str):
@@ -397,7 +405,7 @@ def evaluate_sts(
     results: dict[str, STSTaskResult] = {}
     for task in selected:
         requested = split_for(task)
-        data = load_sts(data_dir, task, requested, senteval_text=senteval_text).head(limit)
+        data = load_sts(data_dir, task, requested, senteval_text=senteval_text).subset(limit, sample, sample_seed)
         resolved = resolve_sts_split(data_dir, task, requested) or requested
         results[task] = score_sts(
             model,
@@ -413,7 +421,12 @@ def evaluate_sts(
         tasks=results,
         model=model_name or _model_name(model),
         config=dict(config or {}),
-        settings={"limit": limit, "senteval_text": senteval_text, "batch_size": batch_size},
+        settings={
+            "limit": limit,
+            **({"sample": sample, "sample_seed": sample_seed} if sample is not None else {}),
+            "senteval_text": senteval_text,
+            "batch_size": batch_size,
+        },
     )
 
 

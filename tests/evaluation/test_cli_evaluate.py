@@ -48,6 +48,19 @@ def test_json_output_follows_the_result_schema(tiny_llama, tmp_path, capsys):
     assert out.startswith("| Model | STS-B | SICK-R | Avg |") and row["label"] in out
 
 
+def test_sample_option_scores_a_seeded_draw(tiny_llama, tmp_path, capsys):
+    """--sample N --seed S scores N random pairs per task and records both; --limit with --sample is refused."""
+    code, rows = _evaluate(tmp_path, "--model", str(tiny_llama), "--sample", "3", "--seed", "7", "--tasks", "STS-B")
+    assert code == 0
+    (row,) = rows
+    validate_result_dict(row)
+    assert row["tasks"]["STS-B"]["n_pairs"] == 3
+    assert row["settings"]["sample"] == 3 and row["settings"]["sample_seed"] == 7
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--data-dir", str(FIXTURE_DATA), "--limit", "3", "--sample", "3"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_compare_vanilla_adds_same_layer_and_usual_layer_rows(tiny_llama, tmp_path, capsys):
     """--compare-vanilla: TP row, no-TP row at the same layer, no-TP row at the template's usual layer (-2)."""
     args = ["--model", str(tiny_llama), "--template", "pretended_cot", "--tp-start", "1", "--tp-exit", "3"]

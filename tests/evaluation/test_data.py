@@ -129,6 +129,32 @@ def test_head_takes_first_pairs():
         data.head(-1)
 
 
+def test_sample_draws_seeded_pairs_in_file_order():
+    """``sample(n, seed)`` keeps n distinct pairs in file order, the same for the same seed; ``None``/n >= len: all."""
+    data = read_sts_tsv(FIXTURE_DATA / "sts" / "sts12" / "test.tsv")
+    rows = list(zip(data.sentence1, data.sentence2, data.scores, data.subsets))
+    drawn = data.sample(3, seed=0)
+    picked = list(zip(drawn.sentence1, drawn.sentence2, drawn.scores, drawn.subsets))
+    assert len(picked) == 3 and len(set(picked)) == 3
+    positions = [rows.index(row) for row in picked]
+    assert positions == sorted(positions)
+    assert data.sample(3, seed=0) == drawn
+    assert len({tuple(data.sample(3, seed=seed).scores) for seed in range(10)}) > 1
+    assert data.sample(None) is data and data.sample(len(data)) is data
+    with pytest.raises(ValueError, match="non-negative"):
+        data.sample(-1)
+
+
+def test_subset_takes_limit_or_sample_not_both():
+    """``subset`` applies ``limit`` (first pairs) or ``sample`` (seeded draw), and refuses both at once."""
+    data = read_sts_tsv(FIXTURE_DATA / "sts" / "sts12" / "test.tsv")
+    assert data.subset(limit=2) == data.head(2)
+    assert data.subset(sample=2, seed=5) == data.sample(2, seed=5)
+    assert data.subset() is data
+    with pytest.raises(ValueError, match="not both"):
+        data.subset(limit=2, sample=2)
+
+
 def test_task_name_aliases():
     """Display, SentEval and local MTEB names normalise to canonical keys; unknown names raise ValueError."""
     assert normalize_sts_task("STS-B") == "stsb"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from sentence_transformers_tp.evaluation import mteb_tasks
+from sentence_transformers_tp.evaluation.data import read_sts_tsv
 from sentence_transformers_tp.evaluation.mteb_tasks import local_sts_task_class, local_sts_tasks
 from sentence_transformers_tp.evaluation.report import mteb_result_to_dict
 from sentence_transformers_tp.evaluation.sts import evaluate_sts
@@ -42,6 +43,18 @@ def test_load_data_reads_the_local_split():
     assert task.eval_splits == ["test"]
     assert task.metadata.dataset["path"].endswith("test.tsv")
     assert task.metadata.revision.startswith("local-test-") and task.metadata.revision.endswith("-first4")
+
+
+def test_load_data_honours_a_seeded_sample():
+    """A task built with ``sample`` loads the seeded draw and names it in its revision."""
+    (task,) = local_sts_tasks(FIXTURE_DATA, tasks=["sts12"], sample=4, sample_seed=2)
+    task.load_data()
+    expected = read_sts_tsv(FIXTURE_DATA / "sts" / "sts12" / "test.tsv").sample(4, seed=2)
+    assert task.dataset["test"]["sentence1"] == expected.sentence1
+    assert task.dataset["test"]["score"] == expected.scores
+    assert task.metadata.revision.endswith("-sample4-seed2")
+    with pytest.raises(ValueError, match="not both"):
+        local_sts_tasks(FIXTURE_DATA, tasks=["sts12"], limit=2, sample=2)
 
 
 def test_factory_discovery_dev_alias_and_errors():

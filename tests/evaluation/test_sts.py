@@ -135,6 +135,19 @@ def test_limit_takes_first_pairs():
     assert result.settings["limit"] == 3
 
 
+def test_sample_scores_a_seeded_draw_and_records_it():
+    """``sample`` scores the seeded draw of N pairs and records it in the settings; limit and sample exclude."""
+    model = sts12_lookup_model()
+    result = evaluate_sts(model, FIXTURE_DATA, sample=4, sample_seed=3)
+    task = result.tasks["sts12"]
+    data = read_sts_tsv(FIXTURE_DATA / "sts" / "sts12" / "test.tsv").sample(4, seed=3)
+    assert task.n_pairs == 4
+    assert task.spearman == pytest.approx(score_sts(model, data, task="sts12", split="test").spearman)
+    assert result.settings["sample"] == 4 and result.settings["sample_seed"] == 3
+    with pytest.raises(ValueError, match="not both"):
+        evaluate_sts(model, FIXTURE_DATA, limit=3, sample=3)
+
+
 def test_senteval_text_variant_is_encoded():
     """``senteval_text=True`` encodes the tokenized lower-cased text of the .senteval.tsv file."""
     bag = BagOfCharsModel()
