@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import resource
 import statistics
 import sys
@@ -202,3 +203,15 @@ def layer_flops(config: Any, layer_params: int, rows: Sequence[tuple[int, int]],
     heads = config.num_attention_heads
     attention_width = heads * (getattr(config, "head_dim", None) or config.hidden_size // heads)
     return sum(depth * (2 * layer_params * r + 4 * attention_width * (r * p + r * (r + 1) / 2)) for p, r in rows)
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    """Write a benchmark's results as JSON (nothing when ``path`` is None), creating the folder.
+
+    Args:
+        path: The file, or None.
+        results: JSON-serialisable results.
+    """
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2))

@@ -16,7 +16,6 @@ achieved TFLOP/s for every variant. See benchmarks/README.md and docs/performanc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -43,6 +42,7 @@ from common import (  # noqa: E402
     smollm2_tokenizer_dir,
     synchronize,
     table,
+    write_json,
 )
 
 TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "metaeol")
@@ -464,9 +464,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cache_max_abs_diff": {k: d for k, (d, _) in diffs.items()},
         "embedding_max_abs": {k: x for k, (_, x) in diffs.items()},
     }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 

@@ -26,7 +26,6 @@ real tokens run), peak memory, the host work of tokenizing a batch, and the rati
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -53,6 +52,7 @@ from common import (  # noqa: E402
     smollm2_tokenizer_dir,
     synchronize,
     table,
+    write_json,
 )
 
 #: The issue's target: our encode (TP, output layer 27) at batch 64 on an H100 with the Llama-2-7B shape.
@@ -411,9 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "verdict": verdict,
         }
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return results
 
 

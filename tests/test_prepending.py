@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaModel, T5Config, T5Model
+from transformers import AutoModel, BertConfig, BertModel, LlamaModel, T5Config, T5Model
 
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.prepending import (
@@ -17,7 +17,7 @@ from sentence_transformers_tp.prepending import (
     run_with_prepending,
 )
 
-from .conftest import FAMILIES
+from .conftest import FAMILIES, build_config
 
 SENTENCES = ["A man is playing a guitar.", "Two men are playing chess in the park today.", "Hi"]
 
@@ -220,14 +220,7 @@ def test_tp_hooks_need_no_host_device_synchronisation():
 
     On a GPU such an op would stall the host until the device catches up, once per TP layer and batch.
     """
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    config = build_config("llama", vocab_size=64)
     with torch.device("meta"):
         model = LlamaModel(config).eval()
         input_ids = torch.ones((3, 7), dtype=torch.long)

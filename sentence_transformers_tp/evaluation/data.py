@@ -243,6 +243,23 @@ def sts_split_path(data_dir: str | Path, task: str, split: str, senteval_text: b
     return plain
 
 
+def check_subset(limit: int | None, sample: int | None) -> None:
+    """Check a ``limit`` / ``sample`` pair of settings: each non-negative, at most one of them given.
+
+    Args:
+        limit: Number of first pairs to keep, or None.
+        sample: Number of random pairs to keep, or None.
+
+    Raises:
+        ValueError: If both are given or either is negative.
+    """
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be non-negative, got {value}")
+    if limit is not None and sample is not None:
+        raise ValueError(f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}")
+
+
 @dataclass(frozen=True)
 class STSData:
     """Sentence pairs of one STS split, column-wise.
@@ -336,8 +353,7 @@ class STSData:
         Raises:
             ValueError: If both ``limit`` and ``sample`` are given, or either is negative.
         """
-        if limit is not None and sample is not None:
-            raise ValueError(f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}")
+        check_subset(limit, sample)
         return self.sample(sample, seed) if sample is not None else self.head(limit)
 
 
@@ -569,6 +585,7 @@ __all__ = [
     "TRANSFER_TASKS",
     "STSData",
     "TransferData",
+    "check_subset",
     "classification_root",
     "list_sts_splits",
     "list_transfer_tasks",

@@ -33,6 +33,7 @@ from typing import Any
 from .data import (
     STS_SCORE_RANGES,
     STS_TASKS,
+    check_subset,
     list_sts_splits,
     load_sts,
     normalize_sts_task,
@@ -112,9 +113,9 @@ def _base_class() -> type:
             **kwargs: Passed to ``AbsTask.__init__`` (e.g. ``seed``).
 
         The instance's ``metadata.dataset`` records the file path and a revision made of the file name, a hash of
-        its content and the limit or sample, so stored results say exactly what was evaluated. MTEB's result cache keys on
-        the task name only: evaluate with ``cache=None`` (or ``overwrite_strategy="always"``) when switching data,
-        limit or text variant.
+        its content and the limit or sample, so stored results say exactly what was evaluated. MTEB's result cache
+        keys on the task name only: evaluate with ``cache=None`` (or ``overwrite_strategy="always"``) when switching
+        data, limit, sample or text variant.
         """
 
         task_key: str = ""
@@ -130,10 +131,7 @@ def _base_class() -> type:
             sample_seed: int = 0,
             **kwargs: Any,
         ) -> None:
-            if limit is not None and sample is not None:
-                raise ValueError(
-                    f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}"
-                )
+            check_subset(limit, sample)
             super().__init__(**kwargs)
             self.data_dir = Path(data_dir)
             self.split = resolve_sts_split(self.data_dir, self.task_key, split) or split

@@ -30,6 +30,7 @@ from .data import (
     STS_DISPLAY_NAMES,
     STS_TASKS,
     STSData,
+    check_subset,
     list_sts_splits,
     load_sts,
     normalize_sts_task,
@@ -379,11 +380,7 @@ def evaluate_sts(
     Raises:
         FileNotFoundError: If a requested task lacks the split, or (``tasks=None``) no task has it.
     """
-    for name, value in (("limit", limit), ("sample", sample)):
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must be non-negative, got {value}")
-    if limit is not None and sample is not None:
-        raise ValueError(f"Give limit (first N pairs) or sample (N random pairs), not both: {limit=}, {sample=}")
+    check_subset(limit, sample)
 
     def split_for(task: str) -> str:
         if isinstance(split, str):
