@@ -7,7 +7,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -620,9 +620,22 @@ class TokenPrependingTransformer(Transformer):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, plan.last_positions.to(hidden.device)]
 
-    def _forward_with_prefix_cache(self, features: dict[str, Any], output_layer: int) -> torch.Tensor:
+    def _forward_with_prefix_cache(
+        self, features: dict[str, Any], output_layer: int, run: Callable[..., torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Last-token states of every row: each prefix group runs on top of its cached prefix (built on first use),
-        rows without a prefix run as they are."""
+        rows without a prefix run as they are.
+
+        Args:
+            features: The output of :meth:`preprocess`, on the model's device.
+            output_layer: The resolved output layer (the prefix is built through the layers before it).
+            run: Runs rows and returns their states, with the signature of :meth:`_run` (the default); the tuner
+                passes one that records every layer.
+
+        Returns:
+            One ``run`` result row per row of the batch, in batch order.
+        """
+        run = run or self._run
         input_ids = features["input_ids"]
         device = input_ids.device
         groups: list[PrefixGroup] = features["prefix_groups"]
@@ -636,7 +649,7 @@ class TokenPrependingTransformer(Transformer):
             group = group.to(device)
             n, p = group.input_ids.shape[0], group.prefix_length
             mask = group.attention_mask
-            states = self._run(
+            states = run(
                 group.input_ids,
                 torch.cat([mask.new_ones((n, p)), mask], dim=1),
                 group.placeholder_positions,
@@ -649,7 +662,7 @@ class TokenPrependingTransformer(Transformer):
         rest = features["prefix_rest"]
         if rest:
             rows = torch.tensor(rest, dtype=torch.long, device=device)
-            states = self._run(
+            states = run(
                 input_ids[rows],
                 features["attention_mask"][rows],
                 features["placeholder_positions"][rows],
@@ -658,7 +671,7 @@ class TokenPrependingTransformer(Transformer):
             )
             results.append((rows, states))
         first = results[0][1]
-        out = first.new_empty((input_ids.shape[0], first.shape[-1]))
+        out = first.new_empty((input_ids.shape[0], *first.shape[1:]))
         for rows, states in results:
             out[rows.to(out.device)] = states.to(out.device)
         return out

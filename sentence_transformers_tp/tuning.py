@@ -546,7 +546,11 @@ def _tp_settings(module: Any, tp_start: int, tp_exit: int) -> Iterator[None]:
 
 
 def _forward_all_layers(module: Any, features: dict[str, Any], tp_start: int, tp_exit: int) -> Any:
-    """Run the backbone on one preprocessed batch; return ``(n_inputs, num_layers + 1, hidden)`` float32 states."""
+    """Run the backbone on one preprocessed batch; return ``(n_inputs, num_layers + 1, hidden)`` float32 states.
+
+    Like the module's own forward, it runs on top of the cached template prefixes when the module's prefix cache is
+    active (prefixes built through every layer), and every prompt whole otherwise.
+    """
     import torch
 
     from sentence_transformers_tp.prepending import PrependingPlan, run_with_prepending
@@ -555,37 +559,47 @@ def _forward_all_layers(module: Any, features: dict[str, Any], tp_start: int, tp
     num_layers = len(layers)
     backbone = module.model
     device = next(backbone.parameters()).device
-    input_ids = features["input_ids"].to(device)
-    attention_mask = features["attention_mask"].to(device)
-    last = features["last_positions"].to(device)
+    features = {key: value.to(device) if torch.is_tensor(value) else value for key, value in features.items()}
     num_prompts = int(features.get("num_prompts", 1))
-    rows = torch.arange(input_ids.shape[0], device=device)
-    # Same position ids as TokenPrependingTransformer.forward: derived from the attention mask.
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    captured: list[Any] = [None] * (num_layers + 1)
 
-    def capture_input(module_: Any, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        captured[0] = hidden[rows, last]
+    def run_all_layers(
+        input_ids: Any,
+        attention_mask: Any,
+        placeholder_positions: Any,
+        last_positions: Any,
+        output_layer: int,
+        position_ids: Any = None,
+        past_key_values: Any = None,
+    ) -> Any:
+        """The last-token state of every row at every layer (``output_layer`` is all of them: no early exit)."""
+        rows = torch.arange(input_ids.shape[0], device=device)
+        last = last_positions.to(device)
+        if position_ids is None:
+            # Same position ids as TokenPrependingTransformer.forward: derived from the attention mask.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        captured: list[Any] = [None] * (num_layers + 1)
 
-    def capture_output(index: int) -> Callable[..., None]:
-        def hook(module_: Any, args: tuple, output: Any) -> None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            captured[index + 1] = hidden[rows, last]
+        def capture_input(module_: Any, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            captured[0] = hidden[rows, last]
 
-        return hook
+        def capture_output(index: int) -> Callable[..., None]:
+            def hook(module_: Any, args: tuple, output: Any) -> None:
+                hidden = output[0] if isinstance(output, tuple) else output
+                captured[index + 1] = hidden[rows, last]
 
-    plan = PrependingPlan(
-        placeholder_positions=features["placeholder_positions"],
-        last_positions=features["last_positions"],
-        tp_start=tp_start,
-        tp_exit=tp_exit,
-        output_layer=num_layers,  # no early exit: every layer runs
-    )
-    handles = [layers[0].register_forward_pre_hook(capture_input, with_kwargs=True)]
-    handles += [layers[i].register_forward_hook(capture_output(i)) for i in range(num_layers - 1)]
-    try:
-        with torch.inference_mode():
+            return hook
+
+        plan = PrependingPlan(
+            placeholder_positions=placeholder_positions,
+            last_positions=last_positions,
+            tp_start=tp_start,
+            tp_exit=tp_exit,
+            output_layer=num_layers,  # no early exit: every layer runs
+        )
+        handles = [layers[0].register_forward_pre_hook(capture_input, with_kwargs=True)]
+        handles += [layers[i].register_forward_hook(capture_output(i)) for i in range(num_layers - 1)]
+        try:
             output = run_with_prepending(
                 layers,
                 plan,
@@ -593,17 +607,31 @@ def _forward_all_layers(module: Any, features: dict[str, Any], tp_start: int, tp
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     position_ids=position_ids,
-                    use_cache=False,
+                    past_key_values=past_key_values,
+                    use_cache=past_key_values is not None,
                     return_dict=True,
                 ),
             )
-    finally:
-        for handle in handles:
-            handle.remove()
-    if output is None:  # pragma: no cover - only if the plan exited early, which output_layer=num_layers forbids
-        raise RuntimeError("The forward stopped early; cannot read the final layer.")
-    captured[num_layers] = output.last_hidden_state[rows, last]
-    states = torch.stack(captured, dim=1).float()
+        finally:
+            for handle in handles:
+                handle.remove()
+        if output is None:  # pragma: no cover - only if the plan exited early, which output_layer=num_layers forbids
+            raise RuntimeError("The forward stopped early; cannot read the final layer.")
+        captured[num_layers] = output.last_hidden_state[rows, last]
+        return torch.stack(captured, dim=1)
+
+    with torch.inference_mode():
+        if "prefix_groups" in features and module.prefix_cache_active(num_layers):
+            states = module._forward_with_prefix_cache(features, num_layers, run=run_all_layers)
+        else:
+            states = run_all_layers(
+                features["input_ids"],
+                features["attention_mask"],
+                features["placeholder_positions"],
+                features["last_positions"],
+                num_layers,
+            )
+    states = states.float()
     if num_prompts > 1:
         states = states.view(-1, num_prompts, *states.shape[1:]).mean(1)
     return states

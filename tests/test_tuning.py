@@ -113,6 +113,20 @@ def test_all_layer_states_match_module_output_for_metaeol(tiny_llama):
         np.testing.assert_allclose(states[:, layer], expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("template", ["prompteol", "metaeol"])
+@pytest.mark.parametrize(("tp_start", "tp_exit"), [(1, 3), (1, 1)])
+def test_all_layer_states_use_the_prefix_cache_and_match_the_uncached_pass(tiny_llama, template, tp_start, tp_exit):
+    """The tuner runs on top of the cached template prefixes (one entry per prompt) and equals the uncached pass."""
+    texts = ["A dog runs.", "Two men are playing chess in the park today.", "x", 'He said "hi".']
+    cached = TokenPrependingTransformer(str(tiny_llama), template)
+    uncached = TokenPrependingTransformer(str(tiny_llama), template, prefix_cache=False)
+    states = encode_all_layers(cached, texts, tp_start=tp_start, tp_exit=tp_exit, batch_size=3)
+    expected = encode_all_layers(uncached, texts, tp_start=tp_start, tp_exit=tp_exit, batch_size=3)
+    np.testing.assert_allclose(states, expected, atol=1e-5, rtol=1e-5)
+    assert len(cached._prefix_kv) == (8 if template == "metaeol" else 1)
+    assert len(uncached._prefix_kv) == 0
+
+
 def test_tuning_leaves_module_settings_unchanged(module, result):
     """tune restores the module's own tp_start/tp_exit/output_layer."""
     assert (module.tp_start, module.tp_exit, module.output_layer) == (1, 3, 2)
