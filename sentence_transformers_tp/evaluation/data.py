@@ -286,8 +286,8 @@ class STSData:
     def head(self, n: int | None) -> STSData:
         """Return the first ``n`` pairs (all pairs when ``n`` is ``None``).
 
-        Files are often ordered by genre (STS-B dev: news, captions, forums), so the first pairs are not a
-        representative subset; :meth:`sample` is.
+        Files are often ordered by genre (the first 400 pairs of STS-B dev are all captions), so the first pairs
+        are not a representative subset; :meth:`sample` is.
 
         Args:
             n: Number of pairs to keep.
