@@ -1,4 +1,4 @@
-"""Presets in configs/: every file validates, paper settings match TP_REFERENCE §1.5, tuned entries carry their
+"""Presets in sentence_transformers_tp/configs/: every file validates, paper settings match TP_REFERENCE §1.5, tuned entries carry their
 score and command, presets round-trip and build models, and bad files give errors naming the file and the key."""
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def settings(module: TokenPrependingTransformer) -> dict[str, int]:
 
 
 def test_configs_folder_is_the_packaged_preset_folder():
-    """The package's presets are the repository's configs/ folder, and it holds the paper and tuned presets."""
-    assert PRESET_DIR.resolve() == (Path(__file__).resolve().parents[1] / "configs").resolve()
+    """The presets live in the package's own configs/ folder (a real folder, no symlink) with the paper and tuned ones."""
+    package = Path(__file__).resolve().parents[1] / "sentence_transformers_tp"
+    assert PRESET_DIR == package / "configs" and PRESET_DIR.is_dir() and not PRESET_DIR.is_symlink()
+    assert not (package.parent / "configs").exists(), "one source of truth: no second configs/ folder"
     assert set(PAPER) | {"mistral-7b"} <= set(PRESETS)
     assert set(TUNED_BACKBONES) <= set(PRESETS)
 
@@ -95,7 +97,7 @@ def test_tuned_presets_carry_score_and_command(name):
             assert entry["output_layer"] == score["vanilla_best_layer"]
         command = entry["command"]
         assert command.startswith("st-tp tune ") and f"--model {name}" in command
-        assert f"--template {template}" in command and f"--out configs/{name}.yaml" in command
+        assert f"--template {template}" in command and f"--out sentence_transformers_tp/configs/{name}.yaml" in command
 
 
 def test_preset_lookup_by_name_alias_and_path():
