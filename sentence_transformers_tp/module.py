@@ -7,28 +7,32 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
 from transformers.utils import logging
 
+from sentence_transformers_tp import engine
 from sentence_transformers_tp.backbones import resolve_backbone
+from sentence_transformers_tp.contrastive import CP_PROMPT
+from sentence_transformers_tp.demonstrations import parse_demonstrations, to_config
+from sentence_transformers_tp.engine import (
+    Plan,
+    capture_layers,
+    check_decoder_only,
+    find_decoder_layers,
+    resolve_output_layer,
+)
 from sentence_transformers_tp.inputs import check_texts
+from sentence_transformers_tp.interventions import ForwardSettings
 from sentence_transformers_tp.prefix_cache import (
     PrefixGroup,
     PrefixKVCache,
     group_rows,
     prefix_length,
     unsupported_reason,
-)
-from sentence_transformers_tp.prepending import (
-    PrependingPlan,
-    check_decoder_only,
-    find_decoder_layers,
-    resolve_output_layer,
-    run_with_prepending,
 )
 from sentence_transformers_tp.templates import (
     DEFAULT_PLACEHOLDER,
@@ -38,6 +42,8 @@ from sentence_transformers_tp.templates import (
     clean_sentence,
     render,
     resolve_templates,
+    template_names,
+    with_demonstrations,
 )
 
 logger = logging.get_logger(__name__)
@@ -71,9 +77,10 @@ class TokenPrependingTransformer(Transformer):
         model_name_or_path: The backbone: a Hugging Face hub id, a local checkpoint directory, a ``.gguf`` file, a
             saved sentence-transformers-tp folder, or a named offline backbone (``"smollm2"``, the default, or
             ``"gemma3-270m"``; see :mod:`sentence_transformers_tp.backbones`).
-        template: A built-in template name (``"prompteol"``, ``"metaeol"``, ``"pretended_cot"``, ``"knowledge"``), a
-            user template with a ``{sentence}`` slot (and optionally a ``{placeholder}`` slot), or a list of user
-            templates whose embeddings are averaged. Defaults to ``"prompteol"``.
+        template: A built-in template name (``"prompteol"``, ``"metaeol"``, ``"pretended_cot"``, ``"knowledge"``,
+            ``"ck"``), a user template with a ``{sentence}`` slot (and optionally a ``{placeholder}`` slot), or a list
+            of built-in names and user templates whose embeddings are averaged (a template ensemble, e.g.
+            ``["pretended_cot", "knowledge"]``, which is ``"ck"``). Defaults to ``"prompteol"``.
         tp_start: First decoder layer (0-based) whose input gets the placeholder replaced.
         tp_exit: First decoder layer after ``tp_start`` that runs without replacement; ``tp_exit <= tp_start`` turns
             TP off (the prompt then has no placeholder: the vanilla template).
@@ -85,6 +92,19 @@ class TokenPrependingTransformer(Transformer):
             :mod:`sentence_transformers_tp.presets`) when there is one; otherwise ``tp_start=1``,
             ``tp_exit=min(7, num_layers)`` and the template's usual output layer (-1 for PromptEOL, MetaEOL and user
             templates, -2 for Pretended CoT and Knowledge).
+        demonstrations: In-context demonstrations put in front of every template (Jiang et al. 2023): a
+            ``(sentence, word)`` pair, a :class:`~sentence_transformers_tp.demonstrations.Demonstration`, or a list of
+            them (see :func:`~sentence_transformers_tp.demonstrations.parse_demonstrations`; the shipped pool is
+            :data:`~sentence_transformers_tp.demonstrations.POOL`). Each is written in the template's own wording
+            (for PromptEOL: ``This sentence : "A jockey riding a horse." means in one word:"Equestrian". ``); the
+            placeholder stays before the query sentence. Defaults to none.
+        cp_layer: Contrastive Prompting (Cheng et al. 2025; :mod:`sentence_transformers_tp.contrastive`): the
+            decoder layer (0-based) whose attention-output-projection input at the last token is steered away from
+            the auxiliary prompt's. None (the default) turns CP off.
+        cp_alpha: CP scale in ``"ns"`` mode. Defaults to 1.0.
+        cp_mode: ``"ns"`` (norm scaling, ``alpha * (main - aux)``) or ``"nr"`` (norm recovering). Defaults to
+            ``"ns"``.
+        cp_prompt: The CP auxiliary prompt template. Defaults to the "irrelevant information" prompt.
         placeholder: The text of the placeholder token, added to the tokenizer as a normal token. Defaults to
             ``"<PST>"``.
         query_template: Template used by ``encode_query`` (same forms as ``template``). Defaults to ``template``.
@@ -126,6 +146,11 @@ class TokenPrependingTransformer(Transformer):
         "padding_side",
         "backbone_name",
         "prefix_cache",
+        "demonstrations",
+        "cp_layer",
+        "cp_alpha",
+        "cp_mode",
+        "cp_prompt",
     ]
 
     def __init__(
@@ -136,6 +161,11 @@ class TokenPrependingTransformer(Transformer):
         tp_start: int | None = None,
         tp_exit: int | None = None,
         output_layer: int | None = None,
+        demonstrations: Any = None,
+        cp_layer: int | None = None,
+        cp_alpha: float = 1.0,
+        cp_mode: str = "ns",
+        cp_prompt: str = CP_PROMPT,
         placeholder: str = DEFAULT_PLACEHOLDER,
         query_template: str | Sequence[str] | None = None,
         document_template: str | Sequence[str] | None = None,
@@ -161,11 +191,20 @@ class TokenPrependingTransformer(Transformer):
         self.query_template = _as_config_value(query_template) if query_template is not None else None
         self.document_template = _as_config_value(document_template) if document_template is not None else None
         # Validate all template specs early, before the (slow) backbone load.
-        self._templates = resolve_templates(self.template)
+        self._demonstrations = parse_demonstrations(demonstrations)
+        self.demonstrations = to_config(self._demonstrations) or None
+        self._templates = self._resolve_templates(self.template)
         self._task_templates = {
-            "query": resolve_templates(self.query_template) if self.query_template is not None else None,
-            "document": resolve_templates(self.document_template) if self.document_template is not None else None,
+            "query": self._resolve_templates(self.query_template) if self.query_template is not None else None,
+            "document": self._resolve_templates(self.document_template)
+            if self.document_template is not None
+            else None,
         }
+        self.cp_layer = cp_layer
+        self.cp_alpha = cp_alpha
+        self.cp_mode = cp_mode
+        self.cp_prompt = cp_prompt
+        ForwardSettings(cp_layer=None, cp_alpha=cp_alpha, cp_mode=cp_mode, cp_prompt=cp_prompt).validate(1)
 
         self.backbone_name = backbone_name or model_name_or_path
         resolved = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
@@ -261,15 +300,15 @@ class TokenPrependingTransformer(Transformer):
         return self._templates
 
     def _validate_layers(self) -> None:
-        num_layers = self.num_layers
-        if self.tp_start < 0:
-            raise ValueError(f"tp_start must be >= 0, got {self.tp_start}.")
-        if self.tp_enabled and self.tp_exit > num_layers:
-            raise ValueError(
-                f"tp_exit={self.tp_exit} is larger than the number of decoder layers ({num_layers}); TP replaces the "
-                f"placeholder before layers tp_start..tp_exit-1 (0-based)."
-            )
-        resolve_output_layer(self.output_layer, num_layers)
+        self.forward_settings().validate(self.num_layers)
+        resolve_output_layer(self.output_layer, self.num_layers)
+
+    def _resolve_templates(self, spec: str | Sequence[str]) -> tuple[str, ...]:
+        """Template strings of a spec, with the module's demonstrations in front."""
+        templates = resolve_templates(spec)
+        if not self._demonstrations:
+            return templates
+        return tuple(with_demonstrations(template, self._demonstrations) for template in templates)
 
     def _add_placeholder_token(self, placeholder: str) -> int:
         """Add the placeholder to the tokenizer as a normal token and give it an embedding row; return its id."""
@@ -342,12 +381,18 @@ class TokenPrependingTransformer(Transformer):
         templates = templates or self._templates
         if prompt:
             if "{sentence}" in prompt:
-                return resolve_templates(prompt)
+                return self._resolve_templates(prompt)
             return tuple(prompt + template for template in templates)
         return templates
 
     def preprocess(
-        self, inputs: Sequence[str], prompt: str | None = None, task: str | None = None, **kwargs: Any
+        self,
+        inputs: Sequence[str],
+        prompt: str | None = None,
+        task: str | None = None,
+        *,
+        settings: ForwardSettings | None = None,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Render every input into its prompt(s) and tokenize.
 
@@ -355,24 +400,36 @@ class TokenPrependingTransformer(Transformer):
             inputs: The sentences.
             prompt: See :meth:`templates_for`.
             task: See :meth:`templates_for`.
+            settings: The forward settings to prepare for (TP decides whether prompts get a placeholder, CP adds the
+                auxiliary prompts). Defaults to the module's own (:meth:`forward_settings`).
             **kwargs: Ignored (accepted for sentence-transformers compatibility).
 
         Returns:
             ``input_ids``, ``attention_mask`` (``(n_inputs * n_templates, seq_len)``), ``placeholder_positions``
-            (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), and for the prefix cache
-            ``prefix_groups`` (rows grouped by their template prefix, with the remainders after it; see
-            :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest`` (rows without one).
+            (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), ``settings``, for the prefix
+            cache ``prefix_groups`` (rows grouped by their template prefix, with the remainders after it; see
+            :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest`` (rows without one), and
+            with CP ``auxiliary``: the same keys for the auxiliary prompt (one row per input).
 
         Raises:
             ValueError: If an input is not a string (the message names its index), or ``max_seq_length`` is too
                 small to hold a template.
         """
         check_texts(inputs, context=_BATCH_INDEX_NOTE)
-        templates = self.templates_for(prompt, task)
-        placeholder = self.placeholder if self.tp_enabled else None
+        settings = settings or self.forward_settings()
+        settings.validate(self.num_layers)
+        sentences = [clean_sentence(text) if self.clean_sentences else text for text in inputs]
+        placeholder = self.placeholder if settings.tp_enabled else None
+        features = self._prepare(sentences, self.templates_for(prompt, task), placeholder)
+        features["settings"] = settings
+        if settings.cp_enabled:
+            features["auxiliary"] = self._prepare(sentences, resolve_templates(settings.cp_prompt), placeholder)
+        return features
+
+    def _prepare(self, sentences: list[str], templates: Sequence[str], placeholder: str | None) -> dict[str, Any]:
+        """Tokenize every (cleaned) sentence in every template and collate (see :meth:`preprocess`)."""
         prompts: list[tuple[str, str, RenderedPrompt]] = []
-        for text in inputs:
-            sentence = clean_sentence(text) if self.clean_sentences else text
+        for sentence in sentences:
             prompts.extend((template, sentence, render(template, sentence, placeholder)) for template in templates)
         # One tokenizer call for the whole batch (much less host work per batch than one call per prompt).
         encodings = self._tokenize([rendered.text for _, _, rendered in prompts])
@@ -515,11 +572,7 @@ class TokenPrependingTransformer(Transformer):
         return features
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        """Run the backbone with Token Prepending and write ``sentence_embedding`` (float32).
-
-        With the prefix cache on (and usable, see :meth:`prefix_cache_active`), rows are run in groups of equal
-        template prefix on top of the cached prefix keys/values; a prefix seen for the first time is first run alone
-        (through the same layers) and cached.
+        """Embed a preprocessed batch at the output layer (see :meth:`embed`) into ``sentence_embedding``.
 
         Args:
             features: The output of :meth:`preprocess` (moved to the model's device).
@@ -528,40 +581,65 @@ class TokenPrependingTransformer(Transformer):
         Returns:
             ``features`` with ``sentence_embedding`` of shape ``(n_inputs, hidden_size)``.
         """
+        features["sentence_embedding"] = self.embed(features)[:, 0]
+        return features
+
+    def forward_settings(self) -> ForwardSettings:
+        """The module's current forward settings (TP band and Contrastive Prompting)."""
+        return ForwardSettings(
+            tp_start=self.tp_start,
+            tp_exit=self.tp_exit,
+            cp_layer=self.cp_layer,
+            cp_alpha=self.cp_alpha,
+            cp_mode=self.cp_mode,
+            cp_prompt=self.cp_prompt,
+        )
+
+    def embed(self, features: dict[str, Any], layers: int | Sequence[int] | str | None = None) -> torch.Tensor:
+        """The embeddings of a preprocessed batch at one, several or all layers: the one path every embedding of
+        the package takes (``encode``, the tuner and the evaluators).
+
+        The forward applies the interventions of ``features["settings"]`` (Token Prepending, Contrastive Prompting:
+        :mod:`sentence_transformers_tp.interventions`), stops at the deepest requested layer, and, in inference
+        (:meth:`prefix_cache_active`), runs every row on top of its template prefix's cached keys/values. With
+        several templates per input (MetaEOL, ensembles) the embedding is the mean of their last-token states.
+
+        Args:
+            features: The output of :meth:`preprocess`.
+            layers: None (the module's ``output_layer``), ``"all"`` (``0 .. num_layers``), one layer or a list, in
+                Hugging Face ``hidden_states`` indexing.
+
+        Returns:
+            ``(n_inputs, n_layers, hidden_size)`` float32 embeddings, layers in the requested order.
+        """
+        settings: ForwardSettings = features.get("settings") or self.forward_settings()
+        capture = capture_layers(layers, self.output_layer, self.num_layers)
         input_ids = features["input_ids"]
         num_prompts = int(features.get("num_prompts", 1))
         if input_ids.shape[0] == 0:
-            features["sentence_embedding"] = torch.zeros(
-                (0, self.get_embedding_dimension()), dtype=torch.float32, device=input_ids.device
-            )
-            return features
-        output_layer = resolve_output_layer(self.output_layer, self.num_layers)
-        if "prefix_groups" in features and self.prefix_cache_active(output_layer):
-            states = self._forward_with_prefix_cache(features, output_layer)
-        else:
-            states = self._run(
-                input_ids,
-                features["attention_mask"],
-                features["placeholder_positions"],
-                features["last_positions"],
-                output_layer,
-            )
-        states = states.float()
+            dim = self.get_embedding_dimension()
+            return torch.zeros((0, len(capture), dim), dtype=torch.float32, device=input_ids.device)
+        auxiliary = None
+        if settings.cp_enabled:
+            if "auxiliary" not in features:
+                raise ValueError("These features were not prepared for Contrastive Prompting: preprocess them again.")
+            auxiliary = self._run_rows(features["auxiliary"], settings.auxiliary_plan())
+            auxiliary = auxiliary.repeat_interleave(num_prompts, dim=0)
+        states = self._run_rows(features, settings.plan(capture, auxiliary)).float()
         if num_prompts > 1:
-            states = states.view(-1, num_prompts, states.shape[-1]).mean(1)
-        features["sentence_embedding"] = states
-        return features
+            states = states.view(-1, num_prompts, *states.shape[1:]).mean(1)
+        return states
 
-    def prefix_cache_active(self, output_layer: int | None = None) -> bool:
+    def prefix_cache_active(self, depth: int | None = None) -> bool:
         """Whether a forward now would use the prefix cache.
 
         It is used for inference, i.e. under ``torch.inference_mode()`` (as ``SentenceTransformer.encode`` and
         everything built on it runs), with the backbone in eval mode, ``prefix_cache`` on, a backbone that supports it
-        and an output layer past the embeddings. Other calls (training, or a plain ``torch.no_grad()`` forward) run
-        every prompt whole, exactly as without the cache.
+        and a forward that runs at least one decoder layer. Other calls (training, or a plain ``torch.no_grad()``
+        forward) run every prompt whole, exactly as without the cache.
 
         Args:
-            output_layer: The resolved output layer (defaults to this module's).
+            depth: Number of decoder layers the forward runs (defaults to what the output layer needs).
 
         Returns:
             True if the cache is used.
@@ -574,100 +652,71 @@ class TokenPrependingTransformer(Transformer):
                 "Embeddings are computed without it (same results, slower for long templates)."
             )
             return False
-        if output_layer is None:
-            output_layer = resolve_output_layer(self.output_layer, self.num_layers)
-        return output_layer > 0
+        if depth is None:
+            depth = resolve_output_layer(self.output_layer, self.num_layers)
+        return depth > 0
 
     def clear_prefix_cache(self) -> None:
         """Drop the cached prefix keys/values (they are rebuilt on demand)."""
         self._prefix_kv.clear()
 
-    def _run(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        placeholder_positions: torch.Tensor,
-        last_positions: torch.Tensor,
-        output_layer: int,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Any = None,
-    ) -> torch.Tensor:
-        """One backbone forward with TP and early exit; returns the ``(rows, hidden)`` last-token states."""
-        if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        plan = PrependingPlan(
-            placeholder_positions=placeholder_positions,
-            last_positions=last_positions,
-            tp_start=self.tp_start,
-            tp_exit=self.tp_exit,
-            output_layer=output_layer,
-        )
-        output = run_with_prepending(
-            self._layers,
-            plan,
-            lambda: self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                use_cache=past_key_values is not None,
-                return_dict=True,
-            ),
-        )
-        if plan.captured is not None:
-            return plan.captured
-        hidden = output.last_hidden_state
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, plan.last_positions.to(hidden.device)]
-
-    def _forward_with_prefix_cache(
-        self, features: dict[str, Any], output_layer: int, run: Callable[..., torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Last-token states of every row: each prefix group runs on top of its cached prefix (built on first use),
-        rows without a prefix run as they are.
+    def _run_rows(self, features: dict[str, Any], plan: Plan) -> torch.Tensor:
+        """Run every row of preprocessed features through the engine with ``plan``; each prefix group runs on top of
+        its cached prefix (built on first use) when the cache is active, other rows as they are.
 
         Args:
-            features: The output of :meth:`preprocess`, on the model's device.
-            output_layer: The resolved output layer (the prefix is built through the layers before it).
-            run: Runs rows and returns their states, with the signature of :meth:`_run` (the default); the tuner
-                passes one that records every layer.
+            features: Rows from :meth:`preprocess` (the main or the auxiliary prompts).
+            plan: The engine plan (interventions restricted per sub-batch with :meth:`Plan.take`).
 
         Returns:
-            One ``run`` result row per row of the batch, in batch order.
+            Per row in batch order: the captured layer states ``(rows, n_capture, hidden)``, or the captured attention
+            inputs ``(rows, d)`` for an auxiliary plan.
         """
-        run = run or self._run
-        input_ids = features["input_ids"]
-        device = input_ids.device
+        device = self.model.device
+        input_ids = features["input_ids"].to(device)
+        attention = plan.capture_attention_input is not None
+        depth = plan.capture_attention_input + 1 if attention else max(plan.capture)
+
+        def run(rows: torch.Tensor | None, **inputs: Any) -> torch.Tensor:
+            captured = engine.run(self.model, self._layers, plan if rows is None else plan.take(rows), **inputs)
+            return captured.attention_input if attention else captured.layers
+
+        if "prefix_groups" not in features or not self.prefix_cache_active(depth):
+            return run(
+                None,
+                input_ids=input_ids,
+                attention_mask=features["attention_mask"].to(device),
+                placeholder_positions=features["placeholder_positions"].to(device),
+                last_positions=features["last_positions"].to(device),
+            )
         groups: list[PrefixGroup] = features["prefix_groups"]
         context = self._prefix_kv.sync(self.model)
         results: list[tuple[torch.Tensor, torch.Tensor]] = []
         for group in groups:
-            # The forward runs decoder layers 0..output_layer-1: those are the prefix layers needed.
-            entry = self._prefix_kv.get_or_build(
-                self.model, self._layers, group.prefix_ids, output_layer, context, device
-            )
+            # The forward runs decoder layers 0..depth-1: those are the prefix layers needed.
+            entry = self._prefix_kv.get_or_build(self.model, self._layers, group.prefix_ids, depth, context, device)
             group = group.to(device)
             n, p = group.input_ids.shape[0], group.prefix_length
             mask = group.attention_mask
             states = run(
-                group.input_ids,
-                torch.cat([mask.new_ones((n, p)), mask], dim=1),
-                group.placeholder_positions,
-                group.last_positions,
-                output_layer,
+                group.rows,
+                input_ids=group.input_ids,
+                attention_mask=torch.cat([mask.new_ones((n, p)), mask], dim=1),
+                placeholder_positions=group.placeholder_positions,
+                last_positions=group.last_positions,
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0) + p,
-                past_key_values=entry.batch_cache(n, self.model.config),
+                cache=entry.batch_cache(n, self.model.config),
             )
             results.append((group.rows, states))
         rest = features["prefix_rest"]
         if rest:
             rows = torch.tensor(rest, dtype=torch.long, device=device)
             states = run(
-                input_ids[rows],
-                features["attention_mask"][rows],
-                features["placeholder_positions"][rows],
-                features["last_positions"][rows],
-                output_layer,
+                rows,
+                input_ids=input_ids[rows],
+                attention_mask=features["attention_mask"].to(device)[rows],
+                placeholder_positions=features["placeholder_positions"].to(device)[rows],
+                last_positions=features["last_positions"].to(device)[rows],
             )
             results.append((rows, states))
         first = results[0][1]
@@ -741,7 +790,7 @@ class TokenPrependingTransformer(Transformer):
     def get_config_dict(self) -> dict[str, Any]:
         """The config saved in ``sentence_bert_config.json`` (Transformer keys plus the TP settings)."""
         config = super().get_config_dict()
-        for key in ("query_template", "document_template"):
+        for key in ("query_template", "document_template", "demonstrations"):
             if config.get(key) is None:
                 config.pop(key, None)
         return config
@@ -760,6 +809,10 @@ class TokenPrependingTransformer(Transformer):
             "max_seq_length": self.max_seq_length,
             "prefix_cache": self.prefix_cache,
         }
+        if self.demonstrations:
+            settings["demonstrations"] = self.demonstrations
+        if self.cp_layer is not None:
+            settings.update(cp_layer=self.cp_layer, cp_alpha=self.cp_alpha, cp_mode=self.cp_mode)
         if self.query_template is not None:
             settings["query_template"] = self.query_template
         if self.document_template is not None:
@@ -775,8 +828,12 @@ class TokenPrependingTransformer(Transformer):
         extra = [template_label(t) for t in (self.query_template, self.document_template) if t is not None]
         if extra:
             template = "-".join([template, *extra])
+        if self.demonstrations:
+            payload = json.dumps(self.demonstrations)
+            template += "-icl" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:6]
         tp = f"tp{self.tp_start}-{self.tp_exit}" if self.tp_enabled else "notp"
-        return f"{backbone}-{template}-{tp}-L{self.output_layer}"
+        cp = f"-cp{self.cp_layer}{self.cp_mode}{self.cp_alpha:g}" if self.cp_layer is not None else ""
+        return f"{backbone}-{template}-{tp}{cp}-L{self.output_layer}"
 
     # ------------------------------------------------------------------ pickling (multi-process pools)
 
@@ -832,8 +889,9 @@ def template_label(template: str | Sequence[str]) -> str:
     Returns:
         The label.
     """
-    if isinstance(template, str) and (name := canonical_template_name(template)) is not None:
-        return name
+    names = template_names(template)
+    if names is not None:
+        return "+".join(names)
     payload = json.dumps(template if isinstance(template, str) else list(template))
     return "custom-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]
 

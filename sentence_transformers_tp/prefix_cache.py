@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from sentence_transformers_tp.prepending import PrependingPlan, run_with_prepending
+from sentence_transformers_tp import engine
 
 #: Prefixes shorter than this are not cached (nothing worth saving).
 MIN_PREFIX_TOKENS = 2
@@ -240,7 +240,7 @@ def build_entry(
 ) -> PrefixEntry:
     """Run a prefix through the first ``depth`` decoder layers and keep their keys and values.
 
-    The forward stops after layer ``depth - 1`` (the early-exit hook of :mod:`~sentence_transformers_tp.prepending`),
+    The forward stops after layer ``depth - 1`` (the engine's early exit, :mod:`~sentence_transformers_tp.engine`),
     so it runs exactly the layers the batches will run. Its cache has a full (untrimmed) layer everywhere, also for
     sliding-window layers: the per-batch cache trims them itself.
 
@@ -257,25 +257,18 @@ def build_entry(
     length = len(prefix_ids)
     input_ids = torch.tensor([prefix_ids], dtype=torch.long, device=device)
     cache = DynamicCache()
-    plan = PrependingPlan(
-        placeholder_positions=torch.full((1,), -1, dtype=torch.long),
-        last_positions=torch.full((1,), length - 1, dtype=torch.long),
-        tp_start=0,
-        tp_exit=0,
-        output_layer=depth,
-    )
     with torch.inference_mode(False), torch.no_grad():
-        run_with_prepending(
+        engine.run(
+            model,
             layers,
-            plan,
-            lambda: model(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                position_ids=torch.arange(length, device=device).unsqueeze(0),
-                past_key_values=cache,
-                use_cache=True,
-                return_dict=True,
-            ),
+            engine.Plan(capture=(depth,)),
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            placeholder_positions=torch.full((1,), -1, dtype=torch.long, device=device),
+            last_positions=torch.full((1,), length - 1, dtype=torch.long, device=device),
+            position_ids=torch.arange(length, device=device).unsqueeze(0),
+            cache=cache,
+            use_cache=True,
         )
     ran = cache.layers[:depth]
     if len(ran) < depth or any(layer.keys is None for layer in ran):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SENTENCE_SLOT = "{sentence}"
 PLACEHOLDER_SLOT = "{placeholder}"
@@ -56,12 +57,14 @@ METAEOL = (
     '"{sentence}" highlights the primary entity or relation in one word:"',
 )
 
-#: Built-in templates by name. Values are tuples of template strings (MetaEOL has 8, the others 1).
+#: Built-in templates by name. Values are tuples of template strings whose embeddings are averaged (MetaEOL has 8;
+#: CK, the ensemble of Pretended CoT and Knowledge of Cheng et al. 2025, has 2; the others 1).
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "prompteol": (PROMPTEOL,),
     "pretended_cot": (PRETENDED_COT,),
     "knowledge": (KNOWLEDGE,),
     "metaeol": METAEOL,
+    "ck": (PRETENDED_COT, KNOWLEDGE),
 }
 
 #: Accepted spellings of the built-in names.
@@ -76,10 +79,18 @@ TEMPLATE_ALIASES: dict[str, str] = {
     "knowledge": "knowledge",
     "knowledge_enhancement": "knowledge",
     "ke": "knowledge",
+    "ck": "ck",
+    "cot_knowledge": "ck",
 }
 
 #: The layer each method reads without TP in its original code (HF ``hidden_states`` indexing, TP_REFERENCE §6).
-USUAL_OUTPUT_LAYER: dict[str, int] = {"prompteol": -1, "metaeol": -1, "pretended_cot": -2, "knowledge": -2}
+USUAL_OUTPUT_LAYER: dict[str, int] = {
+    "prompteol": -1,
+    "metaeol": -1,
+    "pretended_cot": -2,
+    "knowledge": -2,
+    "ck": -2,
+}
 
 
 def canonical_template_name(name: str) -> str | None:
@@ -96,11 +107,12 @@ def canonical_template_name(name: str) -> str | None:
 
 
 def resolve_templates(template: str | Sequence[str]) -> tuple[str, ...]:
-    """Turn a template spec (a built-in name, one user template, or a list of user templates) into template strings.
+    """Turn a template spec into template strings: a built-in name, one user template, or a list of built-in names
+    and user templates (a template ensemble: the embeddings of all its templates are averaged, like MetaEOL).
 
     Args:
         template: A built-in name (see :data:`TEMPLATES`), a user template string with a ``{sentence}`` slot, or a
-            list of such strings (their embeddings are averaged, like MetaEOL).
+            list of such names and strings, e.g. ``["pretended_cot", "knowledge"]`` (the same as ``"ck"``).
 
     Returns:
         The validated template strings, each with exactly one ``{placeholder}`` slot.
@@ -109,16 +121,66 @@ def resolve_templates(template: str | Sequence[str]) -> tuple[str, ...]:
         ValueError: If the spec is empty, names no built-in template and has no ``{sentence}`` slot, or a template
             has the slots a wrong number of times.
     """
-    if isinstance(template, str):
-        name = canonical_template_name(template)
-        if name is not None:
-            return TEMPLATES[name]
-        templates = [template]
-    else:
-        templates = list(template)
-    if not templates:
+    items = [template] if isinstance(template, str) else list(template)
+    if not items:
         raise ValueError("A template list must contain at least one template.")
-    return tuple(_with_placeholder_slot(t) for t in templates)
+    out: list[str] = []
+    for item in items:
+        name = canonical_template_name(item) if isinstance(item, str) else None
+        if name is not None:
+            out.extend(TEMPLATES[name])
+        else:
+            out.append(_with_placeholder_slot(item))
+    return tuple(out)
+
+
+def template_names(template: str | Sequence[str]) -> tuple[str, ...] | None:
+    """The canonical built-in names of a spec made only of built-in names (e.g. ``("pretended_cot", "knowledge")``
+    for that list), or None when it holds a user template.
+
+    Args:
+        template: A template spec.
+
+    Returns:
+        The names, or None.
+    """
+    items = [template] if isinstance(template, str) else list(template)
+    names = [canonical_template_name(item) if isinstance(item, str) else None for item in items]
+    if not names or any(name is None for name in names):
+        return None
+    return tuple(names)
+
+
+def with_demonstrations(template: str, demonstrations: Sequence[Any]) -> str:
+    """Put in-context demonstrations in front of a template, each written in the template's own wording.
+
+    A demonstration ``(sentence, word)`` becomes the template filled with the (cleaned) sentence, without
+    placeholder, followed by the word, the closing quote when the template ends with an opening one, and ``". "``.
+    For PromptEOL this is exactly the prompt of Jiang et al. (2023): ``This sentence : "A jockey riding a horse."
+    means in one word:"Equestrian". This sentence : {placeholder} "{sentence}" means in one word:"``. The
+    demonstrations lie before the placeholder, so Token Prepending treats only the query sentence, and the prefix
+    cache computes them once.
+
+    Args:
+        template: A template with a ``{sentence}`` and a ``{placeholder}`` slot.
+        demonstrations: Objects with ``sentence`` and ``word`` attributes
+            (:class:`~sentence_transformers_tp.demonstrations.Demonstration`).
+
+    Returns:
+        The template with the demonstrations in front.
+
+    Raises:
+        ValueError: If a demonstration contains slot text.
+    """
+    pieces = []
+    closing = template.rstrip()[-1:] if template.rstrip().endswith(_QUOTES) else ""
+    for demo in demonstrations:
+        for text in (demo.sentence, demo.word):
+            if SENTENCE_SLOT in text or PLACEHOLDER_SLOT in text:
+                raise ValueError(f"A demonstration may not contain {SENTENCE_SLOT} or {PLACEHOLDER_SLOT}: {text!r}.")
+        rendered = render(template, clean_sentence(demo.sentence), None).text
+        pieces.append(f"{rendered}{demo.word}{closing}. ")
+    return "".join(pieces) + template.lstrip()
 
 
 def _with_placeholder_slot(template: str) -> str:

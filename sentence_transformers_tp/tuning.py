@@ -33,8 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import numpy as np
 
 from sentence_transformers_tp.evaluation.data import STSData, load_sts, normalize_sts_task, resolve_sts_split
 from sentence_transformers_tp.evaluation.sts import cosine_scores, spearman
+from sentence_transformers_tp.interventions import ForwardSettings
 
 logger = logging.getLogger(__name__)
 
@@ -530,156 +530,55 @@ def _default_preset_name(backbone: str) -> str:
 # ---------------------------------------------------------------------- encoding all layers in one pass
 
 
-@contextmanager
-def _tp_settings(module: Any, tp_start: int, tp_exit: int) -> Iterator[None]:
-    """Temporarily give ``module`` these TP settings (so that ``preprocess`` renders the matching prompts).
-
-    Only ``preprocess`` runs through the module; the forward is the tuner's own (full prompts, every layer), so
-    module features such as a prefix KV cache play no part in tuning.
-    """
-    saved = (module.tp_start, module.tp_exit, module.output_layer)
-    try:
-        module.tp_start, module.tp_exit = tp_start, tp_exit
-        yield
-    finally:
-        module.tp_start, module.tp_exit, module.output_layer = saved
-
-
-def _forward_all_layers(module: Any, features: dict[str, Any], tp_start: int, tp_exit: int) -> Any:
-    """Run the backbone on one preprocessed batch; return ``(n_inputs, num_layers + 1, hidden)`` float32 states.
-
-    Like the module's own forward, it runs on top of the cached template prefixes when the module's prefix cache is
-    active (prefixes built through every layer), and every prompt whole otherwise.
-    """
-    import torch
-
-    from sentence_transformers_tp.prepending import PrependingPlan, run_with_prepending
-
-    layers = module._layers
-    num_layers = len(layers)
-    backbone = module.model
-    device = next(backbone.parameters()).device
-    features = {key: value.to(device) if torch.is_tensor(value) else value for key, value in features.items()}
-    num_prompts = int(features.get("num_prompts", 1))
-
-    def run_all_layers(
-        input_ids: Any,
-        attention_mask: Any,
-        placeholder_positions: Any,
-        last_positions: Any,
-        output_layer: int,
-        position_ids: Any = None,
-        past_key_values: Any = None,
-    ) -> Any:
-        """The last-token state of every row at every layer (``output_layer`` is all of them: no early exit)."""
-        rows = torch.arange(input_ids.shape[0], device=device)
-        last = last_positions.to(device)
-        if position_ids is None:
-            # Same position ids as TokenPrependingTransformer.forward: derived from the attention mask.
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        captured: list[Any] = [None] * (num_layers + 1)
-
-        def capture_input(module_: Any, args: tuple, kwargs: dict) -> None:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            captured[0] = hidden[rows, last]
-
-        def capture_output(index: int) -> Callable[..., None]:
-            def hook(module_: Any, args: tuple, output: Any) -> None:
-                hidden = output[0] if isinstance(output, tuple) else output
-                captured[index + 1] = hidden[rows, last]
-
-            return hook
-
-        plan = PrependingPlan(
-            placeholder_positions=placeholder_positions,
-            last_positions=last_positions,
-            tp_start=tp_start,
-            tp_exit=tp_exit,
-            output_layer=num_layers,  # no early exit: every layer runs
-        )
-        handles = [layers[0].register_forward_pre_hook(capture_input, with_kwargs=True)]
-        handles += [layers[i].register_forward_hook(capture_output(i)) for i in range(num_layers - 1)]
-        try:
-            output = run_with_prepending(
-                layers,
-                plan,
-                lambda: backbone(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    past_key_values=past_key_values,
-                    use_cache=past_key_values is not None,
-                    return_dict=True,
-                ),
-            )
-        finally:
-            for handle in handles:
-                handle.remove()
-        if output is None:  # pragma: no cover - only if the plan exited early, which output_layer=num_layers forbids
-            raise RuntimeError("The forward stopped early; cannot read the final layer.")
-        captured[num_layers] = output.last_hidden_state[rows, last]
-        return torch.stack(captured, dim=1)
-
-    with torch.inference_mode():
-        if "prefix_groups" in features and module.prefix_cache_active(num_layers):
-            states = module._forward_with_prefix_cache(features, num_layers, run=run_all_layers)
-        else:
-            states = run_all_layers(
-                features["input_ids"],
-                features["attention_mask"],
-                features["placeholder_positions"],
-                features["last_positions"],
-                num_layers,
-            )
-    states = states.float()
-    if num_prompts > 1:
-        states = states.view(-1, num_prompts, *states.shape[1:]).mean(1)
-    return states
-
-
 def encode_all_layers(
     module: Any,
     sentences: Sequence[str],
     *,
-    tp_start: int,
-    tp_exit: int,
+    settings: ForwardSettings | None = None,
+    tp_start: int | None = None,
+    tp_exit: int | None = None,
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> np.ndarray:
     """Embed sentences at every output layer in one forward pass per batch.
 
-    Row ``i``, layer ``k`` equals what ``TokenPrependingTransformer`` with these TP settings and
-    ``output_layer=k`` returns for sentence ``i`` (batches are formed as ``SentenceTransformer.encode`` forms them:
+    Row ``i``, layer ``k`` equals what ``TokenPrependingTransformer`` with these settings and ``output_layer=k``
+    returns for sentence ``i``: both run through :meth:`TokenPrependingTransformer.embed` (same interventions, same
+    prefix cache), here capturing every layer (batches are formed as ``SentenceTransformer.encode`` forms them:
     longest texts first).
 
     Args:
-        module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (its own layer settings are
-            restored afterwards).
+        module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`.
         sentences: The sentences.
-        tp_start: First decoder layer (0-based) whose placeholder is replaced.
-        tp_exit: First layer without replacement; ``tp_exit <= tp_start`` is TP off (the vanilla prompt).
+        settings: The forward settings (TP band, Contrastive Prompting); defaults to the module's own.
+        tp_start: Overrides ``settings.tp_start``.
+        tp_exit: Overrides ``settings.tp_exit``; ``tp_exit <= tp_start`` is TP off (the vanilla prompt).
         batch_size: Sentences per forward pass.
         show_progress_bar: Show a progress bar.
 
     Returns:
         ``(len(sentences), num_layers + 1, hidden)`` float32 array.
     """
+    import torch
     from tqdm.auto import tqdm
 
+    settings = settings or module.forward_settings()
+    overrides = {k: v for k, v in (("tp_start", tp_start), ("tp_exit", tp_exit)) if v is not None}
+    settings = settings.replace(**overrides)
     num_layers = module.num_layers
-    if tp_exit > tp_start and (tp_start < 0 or tp_exit > num_layers):
-        raise ValueError(f"TP band {tp_start}-{tp_exit} is outside the {num_layers} decoder layers.")
-    order = np.argsort([-len(text) for text in sentences])
+    if settings.tp_enabled and (settings.tp_start < 0 or settings.tp_exit > num_layers):
+        raise ValueError(f"TP band {settings.tp_start}-{settings.tp_exit} is outside the {num_layers} decoder layers.")
+    order = np.argsort([-len(text) for text in sentences], kind="stable")
     out: np.ndarray | None = None
     was_training = module.training
     module.eval()
     try:
-        with _tp_settings(module, tp_start, tp_exit):
-            starts = range(0, len(sentences), batch_size)
+        starts = range(0, len(sentences), batch_size)
+        with torch.inference_mode():
             for start in tqdm(starts, desc="Batches", disable=not show_progress_bar, leave=False):
                 index = order[start : start + batch_size]
-                features = module.preprocess([sentences[i] for i in index])
-                states = _forward_all_layers(module, features, tp_start, tp_exit).cpu().numpy()
+                features = module.preprocess([sentences[i] for i in index], settings=settings)
+                states = module.embed(features, layers="all").cpu().numpy()
                 if out is None:
                     out = np.empty((len(sentences), *states.shape[1:]), dtype=np.float32)
                 out[index] = states

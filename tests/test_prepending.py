@@ -6,15 +6,14 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertModel, LlamaModel, T5Config, T5Model
 
-from sentence_transformers_tp import TokenPrependingTransformer
+from sentence_transformers_tp import TokenPrependingTransformer, engine
 from sentence_transformers_tp.prepending import (
-    PrependingPlan,
+    TokenPrepending,
     UnsupportedArchitectureError,
     active_hook_count,
     check_decoder_only,
     find_decoder_layers,
     resolve_output_layer,
-    run_with_prepending,
 )
 
 from .conftest import FAMILIES, build_config
@@ -174,17 +173,19 @@ def test_hooks_are_removed_when_the_forward_raises(tiny_llama):
 
 
 def test_recorded_hidden_states_are_not_overwritten(tiny_llama):
-    """The placeholder write goes into a copy: hidden states recorded by HF keep the original layer input."""
+    """The placeholder write goes into a copy: a layer input recorded elsewhere keeps its original values."""
     module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=-1)
     features = module.preprocess(["A cat sleeps on the sofa."])
-    plan = PrependingPlan(features["placeholder_positions"], features["last_positions"], 1, 3, 4)
-    with torch.no_grad():
-        out = run_with_prepending(
-            module._layers, plan, lambda: module.model(input_ids=features["input_ids"], output_hidden_states=True)
-        )
+    recorded = []
+    # Registered before the engine's hooks, so it sees the very tensor object the TP hook then edits.
+    handle = module._layers[1].register_forward_pre_hook(lambda m, args: recorded.append(args[0]))
+    try:
+        with torch.no_grad():
+            module.forward(dict(features))
+    finally:
+        handle.remove()
     ph, last = int(features["placeholder_positions"][0]), int(features["last_positions"][0])
-    # hidden_states[1] is the input of layer 1, recorded before the pre-hook replaced the placeholder row.
-    assert not torch.allclose(out.hidden_states[1][0, ph], out.hidden_states[1][0, last])
+    assert not torch.allclose(recorded[0][0, ph], recorded[0][0, last])
 
 
 def test_rows_without_placeholder_are_left_unchanged(tiny_llama):
@@ -198,14 +199,19 @@ def test_rows_without_placeholder_are_left_unchanged(tiny_llama):
     mixed[1] = -1
 
     def states(placeholder_positions):
-        plan = PrependingPlan(placeholder_positions, last, 1, 3, 3)
+        plan = engine.Plan(capture=(3,), interventions=(TokenPrepending(1, 3),))
         with torch.no_grad():
-            run_with_prepending(
+            captured = engine.run(
+                module.model,
                 module._layers,
                 plan,
-                lambda: module.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False),
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                placeholder_positions=placeholder_positions,
+                last_positions=last,
             )
-        return plan.captured
+        return captured.layers[:, 0]
 
     with_tp = states(features["placeholder_positions"])
     without_tp = states(torch.full_like(mixed, -1))
@@ -225,14 +231,23 @@ def test_tp_hooks_need_no_host_device_synchronisation():
         model = LlamaModel(config).eval()
         input_ids = torch.ones((3, 7), dtype=torch.long)
         position_ids = torch.arange(7)[None].expand(3, -1)
-        plan = PrependingPlan(torch.tensor([2, 2, -1]), torch.tensor([6, 6, 6]), tp_start=1, tp_exit=3, output_layer=3)
+        placeholder, last = torch.tensor([2, 2, -1]), torch.tensor([6, 6, 6])
+    plan = engine.Plan(capture=(3,), interventions=(TokenPrepending(1, 3),))
     with torch.inference_mode():
         # No attention mask: Hugging Face's own mask preparation inspects the mask's values.
-        run_with_prepending(
-            find_decoder_layers(model), plan, lambda: model(input_ids=input_ids, position_ids=position_ids)
+        captured = engine.run(
+            model,
+            find_decoder_layers(model),
+            plan,
+            input_ids=input_ids,
+            attention_mask=None,
+            position_ids=position_ids,
+            placeholder_positions=placeholder,
+            last_positions=last,
+            use_cache=True,  # as a plain model call does (no packed-sequence detection, which reads values)
         )
-    assert plan.captured.shape == (3, 32)
-    assert plan.captured.device.type == "meta"
+    assert captured.layers.shape == (3, 1, 32)
+    assert captured.layers.device.type == "meta"
 
 
 def test_unsupported_architectures_get_a_clear_error():
