@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "TokenPrependingTransformer": "sentence_transformers_tp.module",
     "TokenPrependingModelCardData": "sentence_transformers_tp.model_card",
+    "Centering": "sentence_transformers_tp.centering",
     "TEMPLATES": "sentence_transformers_tp.templates",
     "clean_sentence": "sentence_transformers_tp.templates",
     "resolve_backbone": "sentence_transformers_tp.backbones",
@@ -26,6 +27,7 @@ __all__ = [
     "__version__",
     "TokenPrependingTransformer",
     "TokenPrependingModelCardData",
+    "Centering",
     "TEMPLATES",
     "clean_sentence",
     "resolve_backbone",
@@ -36,6 +38,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from sentence_transformers_tp.backbones import NAMED_BACKBONES, BackboneNotInstalledError, resolve_backbone
+    from sentence_transformers_tp.centering import Centering
     from sentence_transformers_tp.model_card import TokenPrependingModelCardData
     from sentence_transformers_tp.module import TokenPrependingTransformer
     from sentence_transformers_tp.prepending import UnsupportedArchitectureError

@@ -35,6 +35,16 @@ class TokenPrependingModelCardData(SentenceTransformerModelCardData):
         super().__post_init__()
         self.add_tags(["token-prepending", "sentence-transformers-tp"])
 
+    def get_model_specific_metadata(self) -> dict[str, Any]:
+        """The stock metadata plus ``centering``: what the model's ``Centering`` module does (None without one)."""
+        metadata = super().get_model_specific_metadata()
+        if self.model is not None:
+            from sentence_transformers_tp.centering import centering_module
+
+            module = centering_module(self.model)
+            metadata["centering"] = module.describe() if module is not None else None
+        return metadata
+
     def generate_usage_snippet(self) -> str:
         """The usage snippet: ``pip install`` and ``SentenceTransformer(..., trust_remote_code=True)``."""
         model_id = self.model_id or "path/to/this-model"
