@@ -12,16 +12,22 @@ Cache layout (root: :func:`default_cache_dir`)::
 
     <cache>/assembled/<backbone>-<hash>/<file>.gguf   GGUF files rebuilt from part packages
     <cache>/gguf/<stem>-<hash>/                        dequantized checkpoints (base model + tokenizer)
+    <cache>/hashes/<key>                               remembered SHA-256 of each source file (path, size, mtime)
 
-``<hash>`` is derived from the identity of the source files (resolved path, size, mtime), so a changed file is
-converted again. Every cache entry is built in a temporary sibling and renamed into place only when complete, under
-an exclusive lock file, so an interrupted conversion never leaves an entry that later loads, and concurrent processes
-do not corrupt each other.
+``<hash>`` is the start of the SHA-256 of the source file's *content* (for assembled files: the checksum the
+backbone declares, else the content of its parts), so the same file installed in several virtual environments (or
+copied elsewhere) shares one entry, and a changed file is converted again. A file's SHA-256 is computed once and
+remembered under ``hashes/`` by its path, size and mtime. Every cache entry is built in a temporary sibling and
+renamed into place only when complete, under an exclusive lock file that is removed again when the work ends
+(whether it succeeded or failed), so an interrupted conversion never leaves an entry that later loads, concurrent
+processes do not corrupt each other, and no lock files pile up. :func:`list_cache` and :func:`clear_cache` (the
+``st-tp cache`` command) show and remove entries.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import hashlib
 import importlib.metadata
@@ -35,7 +41,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -51,12 +59,17 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "NAMED_BACKBONES",
     "BackboneNotInstalledError",
+    "CacheEntry",
     "GGUF_INSTALL_COMMAND",
     "NamedBackbone",
     "assemble_parts",
+    "backbone_names",
+    "clear_cache",
     "default_cache_dir",
+    "file_sha256",
     "gguf_to_checkpoint",
     "is_named_backbone",
+    "list_cache",
     "named_backbone_gguf",
     "resolve_backbone",
 ]
@@ -65,10 +78,14 @@ CACHE_ENV_VAR = "ST_TP_CACHE_DIR"
 GGUF_INSTALL_COMMAND = 'pip install "gguf>=0.10"'
 _MIN_GGUF_VERSION = (0, 10)
 _GGUF_MAGIC = b"GGUF"
-# Bump when the layout or content of a converted checkpoint changes: old entries are then ignored, not reused.
-_CACHE_FORMAT_VERSION = 1
+# Bump when the layout or content of a converted checkpoint changes (and change the entry names with it, e.g. a
+# ``-v3`` suffix): old entries are then ignored, not reused.
+_CACHE_FORMAT_VERSION = 2
 _COMPLETE_MARKER = "st_tp_conversion.json"
 _COPY_BLOCK_BYTES = 8 * 1024 * 1024
+#: Files at least this large show a progress bar while their SHA-256 is computed (once per file).
+_HASH_PROGRESS_MIN_BYTES = 256 * 1024 * 1024
+_KEY_LENGTH = 16
 
 
 class BackboneNotInstalledError(ImportError):
@@ -290,12 +307,18 @@ def named_backbone_gguf(name: str, cache_dir: str | os.PathLike | None = None) -
     if backbone.package is not None:
         return _locate_in_package(backbone, backbone.package, backbone.gguf_filename)
     part_paths = [_locate_in_package(backbone, module, relpath) for module, relpath in backbone.parts]
-    target_dir = _cache_root(cache_dir) / "assembled" / f"{backbone.name}-{_identity_hash(part_paths)}"
+    if backbone.sha256 is not None:
+        key = backbone.sha256.lower()[:_KEY_LENGTH]
+    else:
+        combined = hashlib.sha256("\0".join(file_sha256(p, cache_dir=cache_dir) for p in part_paths).encode())
+        key = combined.hexdigest()[:_KEY_LENGTH]
+    assembled = _cache_root(cache_dir) / "assembled"
+    target_dir = assembled / f"{backbone.name}-{key}"
     target = target_dir / backbone.gguf_filename
     if target.is_file():
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target_dir / f".{backbone.gguf_filename}.lock"):
+    assembled.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(assembled / f".{target_dir.name}.lock"):
         if target.is_file():
             return target
         logger.info(
@@ -304,7 +327,13 @@ def named_backbone_gguf(name: str, cache_dir: str | os.PathLike | None = None) -
             len(part_paths),
             target,
         )
-        assemble_parts(part_paths, target, expected_sha256=backbone.sha256)
+        target_dir.mkdir(exist_ok=True)
+        try:
+            assemble_parts(part_paths, target, expected_sha256=backbone.sha256)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target_dir.rmdir()  # only if empty: never leave an empty entry behind
+            raise
     return target
 
 
@@ -366,8 +395,9 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
     """Dequantize a GGUF file once into a normal Hugging Face checkpoint (base model + tokenizer) in the cache.
 
     The checkpoint holds the base model (``AutoModel``, no LM head) in float32 and the tokenizer exactly as the
-    GGUF file defines it. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash covers the file's resolved
-    path, size and mtime; later calls return it without converting again.
+    GGUF file defines it. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash is the start of the SHA-256 of
+    the file's content: later calls (from any virtual environment, with the file at any path) return it without
+    converting again. The conversion shows a progress bar on stderr.
 
     Args:
         gguf_path: Path of the ``.gguf`` file.
@@ -384,16 +414,20 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
     if not source.is_file():
         raise FileNotFoundError(f"GGUF file not found: {os.fspath(gguf_path)!r} (resolved to {source.absolute()}).")
     source = source.resolve()
+    content = file_sha256(source, cache_dir=cache_dir)
+    key = content[:_KEY_LENGTH]
     root = _cache_root(cache_dir) / "gguf"
-    target = root / f"{source.stem}-{_identity_hash([source])}"
-    if _is_complete(target):
-        logger.debug("Using cached checkpoint %s for %s", target, source)
-        return target
+    target = root / f"{source.stem}-{key}"
+    found = _find_complete(root, key, target)
+    if found is not None:
+        logger.debug("Using cached checkpoint %s for %s", found, source)
+        return found
     _require_gguf_support()
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root / f".{target.name}.lock") as locked:
-        if _is_complete(target):  # another process converted it while we waited
-            return target
+    with _exclusive_lock(root / f".{key}.lock") as locked:
+        found = _find_complete(root, key, target)
+        if found is not None:  # another process converted it while we waited
+            return found
         if locked:
             _remove_stale_temporaries(root, target.name)
         logger.info(
@@ -403,9 +437,187 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
             target,
         )
         started = time.perf_counter()
-        _build_atomically(target, lambda tmp: _convert_gguf(source, tmp))
+        identity = {"sha256": content, "source_name": source.name, "backbone": _named_backbone_of_file(source.name)}
+        with _conversion_progress(source.name):
+            _build_atomically(target, lambda tmp: {**_convert_gguf(source, tmp), **identity})
         logger.info("Cached checkpoint ready at %s (conversion took %.1f s)", target, time.perf_counter() - started)
     return target
+
+
+def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """The SHA-256 of a file's content, computed once and remembered in the cache.
+
+    The result is remembered under ``<cache>/hashes/`` by the file's resolved path, size and mtime, so later calls
+    for an unchanged file read nothing but a few bytes. Files of 256 MiB or more show a progress bar while hashed.
+
+    Args:
+        path: An existing file.
+        cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        64 lower-case hex characters.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    identity = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    memo = _cache_root(cache_dir) / "hashes" / hashlib.sha256(identity).hexdigest()[:32]
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        remembered = memo.read_text(encoding="utf-8").strip()
+        if len(remembered) == 64 and all(ch in "0123456789abcdef" for ch in remembered):
+            return remembered
+    digest = hashlib.sha256()
+    with (
+        path.open("rb") as handle,
+        tqdm(
+            total=stat.st_size,
+            desc=f"Hashing {path.name}",
+            unit="B",
+            unit_scale=True,
+            disable=stat.st_size < _HASH_PROGRESS_MIN_BYTES,
+        ) as bar,
+    ):
+        while block := handle.read(_COPY_BLOCK_BYTES):
+            digest.update(block)
+            bar.update(len(block))
+    value = digest.hexdigest()
+    with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        _write_text_atomically(memo, value + "\n")
+    return value
+
+
+def backbone_names(name_or_path: str | os.PathLike) -> list[str]:
+    """Every name a backbone specification is known by, for matching it against presets.
+
+    The specification itself comes first; then, without loading or hashing anything:
+
+    * a named backbone: its canonical name;
+    * a ``.gguf`` file: the named backbone whose GGUF file has that file name, and the file's stem;
+    * a checkpoint folder converted by :func:`gguf_to_checkpoint`: the named backbone and the GGUF file it came from;
+    * a saved sentence-transformers-tp folder: the names of the backbone it was built from.
+
+    Args:
+        name_or_path: Backbone name, ``.gguf`` path, local directory or hub id.
+
+    Returns:
+        The names, without duplicates, most specific first.
+    """
+    spec = os.fspath(name_or_path)
+    names: list[str] = [spec]
+    if is_named_backbone(spec):
+        names.append(spec.strip().lower())
+    elif spec.lower().endswith(".gguf"):
+        file_name = Path(spec).name
+        names += [n for n in (_named_backbone_of_file(file_name), Path(spec).stem) if n]
+    elif os.path.isdir(spec):
+        marker = _read_json(Path(spec) / _COMPLETE_MARKER)
+        if marker:
+            source_name = str(marker.get("source_name") or Path(str(marker.get("source", ""))).name)
+            backbone = marker.get("backbone") or _named_backbone_of_file(source_name)
+            names += [n for n in (backbone, Path(source_name).stem if source_name else None) if n]
+        saved = _read_json(Path(spec) / "sentence_bert_config.json")
+        if saved and isinstance(saved.get("backbone_name"), str) and saved["backbone_name"] != spec:
+            names += backbone_names(saved["backbone_name"])
+    unique: list[str] = []
+    for name in names:
+        if name not in unique:
+            unique.append(name)
+    return unique
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry of the local cache, as listed by :func:`list_cache`.
+
+    Attributes:
+        kind: ``"checkpoint"`` (a dequantized GGUF file), ``"assembled"`` (a GGUF file rebuilt from parts),
+            ``"temporary"`` (an unfinished build: a running or killed conversion) or ``"hashes"`` (remembered file
+            hashes).
+        path: The entry's file or folder.
+        size: Bytes on disk.
+        source: The GGUF file or backbone it belongs to (empty where unknown).
+    """
+
+    kind: str
+    path: Path
+    size: int
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        """The entry's folder or file name (what :func:`clear_cache` takes)."""
+        return self.path.name
+
+
+def list_cache(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
+    """The entries of the local cache, largest first.
+
+    Args:
+        cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+
+    Returns:
+        The entries (empty when there is no cache).
+    """
+    root = _cache_root(cache_dir)
+    entries: list[CacheEntry] = []
+    for kind_dir in ("gguf", "assembled"):
+        folder = root / kind_dir
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_dir():
+                continue  # lock files of running conversions
+            if path.name.startswith("."):
+                entries.append(CacheEntry("temporary", path, _disk_size(path)))
+                continue
+            if kind_dir == "gguf":
+                marker = _read_json(path / _COMPLETE_MARKER) or {}
+                source = str(marker.get("backbone") or marker.get("source_name") or marker.get("source") or "")
+                kind = "checkpoint" if marker else "temporary"
+            else:
+                files = [p.name for p in path.glob("*.gguf")]
+                source, kind = (files[0] if files else ""), "assembled"
+            entries.append(CacheEntry(kind, path, _disk_size(path), source))
+    hashes = root / "hashes"
+    if hashes.is_dir():
+        entries.append(CacheEntry("hashes", hashes, _disk_size(hashes)))
+    return sorted(entries, key=lambda entry: -entry.size)
+
+
+def clear_cache(cache_dir: str | os.PathLike | None = None, names: Sequence[str] | None = None) -> list[CacheEntry]:
+    """Remove cache entries: all of them, or those named.
+
+    Do not clear the cache while another process converts a GGUF file: its unfinished build is removed too.
+
+    Args:
+        cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+        names: Entry names (as :attr:`CacheEntry.name`), backbone names or GGUF file names whose entries go; None
+            removes every entry.
+
+    Returns:
+        The removed entries.
+
+    Raises:
+        KeyError: If a name matches no entry (nothing is removed then); the message lists the entries.
+    """
+    entries = list_cache(cache_dir)
+    if names is None:
+        chosen = entries
+    else:
+        chosen = []
+        for name in names:
+            wanted = name.strip().lower()
+            matching = [e for e in entries if wanted in (e.name.lower(), e.source.lower(), str(e.path).lower())]
+            if not matching:
+                known = ", ".join(e.name for e in entries) or "none"
+                raise KeyError(f"no cache entry named {name!r} (entries: {known})")
+            chosen += [e for e in matching if e not in chosen]
+    for entry in chosen:
+        if entry.path.is_dir():
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            entry.path.unlink(missing_ok=True)
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------------- internals
@@ -416,20 +628,83 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
-def _identity_hash(paths: Sequence[Path]) -> str:
-    """Hash the identity of files (resolved path, size, mtime) and the cache format into a short hex key.
+def _find_complete(root: Path, key: str, preferred: Path) -> Path | None:
+    """A complete checkpoint entry for content key ``key``: ``preferred`` if complete, else any ``*-<key>`` entry
+    (the same content converted under another file name)."""
+    if _is_complete(preferred):
+        return preferred
+    if root.is_dir():
+        for candidate in sorted(root.glob(f"*-{key}")):
+            if not candidate.name.startswith(".") and _is_complete(candidate):
+                return candidate
+    return None
 
-    Args:
-        paths: Existing files.
 
-    Returns:
-        16 hex characters.
-    """
-    digest = hashlib.sha256(f"st-tp-cache-v{_CACHE_FORMAT_VERSION}".encode())
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+def _named_backbone_of_file(file_name: str) -> str | None:
+    """The named backbone whose GGUF file is called ``file_name`` (case-insensitive), if any."""
+    lowered = file_name.lower()
+    for backbone in NAMED_BACKBONES.values():
+        if backbone.gguf_filename.lower() == lowered:
+            return backbone.name
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if it is missing or not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename (readers never see a partial file)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _disk_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for child in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if child.is_file() and not child.is_symlink():
+                total += child.stat().st_size
+    return total
+
+
+#: The steps of a GGUF conversion, in order (the progress bar advances once per step).
+_CONVERSION_STEPS = ("read and dequantize", "rebuild", "save weights", "save tokenizer", "check tokenizer")
+_CONVERSION_BAR: contextvars.ContextVar[tqdm | None] = contextvars.ContextVar("st_tp_conversion_bar", default=None)
+
+
+@contextlib.contextmanager
+def _conversion_progress(file_name: str) -> Iterator[None]:
+    """Show a progress bar (on stderr) over the steps of one GGUF conversion; :func:`_advance` moves it."""
+    with tqdm(total=len(_CONVERSION_STEPS), desc=f"Converting {file_name} (one-time)", unit="step") as bar:
+        token = _CONVERSION_BAR.set(bar)
+        try:
+            yield
+            bar.update(bar.total - bar.n)
+        finally:
+            _CONVERSION_BAR.reset(token)
+
+
+def _advance(step: str) -> None:
+    """Mark a conversion step as done on the current progress bar (if any)."""
+    bar = _CONVERSION_BAR.get()
+    if bar is not None and bar.n < bar.total:
+        bar.set_postfix_str(step, refresh=False)
+        bar.update(1)
 
 
 def _locate_in_package(backbone: NamedBackbone, module: str, relpath: str) -> Path:
@@ -520,12 +795,29 @@ def _exclusive_lock(lock_path: Path) -> Iterator[bool]:
     if fcntl is None:  # pragma: no cover - Windows
         yield False
         return
-    with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    while True:
+        handle = open(lock_path, "a+b")
         try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                current = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock_path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            handle.close()
+            raise
+        if current:
+            break
+        handle.close()  # the previous holder removed the file we waited on: lock the one at the path now
+    try:
+        yield True
+    finally:
+        # Remove the lock file while still holding it (waiters on this file then retry on a fresh one), so no lock
+        # file is left behind after the work, whether it succeeded or failed.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
 
 
 def _current_umask() -> int:
@@ -600,6 +892,7 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
         # Newer transformers can keep GGUF blocks packed behind matmul kernels; we want plain dense weights.
         load_kwargs["quantization_config"] = gguf_config_cls(dequantize=True)
     gguf_model = AutoModel.from_pretrained(str(source.parent), **load_kwargs)
+    _advance("read and dequantize")
 
     config = copy.deepcopy(gguf_model.config)
     if hasattr(config, "quantization_config"):
@@ -613,12 +906,16 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
     model.load_state_dict(gguf_model.state_dict(), strict=True, assign=True)
     del gguf_model
     model.eval()
+    _advance("rebuild")
     model.save_pretrained(output_dir)
     del model
+    _advance("save weights")
 
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     tokenizer.save_pretrained(output_dir)
+    _advance("save tokenizer")
     _check_tokenizer_round_trip(tokenizer, AutoTokenizer.from_pretrained(output_dir))
+    _advance("check tokenizer")
     stat = source.stat()
     return {
         "cache_format": _CACHE_FORMAT_VERSION,

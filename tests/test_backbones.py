@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,9 +19,13 @@ from sentence_transformers_tp.backbones import (
     BackboneNotInstalledError,
     NamedBackbone,
     assemble_parts,
+    backbone_names,
+    clear_cache,
     default_cache_dir,
+    file_sha256,
     gguf_to_checkpoint,
     is_named_backbone,
+    list_cache,
     named_backbone_gguf,
     resolve_backbone,
 )
@@ -269,7 +274,7 @@ def test_named_backbone_assembles_fake_parts_once(monkeypatch: pytest.MonkeyPatc
 
     assert named_backbone_gguf("fake-model", cache_dir=cache) == path
     assert path.stat().st_mtime_ns == first_mtime
-    assert [p.name for p in path.parent.iterdir() if not p.name.endswith(".lock")] == ["fake-model.gguf"]
+    assert [p.name for p in path.parent.iterdir()] == ["fake-model.gguf"]
 
     calls: list[Path] = []
     monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
@@ -353,7 +358,7 @@ def test_stale_temporary_directories_are_cleaned(monkeypatch: pytest.MonkeyPatch
     """Temporaries left by a killed conversion of the same file are removed by the next conversion and never used."""
     source = _fake_gguf(tmp_path / "tiny.gguf")
     cache = tmp_path / "cache"
-    entry = f"tiny-{backbones._identity_hash([source.resolve()])}"
+    entry = f"tiny-{backbones.file_sha256(source, cache_dir=cache)[:16]}"
     stale = cache / "gguf" / f".{entry}.tmp-killed"
     stale.mkdir(parents=True)
     (stale / "config.json").write_text("{}", encoding="utf-8")
@@ -391,6 +396,151 @@ def test_concurrent_conversions_convert_once(monkeypatch: pytest.MonkeyPatch, tm
     assert len(set(results)) == 1 and len(results) == 4
     assert len(calls) == 1
     assert _cache_entries(cache) == [Path(results[0]).name]
+
+
+def _lock_files(root: Path) -> list[str]:
+    """Every ``*.lock`` file anywhere under ``root``."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.lock")) if root.exists() else []
+
+
+def test_cache_is_keyed_by_content_not_by_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same GGUF content at two paths (two venvs) converts once and shares one cache entry."""
+    (tmp_path / "venv-a").mkdir()
+    (tmp_path / "venv-b").mkdir()
+    first = _fake_gguf(tmp_path / "venv-a" / "model.gguf")
+    time.sleep(0.01)
+    second = _fake_gguf(tmp_path / "venv-b" / "model.gguf")
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter(calls))
+    cache = tmp_path / "cache"
+
+    assert resolve_backbone(str(first), cache_dir=cache) == resolve_backbone(str(second), cache_dir=cache)
+    assert len(calls) == 1
+    assert _cache_entries(cache) == [f"model-{hashlib.sha256(first.read_bytes()).hexdigest()[:16]}"]
+    renamed = first.rename(tmp_path / "renamed.gguf")  # same content under another name: still a cache hit
+    assert resolve_backbone(str(renamed), cache_dir=cache) == resolve_backbone(str(second), cache_dir=cache)
+    assert len(calls) == 1
+
+
+def test_file_sha256_is_remembered_per_file(tmp_path: Path) -> None:
+    """file_sha256 is the content's SHA-256; an unchanged file is not read again, a changed one is."""
+    path = _fake_gguf(tmp_path / "a.gguf")
+    cache = tmp_path / "cache"
+    assert file_sha256(path, cache_dir=cache) == hashlib.sha256(path.read_bytes()).hexdigest()
+    memo = next((cache / "hashes").iterdir())
+    memo.write_text("f" * 64 + "\n", encoding="utf-8")  # proves the remembered value is used
+    assert file_sha256(path, cache_dir=cache) == "f" * 64
+    time.sleep(0.01)
+    _fake_gguf(path, b"changed")
+    assert file_sha256(path, cache_dir=cache) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_no_lock_file_is_left_after_a_failed_or_successful_conversion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Neither a failed nor a successful conversion (nor an assembly) leaves a lock file in the cache."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    cache = tmp_path / "cache"
+
+    def broken(src: Path, output_dir: Path) -> dict:
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", broken)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        resolve_backbone(str(source), cache_dir=cache)
+    assert _lock_files(cache) == []
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter([]))
+    resolve_backbone(str(source), cache_dir=cache)
+    assert _lock_files(cache) == []
+
+
+def test_lock_is_exclusive_and_removed_after_use(tmp_path: Path) -> None:
+    """The cache lock excludes a second holder until released, and its file is gone afterwards."""
+    lock = tmp_path / ".entry.lock"
+    order: list[str] = []
+
+    def second() -> None:
+        with backbones._exclusive_lock(lock):
+            order.append("second")
+
+    with backbones._exclusive_lock(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join()
+    assert order == ["first", "second"]
+    assert not lock.exists()
+
+
+def test_assembled_file_is_shared_by_part_installs_in_other_places(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Part packages with the same content installed in two places (two venvs) share one assembled file."""
+    parts, joined = _install_fake_part_packages(tmp_path / "site-a", 2)
+    _install_fake_part_packages(tmp_path / "site-b", 2)
+    fake = NamedBackbone(
+        name="fake-shared", description="fake", install_command="pip install x", gguf_filename="f.gguf", parts=parts
+    )
+    monkeypatch.setitem(NAMED_BACKBONES, fake.name, fake)
+    cache = tmp_path / "cache"
+    with monkeypatch.context() as patch:
+        patch.syspath_prepend(str(tmp_path / "site-a"))
+        first = named_backbone_gguf("fake-shared", cache_dir=cache)
+    for name in [name for name in sys.modules if name.startswith("fakebackbone_part")]:
+        del sys.modules[name]
+    monkeypatch.syspath_prepend(str(tmp_path / "site-b"))
+    second = named_backbone_gguf("fake-shared", cache_dir=cache)
+    assert first == second and first.read_bytes() == joined
+    assert len(list((cache / "assembled").iterdir())) == 1
+
+
+def test_conversion_shows_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Converting a GGUF file shows a tqdm progress bar naming the file on stderr; a cache hit shows none."""
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter([]))
+    resolve_backbone(str(source), cache_dir=tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert "Converting tiny.gguf" in err and "5/5" in err
+    resolve_backbone(str(source), cache_dir=tmp_path / "cache")
+    assert "Converting" not in capsys.readouterr().err
+
+
+def test_list_and_clear_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """list_cache shows every checkpoint with its size and source; clear_cache removes named entries or all."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter([]))
+    one = Path(resolve_backbone(str(_fake_gguf(tmp_path / "one.gguf", b"1")), cache_dir=cache))
+    two = Path(resolve_backbone(str(_fake_gguf(tmp_path / "two.gguf", b"2")), cache_dir=cache))
+    entries = {entry.name: entry for entry in list_cache(cache)}
+    assert {one.name, two.name, "hashes"} == set(entries)
+    assert entries[one.name].kind == "checkpoint" and entries[one.name].source == "one.gguf"
+    assert entries[one.name].size > 0
+
+    assert [entry.name for entry in clear_cache(cache, [one.name])] == [one.name]
+    assert not one.exists() and two.exists()
+    with pytest.raises(KeyError, match="no cache entry named 'nope'"):
+        clear_cache(cache, ["nope"])
+    clear_cache(cache)
+    assert list_cache(cache) == []
+
+
+def test_backbone_names_of_a_gguf_path_and_its_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A named backbone's .gguf file and its dequantized cache folder are known by the backbone's name."""
+    source = _fake_gguf(tmp_path / NAMED_BACKBONES["smollm2"].gguf_filename)
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _fake_converter([]))
+    assert "smollm2" in backbone_names(str(source))
+    checkpoint = resolve_backbone(str(source), cache_dir=tmp_path / "cache")
+    assert "smollm2" in backbone_names(checkpoint)
+    assert backbone_names("SmolLM2")[:2] == ["SmolLM2", "smollm2"]
+    assert backbone_names("org/some-model") == ["org/some-model"]
 
 
 # ------------------------------------------------------------------------------------------ real model (SmolLM2)
