@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``st-tp --help`` lists them.
-SUBCOMMANDS = ("build", "encode", "evaluate", "tune", "center", "demo")
+SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "center", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

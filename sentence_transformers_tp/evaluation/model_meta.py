@@ -1,0 +1,462 @@
+"""MTEB leaderboard metadata for Token Prepending models: :func:`to_model_meta` and an MTEB loader.
+
+``to_model_meta(model)`` builds an ``mteb.ModelMeta`` describing a ``SentenceTransformer`` whose first module is a
+:class:`~sentence_transformers_tp.module.TokenPrependingTransformer`, without fetching anything from the Hub:
+
+* ``name``: the model's ``model_card_data.model_name`` (``sentence-transformers-tp/<backbone>-<template>-<tp>-L<n>``
+  unless the user named it), so results of different TP settings never collide;
+* ``revision``: ``tp-<hash>``, a hash of the backbone name and the module's TP settings (the same settings give the
+  same revision on every machine), unless given;
+* ``n_parameters`` / ``n_embedding_parameters`` / ``memory_usage_mb`` / ``embed_dim`` / ``max_tokens`` from the loaded
+  model; ``license``, ``languages`` and ``adapted_from`` from the backbone (named backbones know their hub id);
+* ``training_datasets``: the data the settings were tuned on (TP itself trains nothing): the MTEB names of the tuning
+  tasks recorded in the backbone's preset (``score.task``, e.g. STS-B dev -> ``STSBenchmark``, SciFact train ->
+  ``SciFact``) when the model uses that preset's settings, else empty;
+* ``loader`` (:func:`load_tp_model`) + ``loader_kwargs`` (backbone and TP settings, plain JSON) so that
+  ``meta.load_model()`` rebuilds the model and returns it wrapped for MTEB
+  (:class:`TokenPrependingEncoderWrapper`; the ``SentenceTransformer`` is its ``.model``).
+
+``mteb`` is imported only when these functions run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TP_CITATION = """@inproceedings{fu2025token,
+  title={Token Prepending: A Training-Free Approach for Eliciting Better Sentence Embeddings from LLMs},
+  author={Fu, Yuchen and Cheng, Zifeng and Jiang, Zhiwei and Wang, Zhonghui and Yin, Yafeng and Li, Zhengliang and Gu, Qing},
+  booktitle={Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics},
+  year={2025}
+}"""
+"""BibTeX of the Token Prepending paper (the method's citation in the metadata)."""
+
+NAMED_BACKBONE_SOURCES: dict[str, dict[str, Any]] = {
+    "smollm2": {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "languages": ["eng-Latn"], "license": "apache-2.0"},
+    "gemma3-270m": {"hub_id": "google/gemma-3-270m", "languages": None, "license": "gemma"},
+    "qwen2.5-coder-0.5b": {"hub_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "languages": None, "license": "apache-2.0"},
+    "qwen2.5-coder-1.5b": {"hub_id": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "languages": None, "license": "apache-2.0"},
+}
+"""Hub model, languages and MTEB license id of each named offline backbone (the GGUF files are quantized copies)."""
+
+TUNING_TASK_NAMES: dict[str, str] = {
+    "stsb": "STSBenchmark",
+    "sickr": "SICK-R",
+    "sts12": "STS12",
+    "sts13": "STS13",
+    "sts14": "STS14",
+    "sts15": "STS15",
+    "sts16": "STS16",
+    "scifact": "SciFact",
+}
+"""MTEB dataset names of the tuning tasks a preset may record (``score.task``)."""
+
+LOADER_SETTINGS_EXCLUDED: frozenset[str] = frozenset({"backbone_name"})
+"""Module config keys not passed to the loader as settings (the backbone is passed separately)."""
+
+
+def tp_module(model: Any) -> Any:
+    """Return the TP module of a model (first module of a ``SentenceTransformer``, or the module itself).
+
+    Args:
+        model: A ``SentenceTransformer`` with a ``TokenPrependingTransformer`` first module, or the module.
+
+    Returns:
+        The module.
+
+    Raises:
+        ValueError: If the model has no TP module.
+    """
+    from .variants import tp_module as find
+
+    return find(model)
+
+
+def _tp_settings(module: Any) -> dict[str, Any]:
+    """The module's own config keys (not those of the base ``Transformer``), without ``None`` values."""
+    from sentence_transformers.base.modules import Transformer
+
+    base = set(Transformer.config_keys)
+    config = module.get_config_dict()
+    return {k: v for k, v in config.items() if k not in base and k not in LOADER_SETTINGS_EXCLUDED and v is not None}
+
+
+def backbone_key(module: Any) -> str:
+    """The backbone name as the user gave it, lower-cased and stripped (``"smollm2"``)."""
+    return str(module.backbone_name).strip().lower()
+
+
+def backbone_source(module: Any) -> str | None:
+    """The hub id of the backbone the model is adapted from, if known.
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        The hub id of a named backbone, the backbone name when it looks like a hub id (``org/name``, not a local
+        path), else the hub id among the backbone preset's aliases, else ``None``.
+    """
+    key = backbone_key(module)
+    if key in NAMED_BACKBONE_SOURCES:
+        return NAMED_BACKBONE_SOURCES[key]["hub_id"]
+    name = str(module.backbone_name)
+    if name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/", "~")):
+        return name
+    from sentence_transformers_tp.presets import find_preset_for_backbone
+
+    preset = find_preset_for_backbone(name)
+    if preset is not None:
+        return next((alias for alias in preset.aliases if alias.count("/") == 1), None)
+    return None
+
+
+def backbone_license(module: Any) -> str | None:
+    """The backbone's license as an MTEB license id, if known (named backbones, or a local model card).
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        E.g. ``"apache-2.0"``; ``None`` when unknown.
+    """
+    key = backbone_key(module)
+    if key in NAMED_BACKBONE_SOURCES:
+        return NAMED_BACKBONE_SOURCES[key]["license"]
+    path = getattr(getattr(module.model, "config", None), "_name_or_path", None)
+    readme = os.path.join(str(path), "README.md") if path else None
+    if readme and os.path.isfile(readme):
+        try:
+            from huggingface_hub import ModelCard
+
+            value = ModelCard.load(readme).data.to_dict().get("license")
+        except Exception:  # a malformed card only means the license is unknown
+            return None
+        return str(value).lower() if value else None
+    return None
+
+
+def tuning_datasets(module: Any) -> set[str]:
+    """MTEB names of the datasets the module's settings were tuned on (from its backbone's preset).
+
+    The module counts as tuned when its template, TP band and output layer equal the preset's entry for the
+    template; every ``score`` ``task`` recorded anywhere in that entry (e.g. STS-B dev, SciFact train) is returned.
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        A set such as ``{"STSBenchmark"}``; empty when the settings are not a tuned preset's.
+    """
+    from sentence_transformers_tp.presets import find_preset_for_backbone
+    from sentence_transformers_tp.templates import canonical_template_name
+
+    if not isinstance(module.template, str):
+        return set()
+    template = canonical_template_name(module.template)
+    preset = find_preset_for_backbone(str(module.backbone_name))
+    if preset is None or template is None or template not in preset.templates:
+        return set()
+    entry = preset.templates[template]
+    if (module.tp_start, module.tp_exit, module.output_layer) != (
+        entry.get("tp_start"),
+        entry.get("tp_exit"),
+        entry.get("output_layer"),
+    ):
+        return set()
+    names: set[str] = set()
+    for task in _score_tasks(entry):
+        key = str(task).strip().lower().replace("-", "").replace("_", "")
+        names.add(TUNING_TASK_NAMES.get(key, str(task)))
+    return names
+
+
+def _score_tasks(entry: Any) -> Iterable[str]:
+    if isinstance(entry, Mapping):
+        score = entry.get("score")
+        if isinstance(score, Mapping) and score.get("task"):
+            yield str(score["task"])
+        for key, value in entry.items():
+            if key != "score":
+                yield from _score_tasks(value)
+    elif isinstance(entry, (list, tuple)):
+        for value in entry:
+            yield from _score_tasks(value)
+
+
+def model_revision(module: Any) -> str:
+    """A revision identifying backbone + TP settings: ``tp-`` and 12 hex digits of their hash.
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        The same string for the same backbone name and settings on any machine.
+    """
+    payload = {"backbone": str(module.backbone_name), "settings": _tp_settings(module)}
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return f"tp-{digest[:12]}"
+
+
+def loader_kwargs(model: Any) -> dict[str, Any]:
+    """The keyword arguments :func:`load_tp_model` needs to rebuild the model (plain JSON values).
+
+    Args:
+        model: The ``SentenceTransformer``.
+
+    Returns:
+        ``{"backbone": ..., "settings": {TP module settings}, "max_seq_length": ...}``.
+    """
+    module = tp_module(model)
+    return {
+        "backbone": str(module.backbone_name),
+        "settings": json.loads(json.dumps(_tp_settings(module), default=str)),
+        "max_seq_length": module.max_seq_length,
+    }
+
+
+def to_model_meta(
+    model: Any,
+    *,
+    name: str | None = None,
+    revision: str | None = None,
+    release_date: str | None = None,
+    languages: list[str] | None = None,
+    training_datasets: Iterable[str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """Build the ``mteb.ModelMeta`` of a TP model (offline; see the module docstring for each field).
+
+    Args:
+        model: A ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer``.
+        name: ``org/name`` (default: ``model.model_card_data.model_name``).
+        revision: Model revision (default: :func:`model_revision`, a hash of backbone + settings).
+        release_date: ``YYYY-MM-DD`` (default: today, UTC).
+        languages: ISO language-script codes (default: the named backbone's, else ``None``).
+        training_datasets: Extra datasets the settings were tuned on (MTEB names), added to those the preset
+            records.
+        **overrides: Any other ``ModelMeta`` field (``contacts``, ``reference``, ``public_training_code``...).
+
+    Returns:
+        The validated ``mteb.ModelMeta``; ``meta.load_model()`` rebuilds the model for MTEB.
+
+    Raises:
+        ValueError: If the model has no TP module, or it has no ``org/name`` name and none is given.
+    """
+    from mteb.models import ModelMeta
+
+    module = tp_module(model)
+    card = getattr(model, "model_card_data", None)
+    name = name or getattr(card, "model_name", None)
+    if not name or "/" not in name:
+        raise ValueError(f"the model needs a name of the form 'org/name' for MTEB, got {name!r}; pass name=...")
+    parameters = list(model.parameters())
+    n_parameters = sum(p.numel() for p in parameters)
+    memory_mb = sum(p.numel() * p.element_size() for p in parameters) / 2**20
+    embeddings = module.model.get_input_embeddings()
+    max_tokens = module.max_seq_length or getattr(module.model.config, "max_position_embeddings", None)
+    key = backbone_key(module)
+    if languages is None and key in NAMED_BACKBONE_SOURCES:
+        languages = NAMED_BACKBONE_SOURCES[key]["languages"]
+    license_id = backbone_license(module)
+    fields: dict[str, Any] = {
+        "loader": load_tp_model,
+        "loader_kwargs": loader_kwargs(model),
+        "name": name,
+        "revision": revision or model_revision(module),
+        "release_date": release_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+        "languages": languages,
+        "n_parameters": int(n_parameters),
+        "n_embedding_parameters": int(embeddings.weight.numel()) if embeddings is not None else None,
+        "memory_usage_mb": round(memory_mb, 1),
+        "max_tokens": float(max_tokens) if max_tokens else None,
+        "embed_dim": int(model.get_embedding_dimension()),
+        "license": license_id,
+        "open_weights": True if license_id is not None or backbone_source(module) is not None else None,
+        "public_training_code": None,
+        "public_training_data": None,
+        "framework": ["Sentence Transformers", "PyTorch"],
+        "similarity_fn_name": model.similarity_fn_name or "cosine",
+        "use_instructions": True,
+        "training_datasets": tuning_datasets(module) | set(training_datasets or ()),
+        "adapted_from": backbone_source(module),
+        "modalities": ["text"],
+        "model_type": ["dense"],
+        "citation": TP_CITATION,
+    }
+    fields.update(overrides)
+    return ModelMeta(**fields)
+
+
+def model_meta_to_json(meta: Any) -> str:
+    """Serialise a ``ModelMeta`` as MTEB does for ``model_meta.json`` (the loader by its name).
+
+    Args:
+        meta: The ``mteb.ModelMeta``.
+
+    Returns:
+        Indented JSON.
+    """
+    return json.dumps(meta.to_dict(), default=str, indent=4)
+
+
+# -------------------------------------------------------------------------------------------------------- loading
+
+
+@cache
+def encoder_wrapper_class() -> type:
+    """Return :class:`TokenPrependingEncoderWrapper` (built on first use; imports mteb).
+
+    Returns:
+        The class.
+    """
+    from mteb.models import SentenceTransformerEncoderWrapper
+    from mteb.models.abs_encoder import AbsEncoder
+
+    class TokenPrependingEncoderWrapper(SentenceTransformerEncoderWrapper):
+        """MTEB's sentence-transformers wrapper around a TP model, carrying the model's own ``ModelMeta``.
+
+        Retrieval queries go to ``encode_query``, documents to ``encode_document``, other tasks to ``encode``, as
+        for any ``SentenceTransformer``. Unlike ``SentenceTransformerEncoderWrapper(model)`` it does not derive the
+        metadata with ``ModelMeta.from_sentence_transformer_model`` (which calls the deprecated
+        ``get_sentence_embedding_dimension``) but uses :func:`to_model_meta`.
+
+        Args:
+            model: The ``SentenceTransformer``.
+            meta: Its metadata (default: :func:`to_model_meta` of the model).
+        """
+
+        def __init__(self, model: Any, meta: Any = None) -> None:
+            self.model = model
+            self.mteb_model_meta = meta if meta is not None else to_model_meta(model)
+            prompts = getattr(model, "prompts", None) or None
+            self.model_prompts, invalid = AbsEncoder.validate_task_to_prompt_name(
+                prompts, raise_for_invalid_keys=False
+            )
+            if invalid:
+                logger.warning("Prompts MTEB will ignore: %s", "; ".join(invalid))
+            self.fps = self.max_frames = self.num_frames = self.target_sampling_rate = self.max_samples = None
+
+    TokenPrependingEncoderWrapper.__module__ = __name__
+    TokenPrependingEncoderWrapper.__qualname__ = "TokenPrependingEncoderWrapper"
+    return TokenPrependingEncoderWrapper
+
+
+def wrap_for_mteb(model: Any, meta: Any = None) -> Any:
+    """Wrap a TP model for ``mteb.evaluate`` with its own ``ModelMeta`` (results are filed under its name/revision).
+
+    Args:
+        model: The ``SentenceTransformer``.
+        meta: Its metadata (default: :func:`to_model_meta`).
+
+    Returns:
+        A :class:`TokenPrependingEncoderWrapper`.
+    """
+    return encoder_wrapper_class()(model, meta)
+
+
+def load_tp_model(
+    model_name: str,
+    revision: str | None = None,
+    device: str | None = None,
+    *,
+    backbone: str = "smollm2",
+    settings: Mapping[str, Any] | None = None,
+    max_seq_length: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """MTEB loader of TP models (``ModelMeta.loader``): rebuild the model and wrap it for MTEB.
+
+    Args:
+        model_name: The ``ModelMeta`` name; becomes ``model_card_data.model_name``.
+        revision: The ``ModelMeta`` revision (recorded by MTEB; the model is rebuilt from its settings).
+        device: Torch device.
+        backbone: Backbone name, hub id, checkpoint or ``.gguf`` file.
+        settings: ``TokenPrependingTransformer`` arguments (template, TP band, output layer, ...).
+        max_seq_length: Prompt length limit.
+        **kwargs: Further ``TokenPrependingTransformer`` arguments (e.g. ``model_kwargs``).
+
+    Returns:
+        A :class:`TokenPrependingEncoderWrapper`; the ``SentenceTransformer`` is its ``.model``.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from sentence_transformers_tp.module import TokenPrependingTransformer
+
+    options = {**dict(settings or {}), **kwargs}
+    if max_seq_length is not None:
+        options["max_seq_length"] = max_seq_length
+    module = TokenPrependingTransformer(backbone, **options)
+    model = SentenceTransformer(modules=[module], device=device)
+    model.model_card_data.model_name = model_name
+    return wrap_for_mteb(model, to_model_meta(model, name=model_name, revision=revision))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TokenPrependingEncoderWrapper":
+        return encoder_wrapper_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "NAMED_BACKBONE_SOURCES",
+    "TP_CITATION",
+    "TUNING_TASK_NAMES",
+    "backbone_license",
+    "backbone_source",
+    "encoder_wrapper_class",
+    "evaluate_to_results_folder",
+    "load_tp_model",
+    "loader_kwargs",
+    "model_meta_to_json",
+    "model_revision",
+    "to_model_meta",
+    "tuning_datasets",
+    "wrap_for_mteb",
+]
+
+
+def evaluate_to_results_folder(
+    model: Any,
+    tasks: Iterable[Any],
+    output_folder: str | os.PathLike,
+    *,
+    meta: Any = None,
+    encode_kwargs: Mapping[str, Any] | None = None,
+    show_progress_bar: bool = True,
+) -> Any:
+    """Run MTEB tasks and write the results in the layout of the MTEB results repository.
+
+    The files are ``<output_folder>/results/<org>__<name>/<revision>/<Task>.json`` plus ``model_meta.json`` (and MTEB's
+    ``run_settings.jsonl``) in that folder; ``mteb.ResultCache(output_folder).load_results(...)`` reads them back.
+    Existing results of the same tasks are overwritten.
+
+    Args:
+        model: A TP ``SentenceTransformer``.
+        tasks: MTEB task instances (e.g. the local STS or retrieval tasks).
+        output_folder: Root of the results (created).
+        meta: The model's metadata (default: :func:`to_model_meta`).
+        encode_kwargs: Passed to ``mteb.evaluate`` (e.g. ``{"batch_size": 16}``).
+        show_progress_bar: Show MTEB's progress bars.
+
+    Returns:
+        The ``ModelResult`` of ``mteb.evaluate``.
+    """
+    import mteb
+
+    return mteb.evaluate(
+        wrap_for_mteb(model, meta),
+        list(tasks),
+        cache=mteb.ResultCache(output_folder),
+        overwrite_strategy="always",
+        encode_kwargs=dict(encode_kwargs or {}),
+        show_progress_bar=show_progress_bar,
+    )
