@@ -24,7 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     parser.add_argument(
-        "--data-dir", required=True, help="data root with sts/<task>/<split>.tsv (and classification/)"
+        "--data-dir", help="data root with sts/<task>/<split>.tsv (and classification/); needed for STS and transfer"
+    )
+    parser.add_argument(
+        "--retrieval",
+        metavar="FOLDER",
+        help="also evaluate retrieval on a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv): "
+        "nDCG@10, MRR@10, Recall@10/100; --limit/--sample select queries",
+    )
+    parser.add_argument(
+        "--retrieval-split", help="qrels split of --retrieval (default: test if present, else the only split)"
+    )
+    parser.add_argument(
+        "--corpus-sample",
+        type=int,
+        metavar="N",
+        help="retrieval: search only the relevant documents of the evaluated queries plus N random others (seeded "
+        "by --seed; a quick run, scores are higher than on the full corpus)",
     )
     parser.add_argument(
         "--tasks",
@@ -59,7 +75,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--transfer", action="store_true", help="also run the SentEval transfer tasks")
     parser.add_argument("--kfold", type=int, default=10, help="transfer tasks: cross-validation folds (default: 10)")
-    parser.add_argument("--mteb", action="store_true", help="also run the local STS suite through mteb.evaluate")
+    parser.add_argument(
+        "--mteb", action="store_true", help="also run the local STS suite (and --retrieval) through mteb.evaluate"
+    )
+    parser.add_argument(
+        "--output-folder",
+        metavar="DIR",
+        help="with --mteb: write the MTEB results as DIR/results/<org__name>/<revision>/<Task>.json plus "
+        "model_meta.json (the layout of the MTEB results repository; mteb.ResultCache(DIR) loads it)",
+    )
     parser.add_argument("--no-sts", action="store_true", help="skip the direct STS evaluation")
     parser.add_argument("--json", metavar="FILE", help="write every result (one entry per row) as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -138,17 +162,31 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be positive, got {value}")
     sts_tasks, transfer_tasks = partition_tasks(args.tasks)
-    run_sts = not args.no_sts and (sts_tasks is None or bool(sts_tasks))
-    run_mteb = args.mteb and (sts_tasks is None or bool(sts_tasks))
+    has_data = args.data_dir is not None or args.tasks is not None or args.transfer or not args.retrieval
+    run_sts = has_data and not args.no_sts and (sts_tasks is None or bool(sts_tasks))
+    run_mteb_sts = has_data and args.mteb and (sts_tasks is None or bool(sts_tasks))
     run_transfer = bool(transfer_tasks) or (args.transfer and transfer_tasks is None)
-    if not (run_sts or run_mteb or run_transfer):
+    run_retrieval = args.retrieval is not None
+    run_mteb = run_mteb_sts or (args.mteb and run_retrieval)
+    if not (run_sts or run_mteb or run_transfer or run_retrieval):
         raise ValueError("nothing to evaluate: the selected tasks and --no-sts leave no evaluation")
-    check_data(args, sts_tasks, run_sts or run_mteb)
+    if args.output_folder and not args.mteb:
+        raise ValueError("--output-folder writes MTEB results: add --mteb")
+    if args.data_dir is None and (run_sts or run_mteb_sts or run_transfer):
+        raise ValueError("--data-dir is required for STS and transfer tasks (or give only --retrieval FOLDER)")
+    if run_sts or run_mteb_sts or run_transfer:
+        check_data(args, sts_tasks, run_sts or run_mteb_sts)
+    if run_retrieval:
+        from sentence_transformers_tp.evaluation.retrieval import resolve_beir_split
+
+        args.retrieval_split = resolve_beir_split(args.retrieval, args.retrieval_split)
+        if args.corpus_sample is not None and args.corpus_sample < 0:
+            raise ValueError(f"--corpus-sample must be non-negative, got {args.corpus_sample}")
 
     model = model_from_args(args)
     variants = plan_variants(model, compare_vanilla=args.compare_vanilla)
     progress = not args.no_progress
-    rows: dict[str, list[tuple[str, dict[str, Any]]]] = {"sts": [], "mteb": [], "transfer": []}
+    rows: dict[str, list[tuple[str, dict[str, Any]]]] = {"sts": [], "mteb": [], "transfer": [], "retrieval": []}
     for index, (variant, configured) in enumerate(iter_variants(model, variants), start=1):
         print(f"[{index}/{len(variants)}] {variant.label}", file=sys.stderr, flush=True)
         common = {"data_dir": str(args.data_dir), "split": args.split, "label": variant.label}
@@ -168,8 +206,11 @@ def run(args: argparse.Namespace) -> int:
                 config=variant.config,
             )
             rows["sts"].append((variant.label, _entry(result_to_dict(result), common, start)))
+        if run_retrieval:
+            rows["retrieval"].append((variant.label, _run_retrieval(configured, args, variant.config, common)))
         if run_mteb:
-            rows["mteb"].append((variant.label, _run_mteb(configured, args, sts_tasks, variant.config, common)))
+            tasks_for_mteb = sts_tasks if run_mteb_sts else []
+            rows["mteb"].append((variant.label, _run_mteb(configured, args, tasks_for_mteb, variant.config, common)))
         if run_transfer:
             start = time.perf_counter()
             result = evaluate_transfer(
@@ -184,12 +225,24 @@ def run(args: argparse.Namespace) -> int:
             )
             rows["transfer"].append((variant.label, _entry(result_to_dict(result), common, start)))
 
-    titles = {"sts": "STS (Spearman x 100)", "mteb": "STS via MTEB (cosine Spearman x 100)", "transfer": "Transfer"}
+    titles = {
+        "sts": "STS (Spearman x 100)",
+        "mteb": "Via MTEB (main score x 100: cosine Spearman, nDCG@10)",
+        "transfer": "Transfer",
+        "retrieval": "Retrieval (x 100)",
+    }
     tables = [(kind, entries) for kind, entries in rows.items() if entries]
     for number, (kind, entries) in enumerate(tables):
         if len(tables) > 1:
             print(("\n" if number else "") + f"### {titles[kind]}\n")
-        print(compare(entries, label_header="Model"), end="")
+        if kind == "retrieval":
+            from sentence_transformers_tp.evaluation.retrieval import retrieval_table
+
+            print(retrieval_table(entries), end="")
+        else:
+            print(compare(entries, label_header="Model"), end="")
+    if args.output_folder:
+        print(f"Wrote MTEB results under {Path(args.output_folder) / 'results'}", file=sys.stderr)
     for kind, entries in tables:
         for label, data in entries:
             print(f"{kind}: {label}: {data['settings']['seconds']:.1f} s", file=sys.stderr)
@@ -223,24 +276,73 @@ def _run_mteb(
     from sentence_transformers_tp.evaluation import local_sts_tasks, mteb_result_to_dict
 
     start = time.perf_counter()
-    tasks = local_sts_tasks(
-        args.data_dir,
-        sts_tasks,
-        args.split,
-        senteval_text=args.senteval_text,
-        limit=args.limit,
-        sample=args.sample,
-        sample_seed=args.seed,
-    )
-    result = mteb.evaluate(
-        model,
-        tasks,
-        cache=None,
-        show_progress_bar=not args.no_progress,
-        encode_kwargs={"batch_size": args.batch_size},
-    )
+    tasks = []
+    if sts_tasks is None or sts_tasks:
+        tasks = local_sts_tasks(
+            args.data_dir,
+            sts_tasks,
+            args.split,
+            senteval_text=args.senteval_text,
+            limit=args.limit,
+            sample=args.sample,
+            sample_seed=args.seed,
+        )
+    if args.retrieval is not None:
+        from sentence_transformers_tp.evaluation.mteb_retrieval import local_retrieval_task
+
+        tasks.append(
+            local_retrieval_task(
+                args.retrieval,
+                args.retrieval_split,
+                limit=args.limit,
+                sample=args.sample,
+                sample_seed=args.seed,
+                corpus_sample=args.corpus_sample,
+            )
+        )
+    if args.output_folder:
+        from sentence_transformers_tp.evaluation.model_meta import evaluate_to_results_folder
+
+        result = evaluate_to_results_folder(
+            model,
+            tasks,
+            args.output_folder,
+            encode_kwargs={"batch_size": args.batch_size},
+            show_progress_bar=not args.no_progress,
+        )
+    else:
+        result = mteb.evaluate(
+            model,
+            tasks,
+            cache=None,
+            show_progress_bar=not args.no_progress,
+            encode_kwargs={"batch_size": args.batch_size},
+        )
     data = _entry(mteb_result_to_dict(result, config=config), common, start)
     data["settings"].update({"limit": args.limit, "senteval_text": args.senteval_text, "batch_size": args.batch_size})
     if args.sample is not None:
         data["settings"].update({"sample": args.sample, "sample_seed": args.seed})
+    return data
+
+
+def _run_retrieval(
+    model: Any, args: argparse.Namespace, config: dict[str, Any], common: dict[str, Any]
+) -> dict[str, Any]:
+    """Evaluate retrieval on the ``--retrieval`` folder and return the result dict with the run's settings."""
+    from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval
+
+    start = time.perf_counter()
+    result = evaluate_retrieval(
+        model,
+        args.retrieval,
+        args.retrieval_split,
+        limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
+        corpus_sample=args.corpus_sample,
+        batch_size=args.batch_size,
+        show_progress_bar=not args.no_progress,
+        config=config,
+    )
+    data = _entry(result.to_dict(), {**common, "data_dir": str(args.retrieval), "split": args.retrieval_split}, start)
     return data
