@@ -3,6 +3,10 @@
 * :func:`evaluate_sts`: STS12-16 ("all" setting), STS-B, SICK-R; cosine vs gold, Spearman x 100.
 * :func:`evaluate_transfer`: SentEval transfer tasks (MR, CR, SUBJ, MPQA, SST2, TREC, MRPC), logistic regression.
 * :func:`local_sts_tasks`: the same STS suite as offline MTEB 2.x tasks for ``mteb.evaluate``.
+* :func:`evaluate_retrieval`: retrieval on a BEIR-layout folder (nDCG@10, MRR@10, Recall@10/100), queries through
+  ``encode_query`` and documents through ``encode_document``; :func:`local_retrieval_task` is the same as an offline
+  MTEB retrieval task.
+* :func:`to_model_meta`: the ``mteb.ModelMeta`` of a TP model (leaderboard metadata, with a loader).
 * :func:`plan_variants` / :func:`iter_variants`: the model as configured plus the same template without TP (same
   and usual output layer), sharing one loaded backbone.
 * :func:`compare` / :func:`to_markdown` / :func:`result_to_dict`: tables and JSON (schema in
@@ -29,8 +33,18 @@ from .data import (
     read_sts_tsv,
     read_transfer_tsv,
 )
+from .model_meta import evaluate_to_results_folder, to_model_meta
+from .mteb_retrieval import local_retrieval_task
 from .mteb_tasks import LOCAL_TASK_NAMES, local_sts_task_class, local_sts_tasks
 from .report import compare, load_result, mteb_result_to_dict, result_to_dict, save_result, to_markdown
+from .retrieval import (
+    BEIRData,
+    RetrievalResult,
+    RetrievalTaskResult,
+    evaluate_retrieval,
+    load_beir,
+    retrieval_table,
+)
 from .sts import STSResult, STSTaskResult, cosine_scores, encode_unique, evaluate_sts, score_sts, spearman
 from .transfer import (
     SENTEVAL_C_GRID,
@@ -50,6 +64,9 @@ __all__ = [
     "STS_TASKS",
     "TRANSFER_DISPLAY_NAMES",
     "TRANSFER_TASKS",
+    "BEIRData",
+    "RetrievalResult",
+    "RetrievalTaskResult",
     "STSData",
     "STSResult",
     "STSTaskResult",
@@ -61,15 +78,19 @@ __all__ = [
     "compare",
     "cosine_scores",
     "encode_unique",
+    "evaluate_retrieval",
     "evaluate_sts",
+    "evaluate_to_results_folder",
     "evaluate_transfer",
     "evaluate_transfer_task",
     "iter_variants",
     "list_sts_splits",
     "list_transfer_tasks",
+    "load_beir",
     "load_result",
     "load_sts",
     "load_transfer",
+    "local_retrieval_task",
     "local_sts_task_class",
     "local_sts_tasks",
     "mteb_result_to_dict",
@@ -78,8 +99,10 @@ __all__ = [
     "read_sts_tsv",
     "read_transfer_tsv",
     "result_to_dict",
+    "retrieval_table",
     "save_result",
     "score_sts",
     "spearman",
     "to_markdown",
+    "to_model_meta",
 ]
