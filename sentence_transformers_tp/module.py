@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import re
 import threading
@@ -25,7 +26,7 @@ from sentence_transformers_tp.engine import (
     find_decoder_layers,
     resolve_output_layer,
 )
-from sentence_transformers_tp.inputs import check_texts
+from sentence_transformers_tp.inputs import Features, check_texts
 from sentence_transformers_tp.interventions import ForwardSettings
 from sentence_transformers_tp.prefix_cache import (
     PrefixGroup,
@@ -34,6 +35,7 @@ from sentence_transformers_tp.prefix_cache import (
     prefix_length,
     unsupported_reason,
 )
+from sentence_transformers_tp.presets import with_saved_settings
 from sentence_transformers_tp.templates import (
     DEFAULT_PLACEHOLDER,
     USUAL_OUTPUT_LAYER,
@@ -153,6 +155,7 @@ class TokenPrependingTransformer(Transformer):
         "cp_prompt",
     ]
 
+    @with_saved_settings
     def __init__(
         self,
         model_name_or_path: str = "smollm2",
@@ -184,9 +187,10 @@ class TokenPrependingTransformer(Transformer):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         if not isinstance(placeholder, str) or not placeholder.strip():
             raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
-        for key, value in (("tp_start", tp_start), ("tp_exit", tp_exit), ("output_layer", output_layer)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
+        tp_start, tp_exit, output_layer = (
+            None if value is None else self._layer_value(key, value)
+            for key, value in (("tp_start", tp_start), ("tp_exit", tp_exit), ("output_layer", output_layer))
+        )
         self.template = _as_config_value(template)
         self.query_template = _as_config_value(query_template) if query_template is not None else None
         self.document_template = _as_config_value(document_template) if document_template is not None else None
@@ -288,6 +292,53 @@ class TokenPrependingTransformer(Transformer):
     def num_layers(self) -> int:
         """Number of decoder layers of the backbone."""
         return len(self._layers)
+
+    @staticmethod
+    def _layer_value(key: str, value: Any) -> int:
+        """``value`` as a plain int (numpy and other integer types accepted; bools and floats are not)."""
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
+        return operator.index(value)
+
+    def _set_layer(self, key: str, value: Any) -> None:
+        """Set a layer setting, validated against the backbone (and the other settings) once all are set."""
+        value = self._layer_value(key, value)
+        previous = self.__dict__.get(f"_{key}")
+        self.__dict__[f"_{key}"] = value
+        ready = all(f"_{name}" in self.__dict__ for name in ("tp_start", "tp_exit", "output_layer"))
+        if ready and getattr(self, "_layers", None) is not None:
+            try:
+                self._validate_layers()
+            except ValueError:
+                self.__dict__[f"_{key}"] = previous
+                raise
+
+    @property
+    def tp_start(self) -> int:
+        """First decoder layer (0-based) whose input gets the placeholder replaced; validated when set."""
+        return self.__dict__["_tp_start"]
+
+    @tp_start.setter
+    def tp_start(self, value: int) -> None:
+        self._set_layer("tp_start", value)
+
+    @property
+    def tp_exit(self) -> int:
+        """First layer after ``tp_start`` without replacement (``<= tp_start``: TP off); validated when set."""
+        return self.__dict__["_tp_exit"]
+
+    @tp_exit.setter
+    def tp_exit(self, value: int) -> None:
+        self._set_layer("tp_exit", value)
+
+    @property
+    def output_layer(self) -> int:
+        """The ``hidden_states`` index of the embedding; validated when set."""
+        return self.__dict__["_output_layer"]
+
+    @output_layer.setter
+    def output_layer(self, value: int) -> None:
+        self._set_layer("output_layer", value)
 
     @property
     def tp_enabled(self) -> bool:
@@ -420,14 +471,30 @@ class TokenPrependingTransformer(Transformer):
         settings.validate(self.num_layers)
         sentences = [clean_sentence(text) if self.clean_sentences else text for text in inputs]
         placeholder = self.placeholder if settings.tp_enabled else None
-        features = self._prepare(sentences, self.templates_for(prompt, task), placeholder)
+        templates = self.templates_for(prompt, task)
+        truncated: set[int] = set()
+        features = Features(self._prepare(sentences, templates, placeholder, truncated))
         features["settings"] = settings
         if settings.cp_enabled:
-            features["auxiliary"] = self._prepare(sentences, resolve_templates(settings.cp_prompt), placeholder)
+            cp_templates = resolve_templates(settings.cp_prompt)
+            features["auxiliary"] = self._prepare(sentences, cp_templates, placeholder, truncated)
+        if truncated:
+            # One report per call with the count (instead of transformers' per-tokenizer "indexing errors" warning).
+            logger.warning(
+                f"{len(truncated)} of {len(inputs)} texts did not fit in max_seq_length={self.max_seq_length} tokens "
+                "with their prompt; their sentences were truncated (the template and the last token are kept)."
+            )
         return features
 
-    def _prepare(self, sentences: list[str], templates: Sequence[str], placeholder: str | None) -> dict[str, Any]:
-        """Tokenize every (cleaned) sentence in every template and collate (see :meth:`preprocess`)."""
+    def _prepare(
+        self,
+        sentences: list[str],
+        templates: Sequence[str],
+        placeholder: str | None,
+        truncated: set[int] | None = None,
+    ) -> dict[str, Any]:
+        """Tokenize every (cleaned) sentence in every template and collate (see :meth:`preprocess`); the indices of
+        sentences that had to be truncated are added to ``truncated``."""
         prompts: list[tuple[str, str, RenderedPrompt]] = []
         for sentence in sentences:
             prompts.extend((template, sentence, render(template, sentence, placeholder)) for template in templates)
@@ -436,8 +503,11 @@ class TokenPrependingTransformer(Transformer):
         rows: list[list[int]] = []
         placeholder_positions: list[int] = []
         prefix_lengths: list[int] = []
-        for (template, sentence, rendered), encoding in zip(prompts, encodings):
-            ids, position, prefix = self._encode_prompt(template, sentence, placeholder, rendered, encoding)
+        for index, ((template, sentence, rendered), encoding) in enumerate(zip(prompts, encodings)):
+            cut: list[bool] = []
+            ids, position, prefix = self._encode_prompt(template, sentence, placeholder, rendered, encoding, cut)
+            if cut and truncated is not None:
+                truncated.add(index // len(templates))
             rows.append(ids)
             placeholder_positions.append(position)
             prefix_lengths.append(prefix)
@@ -448,8 +518,15 @@ class TokenPrependingTransformer(Transformer):
         if not texts:
             return []
         with self._tokenizer_lock:
+            # verbose=False: no "sequence length is longer than the specified maximum" warning; preprocess truncates
+            # only the sentence itself and reports how many texts it cut.
             encoding = self.tokenizer(
-                texts, add_special_tokens=True, return_offsets_mapping=True, truncation=False, padding=False
+                texts,
+                add_special_tokens=True,
+                return_offsets_mapping=True,
+                truncation=False,
+                padding=False,
+                verbose=False,
             )
         return [
             (list(ids), [tuple(span) for span in offsets])
@@ -463,6 +540,7 @@ class TokenPrependingTransformer(Transformer):
         placeholder: str | None,
         rendered: RenderedPrompt | None = None,
         encoding: tuple[list[int], list[tuple[int, int]]] | None = None,
+        truncated: list[bool] | None = None,
     ) -> tuple[list[int], int, int]:
         """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence.
 
@@ -472,6 +550,7 @@ class TokenPrependingTransformer(Transformer):
             placeholder: The placeholder text, or None without TP.
             rendered: The prompt already rendered from these, if at hand.
             encoding: Its tokenization (ids, offsets), if at hand.
+            truncated: Gets ``True`` appended if the sentence had to be truncated.
 
         Returns:
             The ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
@@ -489,6 +568,8 @@ class TokenPrependingTransformer(Transformer):
                     f"max_seq_length={max_length} is too small for the template: without any sentence the prompt "
                     f"already has {len(ids)} tokens."
                 )
+            if truncated is not None and not truncated:
+                truncated.append(True)
             # Sentence tokens are those lying entirely inside the sentence span; keep as many as fit, cut the
             # sentence text after the last kept token and tokenize again (each round strictly shortens it).
             inside = [

@@ -22,17 +22,35 @@ A preset is a YAML file (one per backbone) in ``configs/``, shipped inside the p
         command: "st-tp tune ..."      # optional: how to reproduce (see docs/tuning.md)
 
 Only ``name``, ``backbone`` and ``templates`` (with the three layer keys per template) are required.
+
+One rule decides the settings of a model:
+
+* a backbone's built-in preset applies however the backbone is named: its name, an alias or hub id, its ``.gguf``
+  file, or the checkpoint folder it was dequantized to (:func:`find_preset_for_backbone`, through
+  :func:`~sentence_transformers_tp.backbones.backbone_names`);
+* a saved sentence-transformers-tp folder brings its own saved settings (:func:`saved_module_settings`), which win
+  over presets; settings the caller passes explicitly win over both;
+* user presets (e.g. written by ``st-tp tune --out``) live outside the package and are used by path only
+  (``--preset my-preset.yaml``), so they never shadow a built-in preset; two built-in presets claiming the same
+  name, backbone or alias are an error (:func:`iter_presets`), and ``tune`` refuses to add a new file to the
+  built-in folder (:func:`check_preset_destination`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sentence_transformers_tp.templates import TEMPLATES, canonical_template_name
+
+logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 LAYER_KEYS = ("tp_start", "tp_exit", "output_layer")
@@ -209,10 +227,24 @@ def iter_presets(directory: str | os.PathLike | None = None) -> Iterator[Preset]
 
     Yields:
         The presets.
+
+    Raises:
+        ValueError: If two presets claim the same name, backbone or alias (one would silently shadow the other).
     """
     directory = Path(directory) if directory is not None else PRESET_DIR
+    owners: dict[str, Path] = {}
+    presets = []
     for path in sorted(directory.glob("*.yaml")):
-        yield load_preset_file(path)
+        preset = load_preset_file(path)
+        for key in {name.rstrip("/").lower() for name in (preset.name, preset.backbone, *preset.aliases)}:
+            if key in owners and owners[key] != path:
+                raise ValueError(
+                    f"Presets {owners[key]} and {path} both claim {key!r}; one would silently shadow the other. "
+                    "Rename or remove one of them (user presets belong outside the package, used with --preset FILE)."
+                )
+            owners[key] = path
+        presets.append(preset)
+    yield from presets
 
 
 def get_preset(name_or_path: str | os.PathLike) -> Preset:
@@ -237,7 +269,11 @@ def get_preset(name_or_path: str | os.PathLike) -> Preset:
 
 
 def find_preset_for_backbone(backbone: str) -> Preset | None:
-    """The packaged preset whose name, backbone or alias equals ``backbone``, if any.
+    """The packaged preset of a backbone, however it is named.
+
+    ``backbone`` matches a preset's name, backbone or alias directly, or through another name it is known by (see
+    :func:`~sentence_transformers_tp.backbones.backbone_names`): a named backbone's ``.gguf`` file and its
+    dequantized cache folder select that backbone's preset, a saved model folder the preset of its backbone.
 
     Args:
         backbone: A backbone name as given to ``TokenPrependingTransformer``.
@@ -245,7 +281,96 @@ def find_preset_for_backbone(backbone: str) -> Preset | None:
     Returns:
         The preset, or None.
     """
-    for preset in iter_presets():
-        if preset.matches(backbone):
-            return preset
+    from sentence_transformers_tp.backbones import backbone_names
+
+    presets = list(iter_presets())
+    for name in backbone_names(str(backbone)):
+        for preset in presets:
+            if preset.matches(name):
+                return preset
     return None
+
+
+def check_preset_destination(path: str | os.PathLike) -> Path:
+    """Check, before any work, that a user preset can be written to ``path`` without shadowing a built-in one.
+
+    Args:
+        path: Where ``st-tp tune --out`` will write.
+
+    Returns:
+        The path.
+
+    Raises:
+        ValueError: If ``path`` would add a file to the package's built-in preset folder (updating an existing
+            built-in preset file in place is allowed), or is a directory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a .yaml file name.")
+    inside = path.parent.resolve() == PRESET_DIR.resolve()
+    if inside and not path.exists():
+        raise ValueError(
+            f"{path} would add a preset to the package's built-in presets ({PRESET_DIR}), where it could shadow "
+            f"a built-in one; write it elsewhere (e.g. --out my-{path.stem}.yaml) and use it with --preset FILE."
+        )
+    return path
+
+
+#: The file in which sentence-transformers saves a module's settings.
+MODULE_CONFIG_FILE = "sentence_bert_config.json"
+
+
+def saved_module_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The settings saved in a sentence-transformers-tp model folder, if ``path`` is one.
+
+    Args:
+        path: A backbone specification (only a local folder with a ``sentence_bert_config.json`` that holds a
+            ``template`` counts as a saved TP model).
+
+    Returns:
+        The saved module config, or None.
+    """
+    config_path = Path(os.fspath(path)) / MODULE_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the module's own config loading reports a corrupt file
+    return config if isinstance(config, dict) and "template" in config else None
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
+
+
+def with_saved_settings(init: _Init) -> _Init:
+    """Decorate a module's ``__init__`` so that a saved model folder brings its own settings.
+
+    When the ``model_name_or_path`` argument is a saved sentence-transformers-tp folder, every setting saved in it
+    (every key of the class's ``config_keys``: template, TP layers, placeholder, ...) that the caller did not pass
+    is passed as saved; arguments the caller passed win.
+
+    Args:
+        init: The ``__init__`` to wrap.
+
+    Returns:
+        The wrapped ``__init__`` (same signature).
+    """
+    signature = inspect.signature(init)
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        given = signature.bind_partial(self, *args, **kwargs).arguments
+        spec = given.get("model_name_or_path", signature.parameters["model_name_or_path"].default)
+        saved = saved_module_settings(spec) if isinstance(spec, (str, os.PathLike)) else None
+        if saved:
+            explicit = set(given) | set(given.get(var_keyword, {}) if var_keyword else {})
+            keys = [key for key in getattr(type(self), "config_keys", []) if key in saved and key not in explicit]
+            keys = [key for key in keys if key in signature.parameters or var_keyword is not None]
+            if keys:
+                logger.info("Using the settings saved in %s: %s", spec, ", ".join(keys))
+            kwargs.update({key: saved[key] for key in keys})
+        init(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

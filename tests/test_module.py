@@ -273,3 +273,76 @@ def test_gemma_families_default_to_eager_attention(tiny_backbones):
     assert chosen.model.config._attn_implementation == "sdpa"
     llama = TokenPrependingTransformer(str(tiny_backbones["llama"]), tp_start=1, tp_exit=3, output_layer=3)
     assert llama.model.config._attn_implementation == "sdpa"
+
+
+def test_numpy_integers_are_accepted_as_layer_settings(tiny_llama):
+    """numpy integers work as tp_start / tp_exit / output_layer and are stored as plain ints."""
+    module = TokenPrependingTransformer(
+        str(tiny_llama), tp_start=np.int64(1), tp_exit=np.int32(3), output_layer=np.int64(-1)
+    )
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (1, 3, -1)
+    assert all(type(v) is int for v in (module.tp_start, module.tp_exit, module.output_layer))
+    module.tp_exit = np.int16(2)
+    assert module.tp_exit == 2 and type(module.tp_exit) is int
+    with pytest.raises(ValueError, match="tp_start must be an integer"):
+        TokenPrependingTransformer(str(tiny_llama), tp_start=1.0)
+
+
+def test_layer_settings_are_validated_when_changed(tiny_llama):
+    """Changing tp_start / tp_exit / output_layer after construction is validated; a rejected value is not kept."""
+    module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=3)
+    with pytest.raises(ValueError, match="tp_exit=9 is larger"):
+        module.tp_exit = 9
+    with pytest.raises(ValueError, match="out of range"):
+        module.output_layer = 7
+    with pytest.raises(ValueError, match="tp_start must be"):
+        module.tp_start = -1
+    with pytest.raises(ValueError, match="must be an integer"):
+        module.output_layer = "last"
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (1, 3, 3)
+    module.tp_start, module.tp_exit, module.output_layer = 0, 4, -2
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (0, 4, -2)
+
+
+def test_token_embeddings_output_is_a_clear_error(model):
+    """encode(output_value="token_embeddings") says it is not supported and what to use, not a bare KeyError."""
+    with pytest.raises(ValueError, match="token_embeddings.*not supported.*sentence_embedding"):
+        model.encode(["A sentence."], output_value="token_embeddings")
+    assert model.encode(["A sentence."], output_value=None)[0]["sentence_embedding"].shape == (32,)
+
+
+def test_saved_folder_brings_its_own_settings(tiny_llama, tmp_path):
+    """TokenPrependingTransformer(saved_folder) uses the folder's saved settings; explicit arguments win."""
+    saved = make_model(
+        tiny_llama, template="pretended_cot", tp_start=0, tp_exit=2, output_layer=2, placeholder="<TPX>"
+    )
+    saved.save(str(tmp_path / "saved"))
+    module = TokenPrependingTransformer(str(tmp_path / "saved"))
+    assert module.template == "pretended_cot" and module.placeholder == "<TPX>"
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (0, 2, 2)
+    assert module.backbone_name == str(tiny_llama)
+    np.testing.assert_allclose(
+        SentenceTransformer(modules=[module]).encode(SENTENCES), saved.encode(SENTENCES), atol=1e-6, rtol=0
+    )
+    override = TokenPrependingTransformer(str(tmp_path / "saved"), template="prompteol", output_layer=-1)
+    assert override.template == "prompteol" and override.output_layer == -1
+    assert (override.tp_start, override.tp_exit, override.placeholder) == (0, 2, "<TPX>")
+
+
+def test_truncation_is_reported_once_per_call_with_a_count(tiny_llama, caplog, capfd):
+    """Long inputs give one warning per call counting the truncated texts, not transformers' indexing warning."""
+    from transformers.utils import logging as hf_logging
+
+    module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=3, max_seq_length=40)
+    module.tokenizer.model_max_length = 40
+    long_text = " ".join(["word"] * 100)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        with caplog.at_level("WARNING"):
+            module.preprocess([long_text, "Short.", long_text + " again"])
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    reports = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(reports) == 1 and reports[0].startswith("2 of 3 texts")
+    assert "Token indices sequence length" not in capfd.readouterr().err
