@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``st-tp --help`` lists them.
-SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "center", "demo")
+SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "center", "demo", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError, KeyError) as error:
+    except (ValueError, OSError, ImportError, KeyError) as error:  # user errors: one line, no traceback
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"st-tp {args.command}: error: {message}", file=sys.stderr)
         return 1
