@@ -300,9 +300,9 @@ def _run_mteb(
                 corpus_sample=args.corpus_sample,
             )
         )
-    if args.output_folder:
-        from sentence_transformers_tp.evaluation.model_meta import evaluate_to_results_folder
+    from sentence_transformers_tp.evaluation.model_meta import evaluate_to_results_folder, wrap_for_mteb
 
+    if args.output_folder:
         result = evaluate_to_results_folder(
             model,
             tasks,
@@ -311,8 +311,9 @@ def _run_mteb(
             show_progress_bar=not args.no_progress,
         )
     else:
+        # The model's own ModelMeta (to_model_meta): mteb's default wrapper derives it with deprecated calls.
         result = mteb.evaluate(
-            model,
+            wrap_for_mteb(model),
             tasks,
             cache=None,
             show_progress_bar=not args.no_progress,
