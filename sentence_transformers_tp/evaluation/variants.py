@@ -210,8 +210,9 @@ def apply_variant(model: Any, variant: Variant) -> Iterator[Any]:
     card = getattr(model, "model_card_data", None)
     saved_name = getattr(card, "model_name", None)
     auto_name = _auto_model_name(module)
-    module.tp_start, module.tp_exit, module.output_layer = variant.tp_start, variant.tp_exit, variant.output_layer
     try:
+        # Inside the try: the module's setters validate each value, so a rejected one must restore the others too.
+        module.tp_start, module.tp_exit, module.output_layer = variant.tp_start, variant.tp_exit, variant.output_layer
         module._validate_layers()
         if card is not None and auto_name is not None and saved_name == auto_name:
             card.model_name = _auto_model_name(module)
