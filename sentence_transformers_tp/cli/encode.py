@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sentence_transformers_tp.cli.options import add_model_options, model_from_args
+from sentence_transformers_tp.cli.options import (
+    add_model_options,
+    check_model_spec,
+    check_output_path,
+    model_from_args,
+)
 
 #: Inputs at least this long get a progress bar.
 PROGRESS_BAR_MIN_INPUTS = 256
@@ -43,6 +48,8 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
     if args.input:
         if args.input == "-":
             text = sys.stdin.read()
+        elif not Path(args.input).is_file():
+            raise FileNotFoundError(f"--input {args.input}: no such file")
         else:
             text = Path(args.input).read_text(encoding="utf-8")
         lines = text.split("\n")
@@ -56,6 +63,10 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Embed and write the result."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    check_model_spec(args.model)
+    check_output_path(args.output, "--output")
     sentences = read_inputs(args)
     model = model_from_args(args)
     embeddings = model.encode(
@@ -65,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         show_progress_bar=len(sentences) >= PROGRESS_BAR_MIN_INPUTS,
         convert_to_numpy=True,
     )
+    if args.output:
+        Path(args.output).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if args.output and args.output.endswith(".npy"):
         np.save(args.output, embeddings)
         print(f"Wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}", file=sys.stderr)

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sentence_transformers_tp.cli.options import add_model_options, model_from_args
+from sentence_transformers_tp.cli.options import (
+    add_model_options,
+    check_model_spec,
+    check_output_folder,
+    check_output_path,
+    model_from_args,
+    require_module,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -182,6 +189,14 @@ def run(args: argparse.Namespace) -> int:
         args.retrieval_split = resolve_beir_split(args.retrieval, args.retrieval_split)
         if args.corpus_sample is not None and args.corpus_sample < 0:
             raise ValueError(f"--corpus-sample must be non-negative, got {args.corpus_sample}")
+    # Dependencies and output paths are checked before any work starts.
+    if run_mteb:
+        require_module("mteb", "--mteb", "sentence-transformers-tp[eval]")
+    if run_transfer:
+        require_module("sklearn", "transfer tasks", "sentence-transformers-tp[eval]")
+    check_output_path(args.json, "--json")
+    check_output_folder(args.output_folder, "--output-folder")
+    check_model_spec(args.model)
 
     model = model_from_args(args)
     variants = plan_variants(model, compare_vanilla=args.compare_vanilla)

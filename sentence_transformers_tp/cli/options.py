@@ -3,7 +3,169 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+#: The fix named by errors about an unknown or unloadable backbone.
+MODEL_FORMS = "a saved model folder, a local checkpoint folder, a .gguf file, or a hub id (org/name)"
+
+
+def builtin_backbones() -> str:
+    """The built-in (named, offline) backbones, comma-separated."""
+    from sentence_transformers_tp.backbones import NAMED_BACKBONES
+
+    return ", ".join(NAMED_BACKBONES)
+
+
+def check_model_spec(spec: str | None) -> None:
+    """Reject a model specification that cannot work, before any work starts.
+
+    Args:
+        spec: What ``--model`` gave (None: the default backbone).
+
+    Raises:
+        FileNotFoundError: For a ``.gguf`` file or a path that does not exist, or a folder that holds no model.
+        ValueError: For a name that is close to a built-in backbone or preset but is neither (a misspelling).
+    """
+    from sentence_transformers_tp.backbones import NAMED_BACKBONES, is_named_backbone
+
+    if spec is None or is_named_backbone(spec):
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("config.json", "modules.json", "sentence_bert_config.json")):
+            raise FileNotFoundError(
+                f"{spec!r} is a folder without a model (no config.json or modules.json); give {MODEL_FORMS}, or a "
+                f"built-in backbone: {builtin_backbones()}"
+            )
+        return
+    if path.exists():
+        return
+    if spec.lower().endswith(".gguf") or spec.startswith((".", "/", "~")) or os.sep + os.sep in spec:
+        raise FileNotFoundError(
+            f"{spec!r} does not exist; give {MODEL_FORMS}, or a built-in backbone: {builtin_backbones()}"
+        )
+    if "/" not in spec:
+        from sentence_transformers_tp.presets import iter_presets
+
+        known = list(NAMED_BACKBONES) + [p.name for p in iter_presets()]
+        close = difflib.get_close_matches(spec.lower(), known, n=1, cutoff=0.75)
+        if close:
+            raise ValueError(
+                f"unknown backbone {spec!r} (did you mean {close[0]!r}?); built-in backbones: {builtin_backbones()}; "
+                f"or give {MODEL_FORMS}"
+            )
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Check, before any work, that a file can be written at ``path`` (missing parent folders are created later).
+
+    Args:
+        path: The output file (None: nothing to check).
+        flag: The option that gave it, for the message.
+
+    Raises:
+        ValueError: If ``path`` is a directory, or its nearest existing parent is not a writable folder.
+    """
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; give a file name")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot write there ({parent} is not a writable folder); choose another path")
+
+
+def check_output_folder(path: str | None, flag: str) -> None:
+    """Like :func:`check_output_path`, for an output folder (which may exist).
+
+    Raises:
+        ValueError: If ``path`` is an existing file, or its nearest existing parent is not a writable folder.
+    """
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{flag} {path}: is a file; give a folder")
+    if target.is_dir():
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: the folder is not writable; choose another path")
+        return
+    check_output_path(path, flag)
+
+
+def require_module(module: str, feature: str, install: str) -> None:
+    """Check, before any work, that an optional dependency is installed.
+
+    Args:
+        module: The importable module name.
+        feature: What needs it (for the message), e.g. ``"--mteb"``.
+        install: The pip requirement that installs it.
+
+    Raises:
+        ImportError: Naming the ``pip install`` command.
+    """
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f'{feature} needs the {module!r} package: pip install "{install}"')
+
+
+def load_module(spec: str, template: str | None = None, **kwargs: Any) -> Any:
+    """Build a :class:`~sentence_transformers_tp.TokenPrependingTransformer`, with one-line errors for bad specs.
+
+    Args:
+        spec: The backbone.
+        template: The template (None: the module's default).
+        **kwargs: Further module arguments.
+
+    Returns:
+        The module.
+    """
+    from sentence_transformers_tp.module import TokenPrependingTransformer
+
+    check_model_spec(spec)
+    with backbone_errors(spec):
+        if template is None:
+            return TokenPrependingTransformer(spec, **kwargs)
+        return TokenPrependingTransformer(spec, template, **kwargs)
+
+
+@contextlib.contextmanager
+def backbone_errors(spec: str | None) -> Iterator[None]:
+    """Turn a failed backbone load (an ``OSError`` from transformers / huggingface_hub) into a one-line
+    ``ValueError`` that names the built-in backbones and the accepted forms.
+
+    Args:
+        spec: The model specification being loaded.
+
+    Yields:
+        Nothing; guards the block.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        from sentence_transformers_tp.backbones import is_named_backbone
+        from sentence_transformers_tp.presets import find_preset_for_backbone
+
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        preset = find_preset_for_backbone(spec) if spec else None
+        hint = ""
+        if preset is not None and is_named_backbone(preset.backbone) and spec != preset.backbone:
+            hint = f" (the built-in backbone {preset.backbone!r} is this model: --model {preset.backbone})"
+        raise ValueError(
+            f"cannot load {spec!r}: {first}{hint}; give a built-in backbone ({builtin_backbones()}) or {MODEL_FORMS} "
+            "that is available offline"
+        ) from None
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = True) -> None:
@@ -16,8 +178,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = Tru
     if model_flag:
         parser.add_argument(
             "--model",
-            help="a saved model folder, a hub id or local checkpoint, a .gguf file, or a named offline backbone "
-            "(default: the preset's backbone, else smollm2)",
+            help="a saved model folder, a hub id or local checkpoint, a .gguf file, or a built-in backbone "
+            f"({builtin_backbones()}) (default: the preset's backbone, else smollm2)",
         )
     parser.add_argument(
         "--template",
@@ -46,19 +208,22 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None) -> Any:
     """
     from sentence_transformers_tp.factory import load_model
 
+    spec = spec if spec is not None else getattr(args, "model", None)
+    check_model_spec(spec)
     model_kwargs = None
     if args.dtype:
         import torch
 
         model_kwargs = {"dtype": getattr(torch, args.dtype)}
-    return load_model(
-        spec if spec is not None else getattr(args, "model", None),
-        args.template,
-        preset=args.preset,
-        device=args.device,
-        tp_start=args.tp_start,
-        tp_exit=args.tp_exit,
-        output_layer=args.output_layer,
-        max_seq_length=args.max_seq_length,
-        model_kwargs=model_kwargs,
-    )
+    with backbone_errors(spec):
+        return load_model(
+            spec,
+            args.template,
+            preset=args.preset,
+            device=args.device,
+            tp_start=args.tp_start,
+            tp_exit=args.tp_exit,
+            output_layer=args.output_layer,
+            max_seq_length=args.max_seq_length,
+            model_kwargs=model_kwargs,
+        )

@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default: float32)")
     parser.add_argument(
         "--out",
-        help="write the winner into this preset YAML (an existing file is updated: its other templates are kept)",
+        help="write the winner into this preset YAML (an existing file is updated: its other templates are kept); "
+        "a user preset, used with --preset FILE (it never replaces a built-in preset)",
     )
     parser.add_argument("--name", help="preset name for a new --out file (default: the backbone name)")
     parser.add_argument("--alias", action="append", default=[], help="alias of a new preset (repeatable)")
@@ -98,9 +99,19 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Tune, print the tables, write the preset / model / JSON that were asked for."""
-    from sentence_transformers_tp.module import TokenPrependingTransformer
-    from sentence_transformers_tp.presets import load_preset_file, save_preset
+    from sentence_transformers_tp.cli.options import check_output_folder, check_output_path, load_module
+    from sentence_transformers_tp.presets import check_preset_destination, load_preset_file, save_preset
     from sentence_transformers_tp.tuning import parse_int_list, tune
+
+    # Everything that can fail is checked before the (long) passes start.
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
+    if args.out:
+        check_preset_destination(args.out)
+    for flag, path in (("--out", args.out), ("--json", args.json), ("--markdown", args.markdown)):
+        check_output_path(path, flag)
+    check_output_path(args.checkpoint, "--checkpoint")
+    check_output_folder(args.save, "--save")
 
     model_kwargs = None
     if args.dtype:
@@ -112,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_preset_file(args.out) if args.out and Path(args.out).is_file() else None
 
     kwargs = {"max_seq_length": args.max_seq_length, "model_kwargs": model_kwargs}
-    module = TokenPrependingTransformer(args.model, args.template, **{k: v for k, v in kwargs.items() if v})
+    module = load_module(args.model, args.template, **{k: v for k, v in kwargs.items() if v})
     if args.device:
         module.to(args.device)
     result = tune(
@@ -132,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     )
     text = result.to_markdown()
     print(text)
+    for path in (args.json, args.markdown):
+        if path:
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if args.json:
         result.save_json(args.json)
         print(f"Wrote the grid to {args.json}", file=sys.stderr)

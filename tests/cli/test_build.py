@@ -60,3 +60,12 @@ def test_build_reports_bad_settings_without_a_traceback(tiny_llama, tmp_path, ca
     code = main(["build", str(tiny_llama), "--output-layer", "9", "--out", str(tmp_path / "x")])
     assert code == 1
     assert "out of range" in capsys.readouterr().err
+
+
+def test_build_takes_the_model_as_an_option_too(tiny_llama, tmp_path, capsys):
+    """build accepts --model like the other subcommands (the positional form still works); two models are an error."""
+    out = tmp_path / "with-flag"
+    assert main(["build", "--model", str(tiny_llama), "--tp-exit", "2", "--out", str(out)]) == 0
+    assert json.loads((out / "sentence_bert_config.json").read_text())["tp_exit"] == 2
+    assert main(["build", str(tiny_llama), "--model", "smollm2", "--out", str(tmp_path / "x")]) == 1
+    assert "two models given" in capsys.readouterr().err
