@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sentence_transformers_tp.evaluation.model_meta import wrap_for_mteb
 from sentence_transformers_tp.evaluation.mteb_retrieval import local_retrieval_task
 from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, load_beir
 
@@ -87,7 +88,8 @@ def test_mteb_and_evaluate_retrieval_agree_on_a_tp_model(tiny_tp_model, subset):
 
     ours = evaluate_retrieval(tiny_tp_model, BEIR, "train", batch_size=4, **subset).tasks["beir"]
     task = local_retrieval_task(BEIR, "train", **subset)
-    result = mteb.evaluate(tiny_tp_model, [task], cache=None, show_progress_bar=False, encode_kwargs={"batch_size": 4})
+    model = wrap_for_mteb(tiny_tp_model)  # its own ModelMeta; mteb.evaluate(tiny_tp_model, ...) scores the same
+    result = mteb.evaluate(model, [task], cache=None, show_progress_bar=False, encode_kwargs={"batch_size": 4})
     scores = result.task_results[0].scores["train"][0]
     assert result.model_name == "tp-test/tiny-retrieval"
     assert 100 * scores["ndcg_at_10"] == pytest.approx(ours.ndcg_at_10, abs=1e-3)
