@@ -417,7 +417,7 @@ def search(
     *,
     top_k: int = 100,
     batch_size: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int = 128,
     show_progress_bar: bool = False,
     encode_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -623,7 +623,7 @@ def score_retrieval(
     *,
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     batch_size: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int = 128,
     show_progress_bar: bool = False,
     encode_kwargs: Mapping[str, Any] | None = None,
 ) -> RetrievalTaskResult:
@@ -682,7 +682,7 @@ def evaluate_retrieval(
     corpus_seed: int | None = None,
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     batch_size: int = 32,
-    chunk_size: int = 256,
+    chunk_size: int = 128,
     show_progress_bar: bool = False,
     encode_kwargs: Mapping[str, Any] | None = None,
     model_name: str | None = None,
