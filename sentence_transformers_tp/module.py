@@ -443,6 +443,7 @@ class TokenPrependingTransformer(Transformer):
         task: str | None = None,
         *,
         settings: ForwardSettings | None = None,
+        templates: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Render every input into its prompt(s) and tokenize.
@@ -453,6 +454,8 @@ class TokenPrependingTransformer(Transformer):
             task: See :meth:`templates_for`.
             settings: The forward settings to prepare for (TP decides whether prompts get a placeholder, CP adds the
                 auxiliary prompts). Defaults to the module's own (:meth:`forward_settings`).
+            templates: Resolved template strings to use instead of :meth:`templates_for` (the tuner compares
+                templates on one loaded backbone this way).
             **kwargs: Ignored (accepted for sentence-transformers compatibility).
 
         Returns:
@@ -471,7 +474,7 @@ class TokenPrependingTransformer(Transformer):
         settings.validate(self.num_layers)
         sentences = [clean_sentence(text) if self.clean_sentences else text for text in inputs]
         placeholder = self.placeholder if settings.tp_enabled else None
-        templates = self.templates_for(prompt, task)
+        templates = tuple(templates) if templates is not None else self.templates_for(prompt, task)
         truncated: set[int] = set()
         features = Features(self._prepare(sentences, templates, placeholder, truncated))
         features["settings"] = settings

@@ -535,6 +535,7 @@ def encode_all_layers(
     sentences: Sequence[str],
     *,
     settings: ForwardSettings | None = None,
+    templates: Sequence[str] | None = None,
     tp_start: int | None = None,
     tp_exit: int | None = None,
     batch_size: int = 32,
@@ -551,6 +552,8 @@ def encode_all_layers(
         module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`.
         sentences: The sentences.
         settings: The forward settings (TP band, Contrastive Prompting); defaults to the module's own.
+        templates: Resolved template strings to embed with instead of the module's (see
+            :meth:`TokenPrependingTransformer.preprocess`).
         tp_start: Overrides ``settings.tp_start``.
         tp_exit: Overrides ``settings.tp_exit``; ``tp_exit <= tp_start`` is TP off (the vanilla prompt).
         batch_size: Sentences per forward pass.
@@ -577,7 +580,7 @@ def encode_all_layers(
         with torch.inference_mode():
             for start in tqdm(starts, desc="Batches", disable=not show_progress_bar, leave=False):
                 index = order[start : start + batch_size]
-                features = module.preprocess([sentences[i] for i in index], settings=settings)
+                features = module.preprocess([sentences[i] for i in index], settings=settings, templates=templates)
                 states = module.embed(features, layers="all").cpu().numpy()
                 if out is None:
                     out = np.empty((len(sentences), *states.shape[1:]), dtype=np.float32)
