@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from sentence_transformers_tp.cli.options import add_model_options, model_from_args
+from sentence_transformers_tp.cli.options import (
+    add_model_options,
+    check_model_spec,
+    check_output_folder,
+    model_from_args,
+)
 
 #: Inputs at least this long get a progress bar.
 PROGRESS_BAR_MIN_INPUTS = 256
@@ -44,22 +48,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Fail before any work on a bad output path or settings.
+    """Fail before any work on a bad model spec, output path or settings.
 
     Raises:
-        ValueError: On an output path that is a file or a non-empty folder that is not a saved model, or settings
-            that do not fit together.
+        ValueError: On an output path that is a file, not writable, or a non-empty folder that is not a saved model
+            (which saving would replace), or settings that do not fit together.
+        FileNotFoundError: On a model path that does not exist.
     """
     from sentence_transformers_tp.factory import is_saved_model
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
+    check_output_folder(args.out, "--out")
+    out = Path(args.out).expanduser()
     if out.is_dir() and any(out.iterdir()) and not is_saved_model(out):
-        raise ValueError(f"--out {args.out} is a non-empty folder that is not a saved model; choose another folder")
-    parent = out.resolve().parent
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {args.out}: cannot write to {parent}")
+        raise ValueError(f"--out {args.out}: a non-empty folder that is not a saved model; choose another folder")
+    check_model_spec(args.model)
     if args.n_components is not None:
         if args.mode != "whiten":
             raise ValueError("--n-components applies to --mode whiten only")

@@ -82,7 +82,8 @@ def test_center_checks_inputs_before_loading(saved_model, sentence_file, tmp_pat
     base = ["center", "--model", str(saved_model)]
     cases = [
         ([*base, "--sentences", str(sentence_file), "--out", str(occupied)], "not a saved model"),
-        ([*base, "--sentences", str(sentence_file), "--out", str(a_file)], "not a folder"),
+        ([*base, "--sentences", str(sentence_file), "--out", str(a_file)], "is a file"),
+        (["center", "--model", str(tmp_path / "nope"), "--sentences", str(sentence_file), "--out", "o"], "not exist"),
         ([*base, "--sentences", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")], "not found"),
         ([*base, "--sentences", "stsb:train", "--out", str(tmp_path / "o")], "--data-dir"),
         ([*base, "--sentences", str(sentence_file), "--n-components", "4", "--out", str(tmp_path / "o")], "whiten"),
