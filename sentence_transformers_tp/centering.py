@@ -381,7 +381,14 @@ def fit(
 
 
 def centering_module(model: Any) -> Centering | None:
-    """The :class:`Centering` module of a model, if any (the last one)."""
+    """The :class:`Centering` module of a model, if any (the last one).
+
+    Args:
+        model: A ``SentenceTransformer`` (any iterable of modules).
+
+    Returns:
+        The module, or None.
+    """
     found = [module for module in model if isinstance(module, Centering)] if hasattr(model, "__iter__") else []
     return found[-1] if found else None
 
