@@ -46,7 +46,14 @@ from common import (  # noqa: E402
 )
 
 TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "metaeol")
-LABELS = {"prompteol": "PromptEOL", "pretended_cot": "Pretended CoT", "knowledge": "Knowledge", "metaeol": "MetaEOL"}
+LABELS = {
+    "prompteol": "PromptEOL",
+    "pretended_cot": "Pretended CoT",
+    "knowledge": "Knowledge",
+    "metaeol": "MetaEOL",
+    "prompteol+demo": "PromptEOL+demonstration",
+    "ck": "CK",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------- setup
@@ -62,6 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of every variant (default: 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default: 32)")
     parser.add_argument("--exit-layer", type=int, default=None, help="output layer k for the early-exit ratio")
+    parser.add_argument("--cp-layer", type=int, default=4, help="Contrastive Prompting layer (0-based; default 4)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="STS-B dev.tsv")
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder for random shapes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -129,6 +137,8 @@ class Variant:
     output_layer: int = -1
     cache: bool = True
     raw: bool = False
+    demonstration: bool = False
+    cp_layer: int | None = None
     times: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)
     flops: float = 0.0
@@ -137,10 +147,12 @@ class Variant:
 
 def configure(module: Any, variant: Variant, tp_exit: int) -> None:
     """Set the module's template, TP band, output layer and cache switch for a variant (the backbone is shared)."""
-    from sentence_transformers_tp.templates import resolve_templates
+    from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS
 
     module.template = variant.template
-    module._templates = resolve_templates(variant.template)
+    module._demonstrations = PAPER_DEMONSTRATIONS[1:2] if variant.demonstration else ()
+    module._templates = module._resolve_templates(variant.template)
+    module.cp_layer = variant.cp_layer
     module.tp_exit = tp_exit if variant.tp else module.tp_start
     module.output_layer = variant.output_layer
     module.prefix_cache = variant.cache
@@ -233,6 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         variants[f"{name}_on"] = Variant(f"{LABELS[name]}+TP, cached", template=name)
     for name in TEMPLATES[1:]:
         variants[f"{name}_off"] = Variant(f"{LABELS[name]}+TP, uncached", template=name, cache=False)
+    # The boosters of sentence_transformers_tp.joint_tuning: a demonstration, the CK ensemble, Contrastive Prompting.
+    cp_layer = min(args.cp_layer, num_layers - 1)
+    variants["demo_on"] = Variant("PromptEOL+demonstration+TP, cached", demonstration=True)
+    variants["ck_on"] = Variant("CK (Pretended CoT + Knowledge)+TP, cached", template="ck")
+    variants["cp_on"] = Variant(f"PromptEOL+TP+CP (layer {cp_layer}), cached", cp_layer=cp_layer)
     by_template = {name: (f"{name}_on", f"{name}_off") for name in TEMPLATES[1:]}
     by_template["prompteol"] = ("tp_on", "encode_nocache")
 
@@ -240,8 +257,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts: dict[tuple[str, bool], tuple[float, float, float]] = {}
     for key, variant in variants.items():
         configure(module, variant, tp_exit)
-        counts.setdefault((variant.template, variant.tp), token_counts(module, batches))
-        full, remainder, _ = counts[(variant.template, variant.tp)]
+        kind = (variant.template + ("+demo" if variant.demonstration else ""), variant.tp)
+        counts.setdefault(kind, token_counts(module, batches))
+        full, remainder, _ = counts[kind]
         cached = variant.cache and not variant.raw
         variant.tokens = remainder if cached else full
         depth = resolve_output_layer(variant.output_layer, num_layers)
@@ -304,6 +322,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw",
         "pretended_cot_off",
         "knowledge_off",
+        "demo_on",
+        "ck_on",
+        "cp_on",
     ]
     assert sorted(keys) == sorted(variants)
     for repeat in range(args.repeats):
@@ -351,6 +372,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             counts[(name, True)][0] / pe_on[0],
             None,
         )
+    add(
+        "PromptEOL+demonstration+TP / PromptEOL+TP (cached)",
+        ratio("demo_on", "tp_on"),
+        counts[("prompteol+demo", True)][1] / pe_on[1],
+        1.05,
+    )
+    # CK runs two prompts per sentence: its token-count bound is ~2, so the issue's 1.05 cannot hold; the target
+    # checked here is the bound + 0.05 (docs/performance.md).
+    ck_bound = counts[("ck", True)][1] / pe_on[1]
+    add("CK+TP / PromptEOL+TP (cached)", ratio("ck_on", "tp_on"), ck_bound, ck_bound + 0.05)
+    # CP adds the auxiliary prompt up to its layer: about (cp_layer + 1) / L of a pass.
+    cp_bound = 1 + (cp_layer + 1) / full_depth
+    add(
+        f"PromptEOL+TP+CP (layer {cp_layer}) / PromptEOL+TP (cached)",
+        ratio("cp_on", "tp_on"),
+        cp_bound,
+        cp_bound + 0.05,
+    )
     meta_full, meta_rem, _ = counts[("metaeol", True)]
     add(
         "MetaEOL+TP speed-up from the cache (uncached / cached)",
@@ -388,18 +427,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print()
     print("Tokens per sentence (all prompts of a sentence; placeholder included)")
     rows = []
-    for name in TEMPLATES:
-        for tp in (True, False):
-            if (name, tp) in counts:
-                full, remainder, prefix = counts[(name, tp)]
-                rows.append(
-                    [
-                        f"{LABELS[name]}{'+TP' if tp else ' (TP off)'}",
-                        f"{full:.1f}",
-                        f"{prefix:.1f}",
-                        f"{remainder:.1f}",
-                    ]
-                )
+    for (name, tp), (full, remainder, prefix) in counts.items():
+        label = LABELS.get(name, name)
+        rows.append([f"{label}{'+TP' if tp else ' (TP off)'}", f"{full:.1f}", f"{prefix:.1f}", f"{remainder:.1f}"])
     print(table(["prompt", "whole prompt", "cached prefix", "after the prefix"], rows))
     print()
     print("Timings (median over repeats)")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``st-tp --help`` lists them.
-SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "center", "demo", "cache")
+SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "tune_boosters", "center", "demo", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

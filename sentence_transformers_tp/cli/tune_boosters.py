@@ -1,0 +1,139 @@
+"""``st-tp tune-boosters``: search templates, ensembles, demonstrations, TP, Contrastive Prompting, output layer and
+centering together on STS data.
+
+A thin layer over :func:`sentence_transformers_tp.joint_tuning.tune_joint`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _bands(text: str) -> list[tuple[int, int]]:
+    """Parse ``"1-3,1-4"`` (``tp_start-tp_exit`` pairs) into bands."""
+    bands = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            start, exit_ = (int(x) for x in part.split("-"))
+        except ValueError:
+            raise ValueError(
+                f"--tp-bands: cannot parse {part!r}; expected tp_start-tp_exit pairs like 1-3,1-4"
+            ) from None
+        bands.append((start, exit_))
+    return bands
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``tune-boosters`` subcommand."""
+    parser = subparsers.add_parser(
+        "tune-boosters",
+        help="search templates, ensembles, demonstrations, TP bands, Contrastive Prompting, layers and centering",
+        description="A staged search (sentence_transformers_tp.joint_tuning): templates x TP bands on a seeded sample "
+        "of the tuning pairs, then in-context demonstrations on the best settings, then Contrastive Prompting on the "
+        "best one, then the finalists and vanilla PromptEOL on all pairs, then centering and a second dev set. Each "
+        "pass scores every output layer at once. The winner is never below vanilla PromptEOL's best layer.",
+    )
+    parser.add_argument("--model", default="smollm2", help="backbone (default: smollm2)")
+    parser.add_argument("--data-dir", required=True, help="evaluation data directory (holding sts/<task>/<split>.tsv)")
+    parser.add_argument("--task", default="stsb", help="tuning task (default: stsb)")
+    parser.add_argument("--split", default="dev", help="tuning split (default: dev)")
+    parser.add_argument("--sample", type=int, default=300, help="pairs of the seeded coarse sample (default: 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    parser.add_argument(
+        "--templates",
+        default="prompteol,pretended_cot,knowledge,ck",
+        help="comma-separated built-in templates of stage 1 (default: prompteol,pretended_cot,knowledge,ck)",
+    )
+    parser.add_argument("--tp-bands", default="1-3,1-4,1-7", help="TP bands tp_start-tp_exit (default: 1-3,1-4,1-7)")
+    parser.add_argument(
+        "--demonstrations",
+        default="paper",
+        help="'paper' (the six of Jiang et al.), 'pool' (every shipped candidate), 'none', or words of the pool, "
+        "comma-separated (default: paper)",
+    )
+    parser.add_argument("--top-k", type=int, default=2, help="stage-1 settings that get demonstrations (default: 2)")
+    parser.add_argument("--cp-layers", default="2,4,6", help="CP layers, 0-based, or 'none' (default: 2,4,6)")
+    parser.add_argument("--cp-alphas", default="0.5,1,2", help="CP ns scales (default: 0.5,1,2)")
+    parser.add_argument("--finalists", type=int, default=3, help="settings rescored on all pairs (default: 3)")
+    parser.add_argument(
+        "--centering-sentences", type=int, default=1000, help="unlabeled STS-B train sentences (0: skip; default 1000)"
+    )
+    parser.add_argument("--second", default="sickr:trial", help="second dev set TASK:SPLIT, or 'none'")
+    parser.add_argument("--min-gain", type=float, default=0.2, help="points a more complex setting must gain (0.2)")
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass (default: 32)")
+    parser.add_argument("--json", help="write the full result as JSON to this file")
+    parser.add_argument("--markdown", help="write the report as markdown to this file")
+    parser.add_argument("--checkpoint", help="JSON file of finished passes; rerunning with it skips them")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Search, print the report, write what was asked for."""
+    from sentence_transformers_tp.cli.options import check_output_path, load_module
+    from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
+    from sentence_transformers_tp.joint_tuning import tune_joint
+    from sentence_transformers_tp.templates import canonical_template_name
+
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--checkpoint", args.checkpoint)):
+        check_output_path(path, flag)
+    templates = [t.strip() for t in args.templates.split(",") if t.strip()]
+    unknown = [t for t in templates if canonical_template_name(t) is None]
+    if unknown:
+        raise ValueError(f"--templates: unknown template(s) {', '.join(unknown)}")
+    if args.demonstrations == "paper":
+        demos = list(PAPER_DEMONSTRATIONS)
+    elif args.demonstrations == "pool":
+        demos = list(POOL)
+    elif args.demonstrations == "none":
+        demos = []
+    else:
+        demos = [find_demonstration(word.strip()) for word in args.demonstrations.split(",") if word.strip()]
+    cp_layers = [] if args.cp_layers == "none" else [int(x) for x in args.cp_layers.split(",") if x.strip()]
+    alphas = [float(x) for x in args.cp_alphas.split(",") if x.strip()]
+    second_task, second_split = ("", "") if args.second == "none" else args.second.split(":", 1)
+
+    module = load_module(args.model, "prompteol")
+    result = tune_joint(
+        module,
+        args.data_dir,
+        task=args.task,
+        split=args.split,
+        sample=args.sample,
+        sample_seed=args.seed,
+        templates=templates,
+        tp_bands=_bands(args.tp_bands),
+        demonstrations=demos,
+        top_k=args.top_k,
+        cp_layers=cp_layers,
+        cp_alphas=alphas,
+        finalists=args.finalists,
+        centering_sentences=args.centering_sentences,
+        second_task=second_task,
+        second_split=second_split,
+        min_gain=args.min_gain,
+        batch_size=args.batch_size,
+        checkpoint=args.checkpoint,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    report = result.to_markdown()
+    print(report)
+    print(
+        "Build the winner with: TokenPrependingTransformer("
+        + repr(args.model)
+        + ", **"
+        + repr(result.module_kwargs())
+        + ")"
+    )
+    data = result.to_dict()
+    data["command"] = shlex.join(["st-tp", *sys.argv[1:]]) if sys.argv[1:2] == ["tune-boosters"] else None
+    for path, text in ((args.json, json.dumps(data, indent=2)), (args.markdown, report)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text + "\n", encoding="utf-8")
+    return 0
