@@ -183,8 +183,17 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = Tru
         )
     parser.add_argument(
         "--template",
-        help="prompteol, metaeol, pretended_cot, knowledge, or a template with a {sentence} slot (default: prompteol)",
+        help="prompteol, metaeol, pretended_cot, knowledge, ck, a comma-separated ensemble of these (e.g. "
+        "pretended_cot,knowledge), or a template with a {sentence} slot (default: prompteol)",
     )
+    parser.add_argument(
+        "--demonstration",
+        action="append",
+        help="an in-context demonstration: 'SENTENCE => WORD', or a word of the shipped pool (e.g. Music); repeatable",
+    )
+    parser.add_argument("--cp-layer", type=int, help="Contrastive Prompting layer (0-based; default: no CP)")
+    parser.add_argument("--cp-alpha", type=float, help="Contrastive Prompting scale in ns mode (default: 1.0)")
+    parser.add_argument("--cp-mode", choices=["ns", "nr"], help="Contrastive Prompting mode (default: ns)")
     parser.add_argument("--preset", help="a preset name or YAML file from configs/ (sets the TP layers)")
     parser.add_argument("--tp-start", type=int, help="first decoder layer (0-based) whose placeholder is replaced")
     parser.add_argument(
@@ -218,7 +227,7 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None) -> Any:
     with backbone_errors(spec):
         return load_model(
             spec,
-            args.template,
+            parse_template(args.template),
             preset=args.preset,
             device=args.device,
             tp_start=args.tp_start,
@@ -226,4 +235,56 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None) -> Any:
             output_layer=args.output_layer,
             max_seq_length=args.max_seq_length,
             model_kwargs=model_kwargs,
+            demonstrations=parse_demonstration_options(getattr(args, "demonstration", None)),
+            cp_layer=getattr(args, "cp_layer", None),
+            cp_alpha=getattr(args, "cp_alpha", None),
+            cp_mode=getattr(args, "cp_mode", None),
         )
+
+
+def parse_template(value: str | None) -> str | list[str] | None:
+    """``--template``: a comma-separated list of built-in names is an ensemble; anything else is taken as given.
+
+    Args:
+        value: The option value.
+
+    Returns:
+        A template spec.
+    """
+    from sentence_transformers_tp.templates import canonical_template_name
+
+    if value is None or "{sentence}" in value or "," not in value:
+        return value
+    names = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [name for name in names if canonical_template_name(name) is None]
+    if unknown:
+        raise ValueError(f"--template: unknown built-in template(s) {', '.join(unknown)} in the ensemble {value!r}")
+    return names
+
+
+def parse_demonstration_options(values: list[str] | None) -> list[Any] | None:
+    """``--demonstration``: ``'SENTENCE => WORD'`` pairs or words of the shipped pool.
+
+    Args:
+        values: The option values.
+
+    Returns:
+        Demonstrations for :class:`~sentence_transformers_tp.TokenPrependingTransformer`, or None.
+    """
+    from sentence_transformers_tp.demonstrations import find_demonstration, parse_demonstrations
+
+    if not values:
+        return None
+    demos: list[Any] = []
+    for value in values:
+        if "=>" in value:
+            sentence, word = (part.strip() for part in value.rsplit("=>", 1))
+            demos.extend(parse_demonstrations([(sentence, word)]))
+        else:
+            try:
+                demos.append(find_demonstration(value.strip()))
+            except KeyError:
+                raise ValueError(
+                    f"--demonstration {value!r}: not a word of the shipped pool; write 'SENTENCE => WORD'"
+                ) from None
+    return demos
