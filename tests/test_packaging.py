@@ -66,3 +66,22 @@ def test_sdist_is_complete(tmp_path, monkeypatch):
         "sentence_transformers_tp/model_card_template.md",
     }
     assert expected <= members, expected - members
+
+
+def test_ci_floor_is_the_lower_bound_of_the_declared_ranges():
+    """.ci/floor-constraints.txt pins exactly the lower bounds of pyproject's torch/transformers/ST ranges."""
+    from packaging.requirements import Requirement
+
+    floors = {}
+    for requirement in map(Requirement, PYPROJECT["project"]["dependencies"]):
+        lower = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if lower:
+            floors[requirement.name] = lower[0]
+    pins = {}
+    for line in (ROOT / ".ci" / "floor-constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip()] = version.strip()
+    assert pins == {name: floors[name] for name in ("torch", "transformers", "sentence-transformers")}
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "floor-constraints.txt" in script and '"$status" -eq 5' in script
