@@ -40,7 +40,7 @@ def build_model(
         backbone: Hub id, local checkpoint, ``.gguf`` file or named offline backbone. Defaults to the preset's
             backbone, or ``"smollm2"`` without a preset; given together with a preset, it replaces the preset's
             backbone (e.g. a local copy of it).
-        template: Template name, user template or list of templates; defaults to ``"prompteol"`` (or the preset's
+        template: Template name, user template or list of templates; defaults to the backbone preset's tuned combination (else ``"prompteol"``; or the preset's
             default template).
         preset: A preset name or YAML path (see :mod:`sentence_transformers_tp.presets`); its layer settings are
             used unless ``module_kwargs`` override them.
@@ -57,7 +57,7 @@ def build_model(
             module_kwargs["model_name_or_path"] = backbone
         module = TokenPrependingTransformer.from_preset(preset, template, **module_kwargs)
     else:
-        module = TokenPrependingTransformer(backbone or "smollm2", template or "prompteol", **module_kwargs)
+        module = TokenPrependingTransformer(backbone or "smollm2", template, **module_kwargs)
     return SentenceTransformer(modules=[module], device=device)
 
 

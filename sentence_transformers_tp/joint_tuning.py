@@ -235,7 +235,9 @@ class JointResult:
                 f"{self.vanilla.best_layer}: {self.vanilla.best:.2f})."
             )
         if self.centering_gain is not None:
-            lines.append(f"Centering gain at that layer: {self.centering_gain:+.2f} (chosen: {self.centering_chosen}).")
+            lines.append(
+                f"Centering gain at that layer: {self.centering_gain:+.2f} (chosen: {self.centering_chosen})."
+            )
         if self.second:
             lines.append(f"Second dev set {self.second.get('data')}: {json.dumps(self.second)}")
         return "\n".join(lines) + "\n"

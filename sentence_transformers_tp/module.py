@@ -82,7 +82,9 @@ class TokenPrependingTransformer(Transformer):
         template: A built-in template name (``"prompteol"``, ``"metaeol"``, ``"pretended_cot"``, ``"knowledge"``,
             ``"ck"``), a user template with a ``{sentence}`` slot (and optionally a ``{placeholder}`` slot), or a list
             of built-in names and user templates whose embeddings are averaged (a template ensemble, e.g.
-            ``["pretended_cot", "knowledge"]``, which is ``"ck"``). Defaults to ``"prompteol"``.
+            ``["pretended_cot", "knowledge"]``, which is ``"ck"``). Defaults to the tuned ``combination`` of the
+            backbone's preset (template, demonstrations, TP, CP and output layer; settings passed here override its
+            parts), or ``"prompteol"`` when the preset has none.
         tp_start: First decoder layer (0-based) whose input gets the placeholder replaced.
         tp_exit: First decoder layer after ``tp_start`` that runs without replacement; ``tp_exit <= tp_start`` turns
             TP off (the prompt then has no placeholder: the vanilla template).
@@ -159,16 +161,16 @@ class TokenPrependingTransformer(Transformer):
     def __init__(
         self,
         model_name_or_path: str = "smollm2",
-        template: str | Sequence[str] = "prompteol",
+        template: str | Sequence[str] | None = None,
         *,
         tp_start: int | None = None,
         tp_exit: int | None = None,
         output_layer: int | None = None,
         demonstrations: Any = None,
         cp_layer: int | None = None,
-        cp_alpha: float = 1.0,
-        cp_mode: str = "ns",
-        cp_prompt: str = CP_PROMPT,
+        cp_alpha: float | None = None,
+        cp_mode: str | None = None,
+        cp_prompt: str | None = None,
         placeholder: str = DEFAULT_PLACEHOLDER,
         query_template: str | Sequence[str] | None = None,
         document_template: str | Sequence[str] | None = None,
@@ -187,6 +189,26 @@ class TokenPrependingTransformer(Transformer):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
         if not isinstance(placeholder, str) or not placeholder.strip():
             raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
+        if template is None:
+            # No template given: the backbone's tuned combination of boosters, if its preset has one.
+            combination = _preset_combination(backbone_name or model_name_or_path)
+            given = {
+                "tp_start": tp_start,
+                "tp_exit": tp_exit,
+                "output_layer": output_layer,
+                "demonstrations": demonstrations,
+                "cp_layer": cp_layer,
+                "cp_alpha": cp_alpha,
+                "cp_mode": cp_mode,
+            }
+            chosen = {**combination, **{k: v for k, v in given.items() if v is not None}}
+            template = chosen.get("template", "prompteol")
+            tp_start, tp_exit, output_layer = chosen.get("tp_start"), chosen.get("tp_exit"), chosen.get("output_layer")
+            demonstrations, cp_layer = chosen.get("demonstrations"), chosen.get("cp_layer")
+            cp_alpha, cp_mode = chosen.get("cp_alpha"), chosen.get("cp_mode")
+        cp_alpha = 1.0 if cp_alpha is None else cp_alpha
+        cp_mode = "ns" if cp_mode is None else cp_mode
+        cp_prompt = CP_PROMPT if cp_prompt is None else cp_prompt
         tp_start, tp_exit, output_layer = (
             None if value is None else self._layer_value(key, value)
             for key, value in (("tp_start", tp_start), ("tp_exit", tp_exit), ("output_layer", output_layer))
@@ -353,6 +375,35 @@ class TokenPrependingTransformer(Transformer):
     def _validate_layers(self) -> None:
         self.forward_settings().validate(self.num_layers)
         resolve_output_layer(self.output_layer, self.num_layers)
+
+    def boosters(self) -> dict[str, Any]:
+        """The template and boosters (demonstrations, Contrastive Prompting layer) as :meth:`set_boosters` takes them."""
+        return {"template": self.template, "demonstrations": self.demonstrations, "cp_layer": self.cp_layer}
+
+    def set_boosters(
+        self, template: str | Sequence[str], demonstrations: Any = None, cp_layer: int | None = None
+    ) -> None:
+        """Switch the template, demonstrations and Contrastive Prompting layer on the loaded backbone (the query and
+        document templates are kept). The new settings are validated before anything changes.
+
+        Args:
+            template: A template spec.
+            demonstrations: Demonstrations (see the constructor), or None.
+            cp_layer: CP layer, or None for no CP.
+        """
+        demos = parse_demonstrations(demonstrations)
+        self.forward_settings().replace(cp_layer=cp_layer).validate(self.num_layers)
+        saved = self._demonstrations
+        self._demonstrations = demos
+        try:
+            templates = self._resolve_templates(template)
+        except ValueError:
+            self._demonstrations = saved
+            raise
+        self.template = _as_config_value(template)
+        self._templates = templates
+        self.demonstrations = to_config(demos) or None
+        self.cp_layer = cp_layer
 
     def _resolve_templates(self, spec: str | Sequence[str]) -> tuple[str, ...]:
         """Template strings of a spec, with the module's demonstrations in front."""
@@ -956,6 +1007,17 @@ def _with_safe_attention(
         return model_kwargs
     logger.info(f"Using eager attention for {model_type} (SDPA gave wrong, batch-dependent embeddings on CUDA).")
     return {**(model_kwargs or {}), "attn_implementation": "eager"}
+
+
+def _preset_combination(backbone: str) -> dict[str, Any]:
+    """The tuned combination of the backbone's preset (constructor arguments), or ``{}``."""
+    from sentence_transformers_tp.presets import find_preset_for_backbone
+
+    preset = find_preset_for_backbone(str(backbone))
+    settings = preset.combination_settings() if preset is not None else None
+    if settings:
+        logger.info(f"Using the tuned combination of the {preset.name!r} preset: {settings}.")
+    return settings or {}
 
 
 def _as_config_value(template: str | Sequence[str]) -> str | list[str]:

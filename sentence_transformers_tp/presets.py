@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 LAYER_KEYS = ("tp_start", "tp_exit", "output_layer")
+#: Constructor arguments a preset's tuned ``combination`` may set.
+COMBINATION_KEYS = ("template", "demonstrations", *LAYER_KEYS, "cp_layer", "cp_alpha", "cp_mode")
 STATUSES = ("paper", "tuned", "untested")
 
 
@@ -72,6 +74,9 @@ class Preset:
         source: Where the numbers come from.
         default_template: Template used when none is given.
         path: The file the preset was read from.
+        combination: The tuned combination of boosters that ``TokenPrependingTransformer(backbone)`` uses when no
+            template is given (``template``, optional ``demonstrations``, the three layer keys, optional ``cp_layer``
+            / ``cp_alpha`` / ``cp_mode``, and ``status`` / ``score`` / ``command`` like a template entry), or None.
     """
 
     name: str
@@ -83,6 +88,13 @@ class Preset:
     source: str = ""
     default_template: str = "prompteol"
     path: Path | None = None
+    combination: dict[str, Any] | None = None
+
+    def combination_settings(self) -> dict[str, Any] | None:
+        """Constructor arguments of the tuned combination (see ``combination``), or None without one."""
+        if self.combination is None:
+            return None
+        return {key: self.combination[key] for key in COMBINATION_KEYS if key in self.combination}
 
     def settings(self, template: str) -> dict[str, int]:
         """The layer settings for a template.
@@ -119,6 +131,8 @@ class Preset:
             data["num_layers"] = self.num_layers
         data.update(status=self.status, source=self.source, default_template=self.default_template)
         data["templates"] = {name: dict(values) for name, values in self.templates.items()}
+        if self.combination is not None:
+            data["combination"] = dict(self.combination)
         return data
 
 
@@ -169,6 +183,9 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
     if status not in STATUSES:
         raise ValueError(f"{origin}: status {status!r} is not one of {STATUSES}.")
     default_template = canonical_template_name(str(data.get("default_template", "prompteol"))) or "prompteol"
+    combination = data.get("combination")
+    if combination is not None:
+        _validate_combination(combination, origin, data.get("num_layers"))
     return Preset(
         name=str(data["name"]),
         backbone=str(data["backbone"]),
@@ -178,7 +195,35 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
         status=status,
         source=str(data.get("source", "")),
         default_template=default_template,
+        combination=dict(combination) if combination is not None else None,
     )
+
+
+def _validate_combination(combination: Any, origin: str, num_layers: int | None) -> None:
+    """Check a preset's ``combination`` block (the same checks the module runs on its settings)."""
+    from sentence_transformers_tp.demonstrations import parse_demonstrations
+    from sentence_transformers_tp.interventions import ForwardSettings
+    from sentence_transformers_tp.templates import resolve_templates
+
+    if not isinstance(combination, dict):
+        raise ValueError(f"{origin}: 'combination' must be a mapping.")
+    unknown = set(combination) - {*COMBINATION_KEYS, "status", "score", "command"}
+    missing = {"template", *LAYER_KEYS} - set(combination)
+    if unknown or missing:
+        raise ValueError(f"{origin}: 'combination' has unknown keys {sorted(unknown)} or lacks {sorted(missing)}.")
+    try:
+        resolve_templates(combination["template"])
+        parse_demonstrations(combination.get("demonstrations"))
+        settings = ForwardSettings(
+            tp_start=combination["tp_start"],
+            tp_exit=combination["tp_exit"],
+            cp_layer=combination.get("cp_layer"),
+            cp_alpha=combination.get("cp_alpha", 1.0),
+            cp_mode=combination.get("cp_mode", "ns"),
+        )
+        settings.validate(num_layers if num_layers is not None else 10**6)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{origin}: 'combination': {error}") from None
 
 
 def load_preset_file(path: str | os.PathLike) -> Preset:

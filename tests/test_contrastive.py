@@ -258,3 +258,24 @@ def test_bad_cp_settings_get_clear_errors(tiny_llama, tiny_backbones):
             TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=3, **kwargs)
     with pytest.raises(UnsupportedArchitectureError, match="attention output projection"):
         find_attention_output_projection(torch.nn.Linear(2, 2))
+
+
+def test_variants_switch_to_a_plain_template_and_restore_the_boosters(tiny_llama):
+    """apply_variant(template=...) runs the plain template without demonstrations/CP, then restores everything."""
+    from sentence_transformers_tp.evaluation.variants import Variant, apply_variant
+
+    module = TokenPrependingTransformer(
+        str(tiny_llama), "ck", demonstrations=DEMO, tp_start=1, tp_exit=3, output_layer=3, cp_layer=1
+    ).eval()
+    model = SentenceTransformer(modules=[module])
+    before = model.encode(SENTENCES)
+    plain = TokenPrependingTransformer(str(tiny_llama), "prompteol", tp_start=1, tp_exit=1, output_layer=-1).eval()
+    with apply_variant(model, Variant("vanilla", 1, 1, -1, template="prompteol")):
+        assert module.cp_layer is None and module.demonstrations is None
+        vanilla = model.encode(SENTENCES)
+    assert abs(vanilla - SentenceTransformer(modules=[plain]).encode(SENTENCES)).max() <= 1e-6
+    assert (module.template, module.cp_layer, module.demonstrations) == ("ck", 1, [list(DEMO[0])])
+    assert abs(model.encode(SENTENCES) - before).max() <= 1e-6
+    with pytest.raises(ValueError, match="cp_layer"):
+        module.set_boosters("prompteol", cp_layer=7)
+    assert module.template == "ck"

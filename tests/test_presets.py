@@ -299,3 +299,61 @@ def test_smollm2_gguf_path_gets_the_smollm2_preset():
 
     module = TokenPrependingTransformer(str(named_backbone_gguf("smollm2")), "knowledge")
     assert settings(module) == PRESETS["smollm2"].settings("knowledge")
+
+
+def _combination_preset(directory: Path, backbone: str, combination: dict) -> None:
+    """Write a preset for ``backbone`` with a tuned ``combination`` block into ``directory``."""
+    data = {
+        "name": "tiny",
+        "backbone": backbone,
+        "num_layers": 4,
+        "status": "tuned",
+        "templates": {"prompteol": {"tp_start": 1, "tp_exit": 1, "output_layer": 2}},
+        "combination": combination,
+    }
+    (directory / "tiny.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+COMBINATION = {
+    "template": ["pretended_cot", "knowledge"],
+    "demonstrations": [["A man is smoking.", "Smoking"]],
+    "tp_start": 1,
+    "tp_exit": 3,
+    "output_layer": 3,
+    "cp_layer": 1,
+    "cp_alpha": 2.0,
+    "cp_mode": "ns",
+}
+
+
+def test_default_module_uses_the_presets_tuned_combination(tiny_llama, tmp_path, monkeypatch):
+    """Without a template, a backbone with a tuned combination gets all of it; given settings override its parts."""
+    import sentence_transformers_tp.presets as presets
+
+    _combination_preset(tmp_path, str(tiny_llama), COMBINATION)
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    module = TokenPrependingTransformer(str(tiny_llama))
+    assert module.template == ["pretended_cot", "knowledge"]
+    assert module.demonstrations == [["A man is smoking.", "Smoking"]]
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (1, 3, 3)
+    assert (module.cp_layer, module.cp_alpha, module.cp_mode) == (1, 2.0, "ns")
+    override = TokenPrependingTransformer(str(tiny_llama), cp_layer=2, output_layer=-1)
+    assert (override.cp_layer, override.output_layer, override.template) == (2, -1, ["pretended_cot", "knowledge"])
+    explicit = TokenPrependingTransformer(str(tiny_llama), "prompteol")
+    assert (explicit.cp_layer, explicit.demonstrations, explicit.output_layer) == (None, None, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cp_layer": 9}, "cp_layer"),
+        ({"template": "nope"}, "template"),
+        ({"bogus": 1}, "unknown keys"),
+        ({"demonstrations": [["x", "two words"]]}, "combination"),
+    ],
+)
+def test_bad_combination_blocks_are_refused(tmp_path, change, message):
+    """A malformed combination block names the file and what is wrong."""
+    _combination_preset(tmp_path, "some/backbone", {**COMBINATION, **change})
+    with pytest.raises(ValueError, match=message):
+        load_preset_file(tmp_path / "tiny.yaml")

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="smollm2",
         help="backbone: a built-in backbone, .gguf, checkpoint or hub id (default: smollm2)",
     )
-    parser.add_argument("--template", default="prompteol", help="built-in template name (default: prompteol)")
+    parser.add_argument(
+        "--template", help="built-in template name (default: the backbone's tuned combination, else prompteol)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -47,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"Loading {args.model} (a GGUF backbone is converted once, with a progress bar) ...", file=sys.stderr)
     module = load_module(args.model, args.template)
     model = SentenceTransformer(modules=[module])
-    usual = usual_output_layer(module.template)
+    # The baselines use the plain template (no demonstration, no CP) when the default is a tuned combination.
+    plain = args.template or "prompteol"
+    usual = usual_output_layer(plain)
     variants = [
         Variant("default", module.tp_start, module.tp_exit, module.output_layer),
-        Variant("paper TP", 1, min(7, module.num_layers), usual),
-        Variant("vanilla", 1, 1, usual),
+        Variant("paper TP", 1, min(7, module.num_layers), usual, template=plain),
+        Variant("vanilla", 1, 1, usual, template=plain),
     ]
     columns = []
     for variant in tqdm(variants, desc="Embedding the demo pairs", unit="setting", file=sys.stderr):
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             second = model.encode([b for _, b, _ in DEMO_PAIRS], convert_to_tensor=True)
             columns.append((variant.label, module.model_slug(), model.similarity_pairwise(first, second).numpy()))
 
-    print(f"Backbone {args.model}, template {args.template}; cosine similarity of each pair:")
+    print(f"Backbone {args.model}; default: {module.model_slug()}; cosine similarity of each pair:")
     for label, slug, _ in columns:
         print(f"  {label:9s} = {slug}")
     print()

@@ -113,6 +113,8 @@ class Variant:
         output_layer: ``output_layer`` to set (as given, e.g. ``-2``).
         roles: The roles this configuration plays (:data:`ROLES`), several when planned variants coincide.
         config: Configuration recorded with its results (template, backbone, layers, roles, ...).
+        template: A template to use instead of the module's, without its demonstrations and Contrastive Prompting
+            (e.g. plain PromptEOL next to a tuned combination); None keeps the module's template and boosters.
     """
 
     label: str
@@ -121,6 +123,7 @@ class Variant:
     output_layer: int
     roles: tuple[str, ...] = (ROLE_MODEL,)
     config: dict[str, Any] = field(default_factory=dict, compare=False)
+    template: str | None = None
 
     @property
     def tp_enabled(self) -> bool:
@@ -207,17 +210,21 @@ def apply_variant(model: Any, variant: Variant) -> Iterator[Any]:
     """
     module = tp_module(model)
     saved = (module.tp_start, module.tp_exit, module.output_layer)
+    saved_boosters = module.boosters()
     card = getattr(model, "model_card_data", None)
     saved_name = getattr(card, "model_name", None)
     auto_name = _auto_model_name(module)
     try:
         # Inside the try: the module's setters validate each value, so a rejected one must restore the others too.
+        if variant.template is not None:
+            module.set_boosters(variant.template)
         module.tp_start, module.tp_exit, module.output_layer = variant.tp_start, variant.tp_exit, variant.output_layer
         module._validate_layers()
         if card is not None and auto_name is not None and saved_name == auto_name:
             card.model_name = _auto_model_name(module)
         yield model
     finally:
+        module.set_boosters(**saved_boosters)
         module.tp_start, module.tp_exit, module.output_layer = saved
         if card is not None and getattr(card, "model_name", None) != saved_name:
             card.model_name = saved_name
