@@ -104,6 +104,11 @@ def tp_settings(module: TokenPrependingTransformer) -> dict[str, Any]:
         "num_layers": module.num_layers,
         "placeholder": module.placeholder,
         "clean_sentences": module.clean_sentences,
+        "demonstrations": module.demonstrations or [],
+        "cp_layer": module.cp_layer,
+        "cp_alpha": module.cp_alpha,
+        "cp_mode": module.cp_mode,
+        "cp_prompt": module.cp_prompt,
     }
 
 

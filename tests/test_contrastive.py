@@ -279,3 +279,16 @@ def test_variants_switch_to_a_plain_template_and_restore_the_boosters(tiny_llama
     with pytest.raises(ValueError, match="cp_layer"):
         module.set_boosters("prompteol", cp_layer=7)
     assert module.template == "ck"
+
+
+def test_model_card_names_the_boosters(tiny_llama, tmp_path):
+    """The saved model card states the demonstrations and the Contrastive Prompting settings."""
+    module = TokenPrependingTransformer(
+        str(tiny_llama), "ck", demonstrations=DEMO, tp_start=1, tp_exit=3, output_layer=3, cp_layer=1, cp_alpha=2.0
+    )
+    model = SentenceTransformer(modules=[module])
+    model.save(str(tmp_path / "m"))
+    card = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    assert '"A man is smoking." -> Smoking' in card
+    assert "Contrastive Prompting:** on" in card and "decoder layer 1" in card and "cp_alpha=2.0" in card
+    assert "averaged over the 2 prompts" in card
