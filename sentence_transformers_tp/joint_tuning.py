@@ -23,6 +23,7 @@ and it is never below vanilla PromptEOL's best layer on the tuning data, which i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -264,6 +265,8 @@ class _Scorer:
         self.gold = data.scores
         self.batch_size = batch_size
         self.checkpoint = checkpoint
+        digest = hashlib.sha1(json.dumps([data.sentence1, data.sentence2, list(data.scores)]).encode("utf-8"))
+        self.signature = f"{len(data)}:{digest.hexdigest()[:12]}"
 
     def states(self, candidate: Candidate, sentences: Sequence[str] | None = None) -> np.ndarray:
         return encode_all_layers(
@@ -276,7 +279,8 @@ class _Scorer:
         )
 
     def score(self, candidate: Candidate) -> Scored:
-        key = f"{self.name}|{candidate.key()}"
+        # The key names the data (its pairs), so a checkpoint never serves scores of another sample or split.
+        key = f"{self.name}|{self.signature}|{candidate.key()}"
         if key in self.checkpoint:
             scores, seconds = self.checkpoint[key]
             return Scored(candidate, [float("nan") if v is None else v for v in scores], seconds, self.name)
