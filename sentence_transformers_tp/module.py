@@ -9,6 +9,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -113,6 +114,13 @@ class TokenPrependingTransformer(Transformer):
             ``"<PST>"``.
         query_template: Template used by ``encode_query`` (same forms as ``template``). Defaults to ``template``.
         document_template: Template used by ``encode_document``. Defaults to ``template``.
+        task_settings: Settings per task, on the one loaded backbone: ``{task: {setting: value}}`` where a task is
+            ``"query"`` (``encode_query``), ``"document"`` (``encode_document``), or any name passed as
+            ``encode(..., task=name)``, such as an MTEB task type (``"STS"``, ``"Clustering"``, ``"Classification"``)
+            or task name; MTEB selects them through ``model.prompts``, which the module fills in. A setting is one
+            of ``template``, ``tp_start``, ``tp_exit``, ``output_layer``, ``cp_layer``, ``cp_alpha``, ``cp_mode``,
+            ``max_seq_length``; the others stay the module's. ``query_template`` / ``document_template`` are
+            shorthands for ``{"query": {"template": ...}}`` / ``{"document": {"template": ...}}``.
         clean_sentences: Apply the paper's sentence cleaning (whitespace collapsed, final ``.`` added, ``"`` to
             ``'``, final ``?`` to ``.``). Defaults to True.
         padding_side: ``"left"`` (as the paper) or ``"right"``. Results do not depend on it, because position ids
@@ -155,6 +163,7 @@ class TokenPrependingTransformer(Transformer):
         "cp_alpha",
         "cp_mode",
         "cp_prompt",
+        "task_settings",
     ]
 
     @with_saved_settings
@@ -174,6 +183,7 @@ class TokenPrependingTransformer(Transformer):
         placeholder: str = DEFAULT_PLACEHOLDER,
         query_template: str | Sequence[str] | None = None,
         document_template: str | Sequence[str] | None = None,
+        task_settings: dict[str, dict[str, Any]] | None = None,
         clean_sentences: bool = True,
         padding_side: str = "left",
         backbone_name: str | None = None,
@@ -220,12 +230,22 @@ class TokenPrependingTransformer(Transformer):
         self._demonstrations = parse_demonstrations(demonstrations)
         self.demonstrations = to_config(self._demonstrations) or None
         self._templates = self._resolve_templates(self.template)
-        self._task_templates = {
-            "query": self._resolve_templates(self.query_template) if self.query_template is not None else None,
-            "document": self._resolve_templates(self.document_template)
-            if self.document_template is not None
-            else None,
-        }
+        self.task_settings = _check_task_settings(task_settings)
+        shorthands = {"query": self.query_template, "document": self.document_template}
+        self._profiles: dict[str, TaskProfile] = {}
+        for task, values in {**{k: {} for k, v in shorthands.items() if v is not None}, **self.task_settings}.items():
+            values = dict(values)
+            if shorthands.get(task) is not None:
+                values.setdefault("template", shorthands[task])
+            template = values.pop("template", None)
+            self._profiles[task.lower()] = TaskProfile(
+                templates=self._resolve_templates(template) if template is not None else None,
+                overrides={
+                    k: values[k] for k in ("tp_start", "tp_exit", "cp_layer", "cp_alpha", "cp_mode") if k in values
+                },
+                output_layer=values.get("output_layer"),
+                max_seq_length=values.get("max_seq_length"),
+            )
         self.cp_layer = cp_layer
         self.cp_alpha = cp_alpha
         self.cp_mode = cp_mode
@@ -375,6 +395,19 @@ class TokenPrependingTransformer(Transformer):
     def _validate_layers(self) -> None:
         self.forward_settings().validate(self.num_layers)
         resolve_output_layer(self.output_layer, self.num_layers)
+        for task, profile in getattr(self, "_profiles", {}).items():
+            try:
+                self.forward_settings().replace(**profile.overrides).validate(self.num_layers)
+                if profile.output_layer is not None:
+                    resolve_output_layer(profile.output_layer, self.num_layers)
+            except ValueError as error:
+                raise ValueError(f"task_settings[{task!r}]: {error}") from None
+
+    def _profile(self, prompt: str | None, task: str | None) -> tuple[str | None, TaskProfile | None]:
+        """The prompt left after a task marker (see :data:`TASK_PROMPT_PREFIX`) and the task's settings, if any."""
+        if prompt and prompt.startswith(TASK_PROMPT_PREFIX):
+            task, prompt = prompt[len(TASK_PROMPT_PREFIX) :], None
+        return prompt, self._profiles.get(task.lower()) if task else None
 
     def boosters(self) -> dict[str, Any]:
         """The template and boosters (demonstrations, Contrastive Prompting layer) as :meth:`set_boosters` takes them."""
@@ -467,6 +500,12 @@ class TokenPrependingTransformer(Transformer):
         from sentence_transformers_tp.model_card import install_model_card_data
 
         install_model_card_data(model, self)
+        # MTEB picks prompts by task name / type: a marker prompt routes those tasks to their task_settings.
+        prompts = getattr(model, "prompts", None)
+        if isinstance(prompts, dict):
+            for task in self.task_settings:
+                if task.lower() not in ("query", "document"):
+                    prompts.setdefault(task, TASK_PROMPT_PREFIX + task)
 
     def templates_for(self, prompt: str | None = None, task: str | None = None) -> tuple[str, ...]:
         """The templates used for a call.
@@ -474,13 +513,14 @@ class TokenPrependingTransformer(Transformer):
         Args:
             prompt: A prompt from ``encode(prompt=...)`` / ``prompt_name``. One that contains ``{sentence}`` is a
                 full template; any other non-empty prompt is an instruction put in front of the template.
-            task: ``"query"`` or ``"document"`` (set by ``encode_query`` / ``encode_document``).
+            task: ``"query"`` or ``"document"`` (set by ``encode_query`` / ``encode_document``), or another key of
+                ``task_settings``.
 
         Returns:
             The template strings.
         """
-        templates = self._task_templates.get(task) if task else None
-        templates = templates or self._templates
+        prompt, profile = self._profile(prompt, task)
+        templates = profile.templates if profile is not None and profile.templates is not None else self._templates
         if prompt:
             if "{sentence}" in prompt:
                 return self._resolve_templates(prompt)
@@ -521,21 +561,28 @@ class TokenPrependingTransformer(Transformer):
                 small to hold a template.
         """
         check_texts(inputs, context=_BATCH_INDEX_NOTE)
-        settings = settings or self.forward_settings()
+        _, profile = self._profile(prompt, task)
+        if settings is None:
+            settings = self.forward_settings()
+            if profile is not None:
+                settings = settings.replace(**profile.overrides)
         settings.validate(self.num_layers)
+        max_length = profile.max_seq_length if profile is not None and profile.max_seq_length else self.max_seq_length
         sentences = [clean_sentence(text) if self.clean_sentences else text for text in inputs]
         placeholder = self.placeholder if settings.tp_enabled else None
         templates = tuple(templates) if templates is not None else self.templates_for(prompt, task)
         truncated: set[int] = set()
-        features = Features(self._prepare(sentences, templates, placeholder, truncated))
+        features = Features(self._prepare(sentences, templates, placeholder, truncated, max_length))
         features["settings"] = settings
+        if profile is not None and profile.output_layer is not None:
+            features["output_layer"] = profile.output_layer
         if settings.cp_enabled:
             cp_templates = resolve_templates(settings.cp_prompt)
-            features["auxiliary"] = self._prepare(sentences, cp_templates, placeholder, truncated)
+            features["auxiliary"] = self._prepare(sentences, cp_templates, placeholder, truncated, max_length)
         if truncated:
             # One report per call with the count (instead of transformers' per-tokenizer "indexing errors" warning).
             logger.warning(
-                f"{len(truncated)} of {len(inputs)} texts did not fit in max_seq_length={self.max_seq_length} tokens "
+                f"{len(truncated)} of {len(inputs)} texts did not fit in max_seq_length={max_length} tokens "
                 "with their prompt; their sentences were truncated (the template and the last token are kept)."
             )
         return features
@@ -546,6 +593,7 @@ class TokenPrependingTransformer(Transformer):
         templates: Sequence[str],
         placeholder: str | None,
         truncated: set[int] | None = None,
+        max_length: int | None = None,
     ) -> dict[str, Any]:
         """Tokenize every (cleaned) sentence in every template and collate (see :meth:`preprocess`); the indices of
         sentences that had to be truncated are added to ``truncated``."""
@@ -559,7 +607,9 @@ class TokenPrependingTransformer(Transformer):
         prefix_lengths: list[int] = []
         for index, ((template, sentence, rendered), encoding) in enumerate(zip(prompts, encodings)):
             cut: list[bool] = []
-            ids, position, prefix = self._encode_prompt(template, sentence, placeholder, rendered, encoding, cut)
+            ids, position, prefix = self._encode_prompt(
+                template, sentence, placeholder, rendered, encoding, cut, max_length
+            )
             if cut and truncated is not None:
                 truncated.add(index // len(templates))
             rows.append(ids)
@@ -595,6 +645,7 @@ class TokenPrependingTransformer(Transformer):
         rendered: RenderedPrompt | None = None,
         encoding: tuple[list[int], list[tuple[int, int]]] | None = None,
         truncated: list[bool] | None = None,
+        max_length: int | None = None,
     ) -> tuple[list[int], int, int]:
         """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence.
 
@@ -605,11 +656,12 @@ class TokenPrependingTransformer(Transformer):
             rendered: The prompt already rendered from these, if at hand.
             encoding: Its tokenization (ids, offsets), if at hand.
             truncated: Gets ``True`` appended if the sentence had to be truncated.
+            max_length: Token budget (default: ``max_seq_length``).
 
         Returns:
             The ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
         """
-        max_length = self.max_seq_length
+        max_length = max_length or self.max_seq_length
         while True:
             if rendered is None or encoding is None:
                 rendered = render(template, sentence, placeholder)
@@ -741,14 +793,14 @@ class TokenPrependingTransformer(Transformer):
 
         Args:
             features: The output of :meth:`preprocess`.
-            layers: None (the module's ``output_layer``), ``"all"`` (``0 .. num_layers``), one layer or a list, in
+            layers: None (the module's ``output_layer``, or the task's from ``task_settings``), ``"all"`` (``0 .. num_layers``), one layer or a list, in
                 Hugging Face ``hidden_states`` indexing.
 
         Returns:
             ``(n_inputs, n_layers, hidden_size)`` float32 embeddings, layers in the requested order.
         """
         settings: ForwardSettings = features.get("settings") or self.forward_settings()
-        capture = capture_layers(layers, self.output_layer, self.num_layers)
+        capture = capture_layers(layers, features.get("output_layer", self.output_layer), self.num_layers)
         input_ids = features["input_ids"]
         num_prompts = int(features.get("num_prompts", 1))
         if input_ids.shape[0] == 0:
@@ -925,8 +977,8 @@ class TokenPrependingTransformer(Transformer):
     def get_config_dict(self) -> dict[str, Any]:
         """The config saved in ``sentence_bert_config.json`` (Transformer keys plus the TP settings)."""
         config = super().get_config_dict()
-        for key in ("query_template", "document_template", "demonstrations"):
-            if config.get(key) is None:
+        for key in ("query_template", "document_template", "demonstrations", "task_settings"):
+            if not config.get(key):
                 config.pop(key, None)
         return config
 
@@ -948,6 +1000,8 @@ class TokenPrependingTransformer(Transformer):
             settings["demonstrations"] = self.demonstrations
         if self.cp_layer is not None:
             settings.update(cp_layer=self.cp_layer, cp_alpha=self.cp_alpha, cp_mode=self.cp_mode)
+        if self.task_settings:
+            settings["task_settings"] = self.task_settings
         if self.query_template is not None:
             settings["query_template"] = self.query_template
         if self.document_template is not None:
@@ -966,6 +1020,9 @@ class TokenPrependingTransformer(Transformer):
         if self.demonstrations:
             payload = json.dumps(self.demonstrations)
             template += "-icl" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:6]
+        if self.task_settings:
+            payload = json.dumps(self.task_settings, sort_keys=True)
+            template += "-tasks" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:6]
         tp = f"tp{self.tp_start}-{self.tp_exit}" if self.tp_enabled else "notp"
         cp = f"-cp{self.cp_layer}{self.cp_mode}{self.cp_alpha:g}" if self.cp_layer is not None else ""
         return f"{backbone}-{template}-{tp}{cp}-L{self.output_layer}"
@@ -1007,6 +1064,62 @@ def _with_safe_attention(
         return model_kwargs
     logger.info(f"Using eager attention for {model_type} (SDPA gave wrong, batch-dependent embeddings on CUDA).")
     return {**(model_kwargs or {}), "attn_implementation": "eager"}
+
+
+#: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
+#: reaches per-task settings).
+TASK_PROMPT_PREFIX = "st-tp-task:"
+#: What a ``task_settings`` entry may set.
+TASK_SETTING_KEYS = (
+    "template",
+    "tp_start",
+    "tp_exit",
+    "output_layer",
+    "cp_layer",
+    "cp_alpha",
+    "cp_mode",
+    "max_seq_length",
+)
+
+
+@dataclass(frozen=True)
+class TaskProfile:
+    """The resolved settings of one task (None / missing: the module's own).
+
+    Attributes:
+        templates: Template strings.
+        overrides: Forward settings (``tp_start``, ``tp_exit``, ``cp_*``).
+        output_layer: Output layer.
+        max_seq_length: Token budget of a prompt.
+    """
+
+    templates: tuple[str, ...] | None
+    overrides: dict[str, Any]
+    output_layer: int | None
+    max_seq_length: int | None
+
+
+def _check_task_settings(task_settings: Any) -> dict[str, dict[str, Any]]:
+    """Validate the shape of ``task_settings`` (values are checked against the backbone later)."""
+    if task_settings is None:
+        return {}
+    if not isinstance(task_settings, dict):
+        raise ValueError(f"task_settings must be a dict of task -> settings, got {type(task_settings).__name__}.")
+    out: dict[str, dict[str, Any]] = {}
+    for task, values in task_settings.items():
+        if not isinstance(task, str) or not task or not isinstance(values, dict):
+            raise ValueError(f"task_settings[{task!r}] must map a task name to a dict of settings, got {values!r}.")
+        unknown = sorted(set(values) - set(TASK_SETTING_KEYS))
+        if unknown:
+            raise ValueError(f"task_settings[{task!r}] has unknown settings {unknown}; allowed: {TASK_SETTING_KEYS}.")
+        for key in ("tp_start", "tp_exit", "output_layer", "max_seq_length"):
+            value = values.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"task_settings[{task!r}][{key!r}] must be an integer, got {value!r}.")
+        if values.get("max_seq_length") is not None and values["max_seq_length"] < 1:
+            raise ValueError(f"task_settings[{task!r}]['max_seq_length'] must be positive.")
+        out[task] = {k: (_as_config_value(v) if k == "template" else v) for k, v in values.items()}
+    return out
 
 
 def _preset_combination(backbone: str) -> dict[str, Any]:
