@@ -17,58 +17,17 @@ from sentence_transformers_tp.prepending import (
 )
 
 from .conftest import FAMILIES, build_config
+from .reference import reference_rows
 
 SENTENCES = ["A man is playing a guitar.", "Two men are playing chess in the park today.", "Hi"]
 
 
-def _final_norm(model):
-    for name in ("norm", "final_layer_norm", "ln_f"):
-        if hasattr(model, name):
-            return getattr(model, name)
-    raise AssertionError("no final norm")
-
-
 def reference_embeddings(module: TokenPrependingTransformer, features: dict) -> torch.Tensor:
     """Token Prepending written out as an explicit loop over the decoder layers (no TP hooks)."""
-    model, layers = module.model, module._layers
-    input_ids, attention_mask = features["input_ids"], features["attention_mask"]
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    # Record what the model passes to each layer besides the hidden states (masks, rotary embeddings, ...).
-    calls = {}
-
-    def record(index):
-        def hook(_module, args, kwargs):
-            calls[index] = (args, kwargs)
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    rows = torch.arange(input_ids.shape[0])
-    ph, last = features["placeholder_positions"], features["last_positions"]
-    num_layers = len(layers)
-    target = resolve_output_layer(module.output_layer, num_layers)
-    args0, kwargs0 = calls[0]
-    hidden = args0[0] if args0 else kwargs0["hidden_states"]
-    with torch.no_grad():
-        for index in range(num_layers):
-            if index == target:
-                break
-            if module.tp_start <= index < module.tp_exit and (ph >= 0).all():
-                hidden = hidden.clone()
-                hidden[rows, ph] = hidden[rows, last]
-            args, kwargs = calls[index]
-            kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            out = layers[index](hidden, *args[1:], **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
-        if target == num_layers:
-            hidden = _final_norm(model)(hidden)
-    states = hidden[rows, last].float()
+    all_rows = bool((features["placeholder_positions"] >= 0).all())
+    tp = (module.tp_start, module.tp_exit) if all_rows else (0, 0)
+    target = resolve_output_layer(module.output_layer, len(module._layers))
+    states = reference_rows(module, features, tp, target).float()
     k = features["num_prompts"]
     return states.view(-1, k, states.shape[-1]).mean(1)
 
