@@ -231,21 +231,7 @@ class TokenPrependingTransformer(Transformer):
         self.demonstrations = to_config(self._demonstrations) or None
         self._templates = self._resolve_templates(self.template)
         self.task_settings = _check_task_settings(task_settings)
-        shorthands = {"query": self.query_template, "document": self.document_template}
-        self._profiles: dict[str, TaskProfile] = {}
-        for task, values in {**{k: {} for k, v in shorthands.items() if v is not None}, **self.task_settings}.items():
-            values = dict(values)
-            if shorthands.get(task) is not None:
-                values.setdefault("template", shorthands[task])
-            template = values.pop("template", None)
-            self._profiles[task.lower()] = TaskProfile(
-                templates=self._resolve_templates(template) if template is not None else None,
-                overrides={
-                    k: values[k] for k in ("tp_start", "tp_exit", "cp_layer", "cp_alpha", "cp_mode") if k in values
-                },
-                output_layer=values.get("output_layer"),
-                max_seq_length=values.get("max_seq_length"),
-            )
+        self._profiles = self._build_profiles()
         self.cp_layer = cp_layer
         self.cp_alpha = cp_alpha
         self.cp_mode = cp_mode
@@ -402,6 +388,26 @@ class TokenPrependingTransformer(Transformer):
                     resolve_output_layer(profile.output_layer, self.num_layers)
             except ValueError as error:
                 raise ValueError(f"task_settings[{task!r}]: {error}") from None
+
+    def _build_profiles(self) -> dict[str, TaskProfile]:
+        """Resolve ``task_settings`` (and the ``query_template`` / ``document_template`` shorthands) per task."""
+        shorthands = {"query": self.query_template, "document": self.document_template}
+        entries = {**{task: {} for task, value in shorthands.items() if value is not None}, **self.task_settings}
+        profiles = {}
+        for task, values in entries.items():
+            values = dict(values)
+            if shorthands.get(task) is not None:
+                values.setdefault("template", shorthands[task])
+            template = values.pop("template", None)
+            profiles[task.lower()] = TaskProfile(
+                templates=self._resolve_templates(template) if template is not None else None,
+                overrides={
+                    k: values[k] for k in ("tp_start", "tp_exit", "cp_layer", "cp_alpha", "cp_mode") if k in values
+                },
+                output_layer=values.get("output_layer"),
+                max_seq_length=values.get("max_seq_length"),
+            )
+        return profiles
 
     def _profile(self, prompt: str | None, task: str | None) -> tuple[str | None, TaskProfile | None]:
         """The prompt left after a task marker (see :data:`TASK_PROMPT_PREFIX`) and the task's settings, if any."""
