@@ -23,7 +23,7 @@ Example:
     >>> from sentence_transformers_tp.tuning import tune
     >>> result = tune("smollm2", "/data", template="prompteol")  # doctest: +SKIP
     >>> result.best, result.best_vanilla  # doctest: +SKIP
-    >>> save_preset(result.to_preset(), "configs/smollm2.yaml")  # doctest: +SKIP
+    >>> save_preset(result.to_preset(), "sentence_transformers_tp/configs/smollm2.yaml")  # doctest: +SKIP
 """
 
 from __future__ import annotations

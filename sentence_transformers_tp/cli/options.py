@@ -194,7 +194,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_flag: bool = Tru
     parser.add_argument("--cp-layer", type=int, help="Contrastive Prompting layer (0-based; default: no CP)")
     parser.add_argument("--cp-alpha", type=float, help="Contrastive Prompting scale in ns mode (default: 1.0)")
     parser.add_argument("--cp-mode", choices=["ns", "nr"], help="Contrastive Prompting mode (default: ns)")
-    parser.add_argument("--preset", help="a preset name or YAML file from configs/ (sets the TP layers)")
+    parser.add_argument(
+        "--preset",
+        help="a built-in preset name (sentence_transformers_tp/configs/) or a preset YAML file (sets the TP layers)",
+    )
     parser.add_argument("--tp-start", type=int, help="first decoder layer (0-based) whose placeholder is replaced")
     parser.add_argument(
         "--tp-exit", type=int, help="first layer after tp-start without replacement (<= start: TP off)"
