@@ -69,6 +69,10 @@ def test_factory_discovery_dev_alias_and_errors():
         local_sts_tasks(FIXTURE_DATA, split="train")
 
 
+# A plain SentenceTransformer handed to mteb.evaluate, as users do: mteb 2.26 itself then calls the renamed
+# get_sentence_embedding_dimension and its own deprecated fill_missing (our CLI avoids both with wrap_for_mteb).
+@pytest.mark.filterwarnings("ignore:The `get_sentence_embedding_dimension` method:FutureWarning")
+@pytest.mark.filterwarnings("ignore:The fill_missing parameter is deprecated:DeprecationWarning")
 def test_mteb_evaluate_offline_with_local_and_mock_task(tiny_sentence_transformer):
     """mteb.evaluate (cache=None) runs a local task and a mock task offline, files results under the model's
     card name, and the local score equals evaluate_sts on the same data."""
