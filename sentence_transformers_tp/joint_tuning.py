@@ -43,7 +43,7 @@ from sentence_transformers_tp.tuning import encode_all_layers, score_layers
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Candidate", "JointResult", "Scored", "tune_joint"]
+__all__ = ["Candidate", "JointResult", "Scored", "combination_entry", "tune_joint", "write_combination"]
 
 DEFAULT_TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "ck")
 DEFAULT_CP_ALPHAS = (0.5, 1.0, 2.0)
@@ -242,6 +242,56 @@ class JointResult:
         if self.second:
             lines.append(f"Second dev set {self.second.get('data')}: {json.dumps(self.second)}")
         return "\n".join(lines) + "\n"
+
+
+def combination_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary: the winner's constructor arguments,
+    its scores next to vanilla PromptEOL's, the second dev set and the centering gain, and the command.
+
+    Args:
+        summary: :meth:`JointResult.to_dict` output (e.g. read back from ``st-tp tune-boosters --json``).
+        command: The command that produced it.
+
+    Returns:
+        The block for :attr:`~sentence_transformers_tp.presets.Preset.combination`.
+    """
+    winner, vanilla, settings = summary["winner"], summary["vanilla"], summary["settings"]
+    layer = summary["output_layer"] % (summary["num_layers"] + 1)
+    entry = dict(summary["module_kwargs"])
+    entry["status"] = "tuned"
+    entry["score"] = {
+        "task": settings["task"],
+        "split": settings["split"],
+        "n_pairs": settings["n_pairs"],
+        "spearman": winner["scores"][layer],
+        "setting": winner["label"],
+        "vanilla_prompteol_best_spearman": vanilla["best"],
+        "vanilla_prompteol_best_layer": vanilla["best_layer"],
+        "second_dev_set": summary.get("second") or None,
+        "centering_gain": summary.get("centering_gain"),
+    }
+    if command:
+        entry["command"] = command
+    return entry
+
+
+def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
+    """Store a joint tuning winner as the ``combination`` of an existing preset file.
+
+    Args:
+        summary: :meth:`JointResult.to_dict` output.
+        preset_path: The preset YAML (its templates and other keys are kept).
+        command: The command that produced the summary.
+
+    Returns:
+        The path written.
+    """
+    from sentence_transformers_tp.presets import load_preset_file, save_preset, validate_preset
+
+    preset = load_preset_file(preset_path)
+    data = preset.to_dict()
+    data["combination"] = combination_entry(summary, command)
+    return save_preset(validate_preset(data, str(preset_path)), preset_path)
 
 
 def _load(data_dir: str | os.PathLike, task: str, split: str) -> STSData:

@@ -113,3 +113,29 @@ def test_candidate_labels_and_simplicity():
     assert full.module_kwargs(-1)["cp_layer"] == 4 and full.module_kwargs(-1)["demonstrations"] == [
         ["A man is smoking.", "Smoking"]
     ]
+
+
+def test_winner_is_written_as_a_preset_combination(result, tiny_llama, tmp_path, monkeypatch):
+    """write_combination stores the winner in a preset, and the default module of that backbone rebuilds it."""
+    import yaml
+
+    import sentence_transformers_tp.presets as presets
+    from sentence_transformers_tp.joint_tuning import write_combination
+
+    path = tmp_path / "tiny.yaml"
+    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
+    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    summary = json.loads(json.dumps(result.to_dict()))
+    write_combination(summary, path, "st-tp tune-boosters ...")
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    module = TokenPrependingTransformer(str(tiny_llama))
+    kwargs = result.module_kwargs()
+    assert (module.tp_start, module.tp_exit, module.output_layer) == (
+        kwargs["tp_start"],
+        kwargs["tp_exit"],
+        kwargs["output_layer"],
+    )
+    assert module.cp_layer == kwargs.get("cp_layer") and module.template == kwargs["template"]
+    stored = presets.load_preset_file(path).combination
+    assert stored["command"] == "st-tp tune-boosters ..." and stored["score"]["n_pairs"] == 24

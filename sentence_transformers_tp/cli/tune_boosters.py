@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--second", default="sickr:trial", help="second dev set TASK:SPLIT, or 'none'")
     parser.add_argument("--min-gain", type=float, default=0.2, help="points a more complex setting must gain (0.2)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass (default: 32)")
+    parser.add_argument(
+        "--out", help="store the winner as the 'combination' of this existing preset YAML (other entries are kept)"
+    )
     parser.add_argument("--json", help="write the full result as JSON to this file")
     parser.add_argument("--markdown", help="write the report as markdown to this file")
     parser.add_argument("--checkpoint", help="JSON file of finished passes; rerunning with it skips them")
@@ -75,13 +78,15 @@ def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
     from sentence_transformers_tp.cli.options import check_output_path, load_module
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
-    from sentence_transformers_tp.joint_tuning import tune_joint
+    from sentence_transformers_tp.joint_tuning import tune_joint, write_combination
     from sentence_transformers_tp.templates import canonical_template_name
 
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
     for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--checkpoint", args.checkpoint)):
         check_output_path(path, flag)
+    if args.out and not Path(args.out).is_file():
+        raise FileNotFoundError(f"--out {args.out}: no such preset file (the combination is added to an existing one)")
     templates = [t.strip() for t in args.templates.split(",") if t.strip()]
     unknown = [t for t in templates if canonical_template_name(t) is None]
     if unknown:
@@ -132,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     )
     data = result.to_dict()
     data["command"] = shlex.join(["st-tp", *sys.argv[1:]]) if sys.argv[1:2] == ["tune-boosters"] else None
+    if args.out:
+        write_combination(data, args.out, data["command"])
     for path, text in ((args.json, json.dumps(data, indent=2)), (args.markdown, report)):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
