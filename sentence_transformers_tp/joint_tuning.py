@@ -305,7 +305,15 @@ def _load(data_dir: str | os.PathLike, task: str, split: str) -> STSData:
 class _Scorer:
     """Scores candidates on one data set (sentences deduplicated), with an optional JSON checkpoint."""
 
-    def __init__(self, module: Any, data: STSData, name: str, batch_size: int, checkpoint: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        module: Any,
+        data: STSData,
+        name: str,
+        batch_size: int,
+        checkpoint: dict[str, Any],
+        keep_states: bool = False,
+    ) -> None:
         self.module = module
         self.name = name
         self.sentences = list(dict.fromkeys([*data.sentence1, *data.sentence2]))
@@ -315,10 +323,13 @@ class _Scorer:
         self.gold = data.scores
         self.batch_size = batch_size
         self.checkpoint = checkpoint
+        self.kept: dict[Candidate, np.ndarray] | None = {} if keep_states else None
         digest = hashlib.sha1(json.dumps([data.sentence1, data.sentence2, list(data.scores)]).encode("utf-8"))
         self.signature = f"{len(data)}:{digest.hexdigest()[:12]}"
 
     def states(self, candidate: Candidate, sentences: Sequence[str] | None = None) -> np.ndarray:
+        if sentences is None and self.kept is not None and candidate in self.kept:
+            return self.kept[candidate]
         return encode_all_layers(
             self.module,
             list(sentences if sentences is not None else self.sentences),
@@ -336,6 +347,8 @@ class _Scorer:
             return Scored(candidate, [float("nan") if v is None else v for v in scores], seconds, self.name)
         start = time.perf_counter()
         states = self.states(candidate)
+        if self.kept is not None:
+            self.kept[candidate] = states  # stage 5 reuses them
         scores = score_layers(states, self.index1, self.index2, self.gold)
         seconds = time.perf_counter() - start
         self.checkpoint[key] = ([None if not np.isfinite(v) else float(v) for v in scores], seconds)
@@ -443,7 +456,7 @@ def tune_joint(
         return item
 
     on_sample = _Scorer(module, sampled, "sample", batch_size, saved)
-    on_full = _Scorer(module, full, "full", batch_size, saved)
+    on_full = _Scorer(module, full, "full", batch_size, saved, keep_states=bool(centering_sentences))
 
     # Stage 1: templates x TP.
     stage1 = [
