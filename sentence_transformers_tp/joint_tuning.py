@@ -11,8 +11,8 @@ so one pass scores every output layer of a setting at once. The search is staged
    (``top_k * len(demonstrations)`` passes);
 3. **Contrastive Prompting** on the best setting so far: every ``cp_layers`` x (``"ns"`` with each of ``cp_alphas``,
    and ``"nr"``) (``len(cp_layers) * (len(cp_alphas) + 1)`` passes);
-4. **full tuning data**: the ``finalists`` best settings of all stages and vanilla PromptEOL (TP off), all pairs
-   (``finalists + 1`` passes);
+4. **full tuning data**: the best setting of each stage, then the next best overall, up to ``finalists``, and
+   vanilla PromptEOL (TP off), on all pairs (``finalists + 1`` passes);
 5. **centering**: the winner's mean embedding over ``centering_sentences`` unlabeled sentences (one pass), scored
    with and without subtraction on all pairs (no pass);
 6. **second dev set**: the winner and vanilla PromptEOL on another split (two passes) to show it generalises.
@@ -403,7 +403,8 @@ def tune_joint(
         top_k: Settings of stage 1 that stage 2 extends.
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
-        finalists: Settings rescored on all pairs in stage 4 (vanilla PromptEOL is always added).
+        finalists: Settings rescored on all pairs in stage 4: the best of each stage first, then the next best
+            overall (vanilla PromptEOL is always added).
         centering_task: Task of the unlabeled centering sentences (labels unused).
         centering_split: Split of those sentences (default STS-B train: not the tuning data).
         centering_sentences: How many (0 to skip stage 5).
@@ -479,7 +480,9 @@ def tune_joint(
         for cp in [*((layer, "ns", float(a)) for a in cp_alphas), (layer, "nr", 1.0)]
     ]
     # Stage 4: finalists on all pairs, with vanilla PromptEOL always among them.
-    ranked = sorted(stage1 + stage2 + stage3, key=lambda p: -p.best)
+    # The best of each stage first (so a simpler setting is compared on all pairs too), then the next best overall.
+    ranked = [max(stage, key=lambda p: p.best) for stage in (stage1, stage2, stage3) if stage]
+    ranked += sorted(stage1 + stage2 + stage3, key=lambda p: -p.best)
     chosen: list[Candidate] = []
     for item in ranked:
         if item.candidate not in chosen and len(chosen) < finalists:
