@@ -147,8 +147,9 @@ def backbone_license(module: Any) -> str | None:
 def tuning_datasets(module: Any) -> set[str]:
     """MTEB names of the datasets the module's settings were tuned on (from its backbone's preset).
 
-    The module counts as tuned when its template, TP band and output layer equal the preset's entry for the
-    template; every ``score`` ``task`` recorded anywhere in that entry (e.g. STS-B dev, SciFact train) is returned.
+    The module counts as tuned when its settings equal the preset's tuned ``combination`` (template, demonstrations,
+    layers, CP layer) or the preset's entry for its template (template, TP band, output layer); every ``score``
+    ``task`` recorded anywhere in that entry (e.g. STS-B dev, SciFact train) is returned.
 
     Args:
         module: The TP module.
@@ -159,18 +160,25 @@ def tuning_datasets(module: Any) -> set[str]:
     from sentence_transformers_tp.presets import find_preset_for_backbone
     from sentence_transformers_tp.templates import canonical_template_name
 
-    if not isinstance(module.template, str):
-        return set()
-    template = canonical_template_name(module.template)
     preset = find_preset_for_backbone(str(module.backbone_name))
-    if preset is None or template is None or template not in preset.templates:
+    if preset is None:
         return set()
-    entry = preset.templates[template]
-    if (module.tp_start, module.tp_exit, module.output_layer) != (
-        entry.get("tp_start"),
-        entry.get("tp_exit"),
-        entry.get("output_layer"),
+    layers = (module.tp_start, module.tp_exit, module.output_layer)
+    entry: Any = None
+    combination = preset.combination
+    if combination is not None and (
+        module.template == combination.get("template")
+        and layers == tuple(combination.get(key) for key in ("tp_start", "tp_exit", "output_layer"))
+        and module.demonstrations == combination.get("demonstrations")
+        and module.cp_layer == combination.get("cp_layer")
     ):
+        entry = combination
+    elif isinstance(module.template, str):
+        template = canonical_template_name(module.template)
+        values = preset.templates.get(template) if template is not None else None
+        if values is not None and layers == tuple(values.get(key) for key in ("tp_start", "tp_exit", "output_layer")):
+            entry = values
+    if entry is None:
         return set()
     names: set[str] = set()
     for task in _score_tasks(entry):
