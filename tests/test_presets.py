@@ -218,12 +218,24 @@ def test_unknown_template_in_settings_lists_the_available_ones():
 
 @requires_smollm2
 @pytest.mark.real_model
-def test_smollm2_default_is_the_tuned_preset():
-    """TokenPrependingTransformer("smollm2") and from_preset("smollm2") both use the tuned PromptEOL settings."""
+def test_smollm2_default_is_the_tuned_combination():
+    """TokenPrependingTransformer("smollm2") uses the preset's tuned combination of boosters; naming a template gives
+    that template with the preset's tuned layers for it and no boosters (also through from_preset)."""
     preset = PRESETS["smollm2"]
+    combination = preset.combination_settings()
+    assert combination is not None and preset.combination["score"]["n_pairs"] == 1500
     module = TokenPrependingTransformer("smollm2")
-    assert module.template == "prompteol" and settings(module) == preset.settings("prompteol")
+    assert module.template == combination["template"]
+    assert settings(module) == {key: combination[key] for key in ("tp_start", "tp_exit", "output_layer")}
+    assert module.demonstrations == combination.get("demonstrations") and module.cp_layer == combination.get(
+        "cp_layer"
+    )
     assert module.num_layers == preset.num_layers
+    explicit = TokenPrependingTransformer("smollm2", "prompteol")
+    assert settings(explicit) == preset.settings("prompteol") and (explicit.demonstrations, explicit.cp_layer) == (
+        None,
+        None,
+    )
     built = TokenPrependingTransformer.from_preset("smollm2", "metaeol")
     assert settings(built) == preset.settings("metaeol")
 
