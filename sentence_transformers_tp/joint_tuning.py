@@ -263,6 +263,11 @@ def combination_entry(summary: dict[str, Any], command: str | None = None) -> di
         "task": settings["task"],
         "split": settings["split"],
         "n_pairs": settings["n_pairs"],
+        **(
+            {"of_pairs": settings["split_pairs"]}
+            if settings.get("split_pairs", settings["n_pairs"]) > settings["n_pairs"]
+            else {}
+        ),
         "spearman": winner["scores"][layer],
         "setting": winner["label"],
         "vanilla_prompteol_best_spearman": vanilla["best"],
@@ -377,6 +382,7 @@ def tune_joint(
     cp_layers: Sequence[int] | None = None,
     cp_alphas: Sequence[float] = DEFAULT_CP_ALPHAS,
     finalists: int = 3,
+    final_sample: int | None = None,
     centering_task: str = "stsb",
     centering_split: str = "train",
     centering_sentences: int = 1000,
@@ -405,6 +411,9 @@ def tune_joint(
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
         finalists: Settings rescored on all pairs in stage 4: the best of each stage first, then the next best
             overall (vanilla PromptEOL is always added).
+        final_sample: Pairs of a seeded sample (``sample_seed``, drawn independently of the stage 1-3 sample) that
+            stands in for "all pairs" in stages 4-6, for machines where a full pass is too slow; None (the
+            default) uses every pair. The second dev set is sampled to the same size.
         centering_task: Task of the unlabeled centering sentences (labels unused).
         centering_split: Split of those sentences (default STS-B train: not the tuning data).
         centering_sentences: How many (0 to skip stage 5).
@@ -429,6 +438,11 @@ def tune_joint(
     demos = parse_demonstrations(list(demonstrations) if demonstrations is not None else list(PAPER_DEMONSTRATIONS))
 
     full = _load(data_dir, task, split)
+    n_pairs = len(full)
+    if final_sample is not None and final_sample < 1:
+        raise ValueError(f"final_sample must be positive, got {final_sample}.")
+    if final_sample and final_sample < len(full):
+        full = full.subset(None, final_sample, sample_seed + 1)
     sampled = full.subset(None, sample, sample_seed) if sample and sample < len(full) else full
     checkpoint_path = Path(checkpoint) if checkpoint is not None else None
     saved: dict[str, Any] = {}
@@ -443,6 +457,7 @@ def tune_joint(
             "sample": len(sampled),
             "sample_seed": sample_seed,
             "n_pairs": len(full),
+            "split_pairs": n_pairs,
             "centering": f"{centering_task}/{centering_split} x{centering_sentences}",
             "second": f"{second_task}/{second_split}",
         },
@@ -512,7 +527,10 @@ def tune_joint(
 
     # Stage 6: the winner and vanilla on a second dev set.
     if second_task:
-        second = _Scorer(module, _load(data_dir, second_task, second_split), "second", batch_size, saved)
+        second_data = _load(data_dir, second_task, second_split)
+        if final_sample and final_sample < len(second_data):
+            second_data = second_data.subset(None, final_sample, sample_seed + 1)
+        second = _Scorer(module, second_data, "second", batch_size, saved)
         w = run(second, winner.candidate)
         v = run(second, vanilla.candidate)
         result.second = {

@@ -109,6 +109,7 @@ def tp_settings(module: TokenPrependingTransformer) -> dict[str, Any]:
         "cp_alpha": module.cp_alpha,
         "cp_mode": module.cp_mode,
         "cp_prompt": module.cp_prompt,
+        "task_settings": module.task_settings,
     }
 
 

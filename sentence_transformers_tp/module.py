@@ -118,8 +118,10 @@ class TokenPrependingTransformer(Transformer):
             ``"query"`` (``encode_query``), ``"document"`` (``encode_document``), or any name passed as
             ``encode(..., task=name)``, such as an MTEB task type (``"STS"``, ``"Clustering"``, ``"Classification"``)
             or task name; MTEB selects them through ``model.prompts``, which the module fills in. A setting is one
-            of ``template``, ``tp_start``, ``tp_exit``, ``output_layer``, ``cp_layer``, ``cp_alpha``, ``cp_mode``,
-            ``max_seq_length``; the others stay the module's. ``query_template`` / ``document_template`` are
+            of ``template``, ``demonstrations`` (``[]`` for none; when missing, the module's), ``tp_start``,
+            ``tp_exit``, ``output_layer``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``max_seq_length``; the others
+            stay the module's. Without ``task_settings`` and without ``template``, the backbone's preset supplies
+            its tuned ``task_settings`` (e.g. the retrieval settings of ``query`` and ``document``), if it has any. ``query_template`` / ``document_template`` are
             shorthands for ``{"query": {"template": ...}}`` / ``{"document": {"template": ...}}``.
         clean_sentences: Apply the paper's sentence cleaning (whitespace collapsed, final ``.`` added, ``"`` to
             ``'``, final ``?`` to ``.``). Defaults to True.
@@ -201,7 +203,9 @@ class TokenPrependingTransformer(Transformer):
             raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
         if template is None:
             # No template given: the backbone's tuned combination of boosters, if its preset has one.
-            combination = _preset_combination(backbone_name or model_name_or_path)
+            combination, preset_tasks = _preset_defaults(backbone_name or model_name_or_path)
+            if task_settings is None and query_template is None and document_template is None:
+                task_settings = preset_tasks
             given = {
                 "tp_start": tp_start,
                 "tp_exit": tp_exit,
@@ -230,7 +234,7 @@ class TokenPrependingTransformer(Transformer):
         self._demonstrations = parse_demonstrations(demonstrations)
         self.demonstrations = to_config(self._demonstrations) or None
         self._templates = self._resolve_templates(self.template)
-        self.task_settings = _check_task_settings(task_settings)
+        self.task_settings = check_task_settings(task_settings)
         self._profiles = self._build_profiles()
         self.cp_layer = cp_layer
         self.cp_alpha = cp_alpha
@@ -399,8 +403,11 @@ class TokenPrependingTransformer(Transformer):
             if shorthands.get(task) is not None:
                 values.setdefault("template", shorthands[task])
             template = values.pop("template", None)
+            demonstrations = parse_demonstrations(values["demonstrations"]) if "demonstrations" in values else None
+            if demonstrations is not None and template is None:
+                template = self.template
             profiles[task.lower()] = TaskProfile(
-                templates=self._resolve_templates(template) if template is not None else None,
+                templates=self._resolve_templates(template, demonstrations) if template is not None else None,
                 overrides={
                     k: values[k] for k in ("tp_start", "tp_exit", "cp_layer", "cp_alpha", "cp_mode") if k in values
                 },
@@ -444,12 +451,15 @@ class TokenPrependingTransformer(Transformer):
         self.demonstrations = to_config(demos) or None
         self.cp_layer = cp_layer
 
-    def _resolve_templates(self, spec: str | Sequence[str]) -> tuple[str, ...]:
-        """Template strings of a spec, with the module's demonstrations in front."""
+    def _resolve_templates(
+        self, spec: str | Sequence[str], demonstrations: Sequence[Any] | None = None
+    ) -> tuple[str, ...]:
+        """Template strings of a spec, with the module's demonstrations (or the given ones) in front."""
         templates = resolve_templates(spec)
-        if not self._demonstrations:
+        demos = self._demonstrations if demonstrations is None else demonstrations
+        if not demos:
             return templates
-        return tuple(with_demonstrations(template, self._demonstrations) for template in templates)
+        return tuple(with_demonstrations(template, demos) for template in templates)
 
     def _add_placeholder_token(self, placeholder: str) -> int:
         """Add the placeholder to the tokenizer as a normal token and give it an embedding row; return its id."""
@@ -1078,6 +1088,7 @@ TASK_PROMPT_PREFIX = "st-tp-task:"
 #: What a ``task_settings`` entry may set.
 TASK_SETTING_KEYS = (
     "template",
+    "demonstrations",
     "tp_start",
     "tp_exit",
     "output_layer",
@@ -1105,8 +1116,18 @@ class TaskProfile:
     max_seq_length: int | None
 
 
-def _check_task_settings(task_settings: Any) -> dict[str, dict[str, Any]]:
-    """Validate the shape of ``task_settings`` (values are checked against the backbone later)."""
+def check_task_settings(task_settings: Any) -> dict[str, dict[str, Any]]:
+    """Validate the shape of ``task_settings`` (values are checked against the backbone later).
+
+    Args:
+        task_settings: ``{task: {setting: value}}`` (see :class:`TokenPrependingTransformer`), or None.
+
+    Returns:
+        The settings in their config form (templates and demonstrations normalised).
+
+    Raises:
+        ValueError: Naming the task and the setting that is wrong.
+    """
     if task_settings is None:
         return {}
     if not isinstance(task_settings, dict):
@@ -1124,19 +1145,28 @@ def _check_task_settings(task_settings: Any) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"task_settings[{task!r}][{key!r}] must be an integer, got {value!r}.")
         if values.get("max_seq_length") is not None and values["max_seq_length"] < 1:
             raise ValueError(f"task_settings[{task!r}]['max_seq_length'] must be positive.")
-        out[task] = {k: (_as_config_value(v) if k == "template" else v) for k, v in values.items()}
+        entry = {k: (_as_config_value(v) if k == "template" else v) for k, v in values.items()}
+        if "demonstrations" in entry:
+            # Parsed here so a bad entry fails early; stored in the config form ([] = none, not the module's).
+            entry["demonstrations"] = to_config(parse_demonstrations(entry["demonstrations"]))
+        out[task] = entry
     return out
 
 
-def _preset_combination(backbone: str) -> dict[str, Any]:
-    """The tuned combination of the backbone's preset (constructor arguments), or ``{}``."""
+def _preset_defaults(backbone: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None]:
+    """The tuned combination (constructor arguments, or ``{}``) and task settings (or None) of the backbone's
+    preset."""
     from sentence_transformers_tp.presets import find_preset_for_backbone
 
     preset = find_preset_for_backbone(str(backbone))
-    settings = preset.combination_settings() if preset is not None else None
+    if preset is None:
+        return {}, None
+    settings, tasks = preset.combination_settings(), preset.task_settings_config()
     if settings:
         logger.info(f"Using the tuned combination of the {preset.name!r} preset: {settings}.")
-    return settings or {}
+    if tasks:
+        logger.info(f"Using the task settings of the {preset.name!r} preset for {', '.join(sorted(tasks))}.")
+    return settings or {}, tasks
 
 
 def _as_config_value(template: str | Sequence[str]) -> str | list[str]:

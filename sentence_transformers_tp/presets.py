@@ -21,6 +21,12 @@ A preset is a YAML file (one per backbone) in ``configs/``, shipped inside the p
                 vanilla_best_spearman: 75.85, vanilla_best_layer: 28}      # and the best TP-off layer's
         command: "st-tp tune ..."      # optional: how to reproduce (see docs/tuning.md)
 
+A preset may also carry ``combination`` (the tuned boosters the default model uses, written by ``st-tp
+tune-boosters``) and ``task_settings`` (settings per task on the same backbone, e.g. ``query`` and ``document`` for
+retrieval, written by ``st-tp tune-retrieval``; each entry takes the keys of the module's ``task_settings`` plus
+``status`` / ``score`` / ``command``). Both apply when ``TokenPrependingTransformer(backbone)`` is built without a
+template.
+
 Only ``name``, ``backbone`` and ``templates`` (with the three layer keys per template) are required.
 
 One rule decides the settings of a model:
@@ -56,6 +62,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "configs"
 LAYER_KEYS = ("tp_start", "tp_exit", "output_layer")
 #: Constructor arguments a preset's tuned ``combination`` may set.
 COMBINATION_KEYS = ("template", "demonstrations", *LAYER_KEYS, "cp_layer", "cp_alpha", "cp_mode")
+#: Keys of a preset ``task_settings`` entry that document it rather than set anything.
+RECORD_KEYS = ("status", "score", "command")
 STATUSES = ("paper", "tuned", "untested")
 
 
@@ -77,6 +85,8 @@ class Preset:
         combination: The tuned combination of boosters that ``TokenPrependingTransformer(backbone)`` uses when no
             template is given (``template``, optional ``demonstrations``, the three layer keys, optional ``cp_layer``
             / ``cp_alpha`` / ``cp_mode``, and ``status`` / ``score`` / ``command`` like a template entry), or None.
+        task_settings: Tuned settings per task (``query``, ``document``, ...) that the default model gets as its
+            ``task_settings`` (entries as the module takes them, plus ``status`` / ``score`` / ``command``), or None.
     """
 
     name: str
@@ -89,6 +99,16 @@ class Preset:
     default_template: str = "prompteol"
     path: Path | None = None
     combination: dict[str, Any] | None = None
+    task_settings: dict[str, dict[str, Any]] | None = None
+
+    def task_settings_config(self) -> dict[str, dict[str, Any]] | None:
+        """The ``task_settings`` constructor argument of the preset (records such as ``score`` left out), or None."""
+        if not self.task_settings:
+            return None
+        return {
+            task: {k: v for k, v in values.items() if k not in RECORD_KEYS}
+            for task, values in self.task_settings.items()
+        }
 
     def combination_settings(self) -> dict[str, Any] | None:
         """Constructor arguments of the tuned combination (see ``combination``), or None without one."""
@@ -133,6 +153,8 @@ class Preset:
         data["templates"] = {name: dict(values) for name, values in self.templates.items()}
         if self.combination is not None:
             data["combination"] = dict(self.combination)
+        if self.task_settings is not None:
+            data["task_settings"] = {task: dict(values) for task, values in self.task_settings.items()}
         return data
 
 
@@ -186,6 +208,9 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
     combination = data.get("combination")
     if combination is not None:
         _validate_combination(combination, origin, data.get("num_layers"))
+    task_settings = data.get("task_settings")
+    if task_settings is not None:
+        _validate_task_settings(task_settings, origin, data.get("num_layers"))
     return Preset(
         name=str(data["name"]),
         backbone=str(data["backbone"]),
@@ -196,7 +221,40 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
         source=str(data.get("source", "")),
         default_template=default_template,
         combination=dict(combination) if combination is not None else None,
+        task_settings={str(k): dict(v) for k, v in task_settings.items()} if task_settings is not None else None,
     )
+
+
+def _validate_task_settings(task_settings: Any, origin: str, num_layers: int | None) -> None:
+    """Check a preset's ``task_settings`` block (the module's checks, plus the layer ranges)."""
+    from sentence_transformers_tp.interventions import ForwardSettings
+    from sentence_transformers_tp.module import check_task_settings
+    from sentence_transformers_tp.templates import resolve_templates
+
+    if not isinstance(task_settings, dict) or not task_settings:
+        raise ValueError(f"{origin}: 'task_settings' must be a non-empty mapping of task name to settings.")
+    for task, values in task_settings.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"{origin}: task_settings[{task!r}] must be a mapping.")
+        settings = {k: v for k, v in values.items() if k not in RECORD_KEYS}
+        try:
+            check_task_settings({task: settings})
+            if "template" in settings:
+                resolve_templates(settings["template"])
+            layers = num_layers if num_layers is not None else 10**6
+            forward = ForwardSettings(
+                tp_start=settings.get("tp_start", 1),
+                tp_exit=settings.get("tp_exit", 1),
+                cp_layer=settings.get("cp_layer"),
+                cp_alpha=settings.get("cp_alpha", 1.0),
+                cp_mode=settings.get("cp_mode", "ns"),
+            )
+            forward.validate(layers)
+            layer = settings.get("output_layer")
+            if layer is not None and not -(layers + 1) <= layer <= layers:
+                raise ValueError(f"output_layer {layer} is out of range")
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{origin}: task_settings[{task!r}]: {error}") from None
 
 
 def _validate_combination(combination: Any, origin: str, num_layers: int | None) -> None:

@@ -56,6 +56,15 @@ METAEOL = (
     "proteins, diseases) and their relations (e.g., causes, treats). For this task, this sentence : {placeholder} "
     '"{sentence}" highlights the primary entity or relation in one word:"',
 )
+#: Retrieval wordings (the one-word prompts of PromptReps, Zhuang et al. 2024, written in the PromptEOL form: the
+#: text in quotes, then the instruction, ending on an opening quote). The instruction comes after the text, so the
+#: last token reads it after the whole query / passage.
+RETRIEVAL_QUERY = (
+    'Query : {placeholder} "{sentence}" Use one word to represent the query in a retrieval task. The word is:"'
+)
+RETRIEVAL_DOCUMENT = (
+    'Passage : {placeholder} "{sentence}" Use one word to represent the passage in a retrieval task. The word is:"'
+)
 
 #: Built-in templates by name. Values are tuples of template strings whose embeddings are averaged (MetaEOL has 8;
 #: CK, the ensemble of Pretended CoT and Knowledge of Cheng et al. 2025, has 2; the others 1).
@@ -65,6 +74,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "knowledge": (KNOWLEDGE,),
     "metaeol": METAEOL,
     "ck": (PRETENDED_COT, KNOWLEDGE),
+    "retrieval_query": (RETRIEVAL_QUERY,),
+    "retrieval_document": (RETRIEVAL_DOCUMENT,),
 }
 
 #: Accepted spellings of the built-in names.
@@ -81,6 +92,12 @@ TEMPLATE_ALIASES: dict[str, str] = {
     "ke": "knowledge",
     "ck": "ck",
     "cot_knowledge": "ck",
+    "retrieval_query": "retrieval_query",
+    "query": "retrieval_query",
+    "retrieval_document": "retrieval_document",
+    "retrieval_passage": "retrieval_document",
+    "document": "retrieval_document",
+    "passage": "retrieval_document",
 }
 
 #: The layer each method reads without TP in its original code (HF ``hidden_states`` indexing, TP_REFERENCE §6).
@@ -90,6 +107,8 @@ USUAL_OUTPUT_LAYER: dict[str, int] = {
     "pretended_cot": -2,
     "knowledge": -2,
     "ck": -2,
+    "retrieval_query": -1,
+    "retrieval_document": -1,
 }
 
 

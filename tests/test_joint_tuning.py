@@ -139,3 +139,28 @@ def test_winner_is_written_as_a_preset_combination(result, tiny_llama, tmp_path,
     assert module.cp_layer == kwargs.get("cp_layer") and module.template == kwargs["template"]
     stored = presets.load_preset_file(path).combination
     assert stored["command"] == "st-tp tune-boosters ..." and stored["score"]["n_pairs"] == 24
+
+
+def test_final_sample_stands_in_for_all_pairs_and_is_recorded(module, data_dir):
+    """final_sample scores stages 4-6 on a seeded sample of that size; the combination entry records both sizes."""
+    from sentence_transformers_tp.joint_tuning import combination_entry
+
+    small = tune_joint(
+        module,
+        data_dir,
+        sample=12,
+        templates=("prompteol",),
+        tp_bands=[],
+        demonstrations=[],
+        cp_layers=[],
+        finalists=1,
+        final_sample=10,
+        centering_sentences=0,
+        batch_size=6,
+    )
+    assert (small.settings["n_pairs"], small.settings["split_pairs"]) == (10, 24)
+    assert {p.data for p in small.passes} == {"sample", "full", "second"}
+    entry = combination_entry(json.loads(json.dumps(small.to_dict())))
+    assert (entry["score"]["n_pairs"], entry["score"]["of_pairs"]) == (10, 24)
+    with pytest.raises(ValueError, match="final_sample"):
+        tune_joint(module, data_dir, final_sample=0)

@@ -369,3 +369,32 @@ def test_bad_combination_blocks_are_refused(tmp_path, change, message):
     _combination_preset(tmp_path, "some/backbone", {**COMBINATION, **change})
     with pytest.raises(ValueError, match=message):
         load_preset_file(tmp_path / "tiny.yaml")
+
+
+def test_qwen_preset_holds_the_joint_search_result():
+    """The Qwen2.5-Coder-0.5B preset: a tuned combination above vanilla PromptEOL, entries from its stage-1 passes."""
+    preset = PRESETS["qwen2.5-coder-0.5b"]
+    assert preset.num_layers == 24 and preset.status == "tuned"
+    combination = preset.combination
+    assert combination["status"] == "tuned" and combination["command"].startswith("st-tp tune-boosters ")
+    score = combination["score"]
+    assert score["spearman"] > score["vanilla_prompteol_best_spearman"] and score["of_pairs"] == 1500
+    for template in ("prompteol", "pretended_cot", "knowledge"):
+        entry = preset.templates[template]
+        assert entry["score"]["spearman"] >= entry["score"]["vanilla_best_spearman"]
+        assert entry["command"] == combination["command"]
+    assert preset.templates["metaeol"]["status"] == "untested"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in PRESETS.items() if p.task_settings))
+def test_preset_task_settings_record_a_score_never_below_vanilla(name):
+    """Tuned query / document settings record nDCG@10 on the tuning queries (never below vanilla PromptEOL) and the
+    held-out check, and the st-tp tune-retrieval command."""
+    preset = PRESETS[name]
+    assert {"query", "document"} <= set(preset.task_settings)
+    for entry in preset.task_settings.values():
+        score = entry["score"]
+        assert entry["status"] == "tuned" and entry["command"].startswith("st-tp tune-retrieval ")
+        assert score["ndcg_at_10"] >= score["vanilla_prompteol_ndcg_at_10"]
+        assert score["held_out_queries"] > 0 and score["held_out_ndcg_at_10"] is not None
+    assert preset.task_settings["query"]["output_layer"] == preset.task_settings["document"]["output_layer"]

@@ -86,3 +86,52 @@ def test_bad_task_settings_are_refused(tiny_llama, task_settings, message):
     """Malformed or out-of-range task settings raise ValueError naming the task."""
     with pytest.raises(ValueError, match=message):
         _model(tiny_llama, task_settings=task_settings)
+
+
+def test_task_demonstrations_replace_the_module_ones(tiny_llama):
+    """A task's ``demonstrations`` replace the module's for that task ([] = none); other tasks keep the module's."""
+    demo = [("A dog runs.", "Dog")]
+    tasks = {"document": {"template": "prompteol", "demonstrations": []}, "query": {"demonstrations": demo}}
+    model = SentenceTransformer(
+        modules=[
+            TokenPrependingTransformer(
+                str(tiny_llama),
+                "prompteol",
+                tp_exit=1,
+                output_layer=3,
+                demonstrations=[("A cat naps.", "Sleep")],
+                task_settings=tasks,
+            )
+        ]
+    )
+    plain = SentenceTransformer(
+        modules=[TokenPrependingTransformer(str(tiny_llama), "prompteol", tp_exit=1, output_layer=3)]
+    )
+    with_dog = SentenceTransformer(
+        modules=[
+            TokenPrependingTransformer(str(tiny_llama), "prompteol", tp_exit=1, output_layer=3, demonstrations=demo)
+        ]
+    )
+    np.testing.assert_allclose(model.encode_document(TEXTS), plain.encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(model.encode_query(TEXTS), with_dog.encode(TEXTS), atol=1e-6)
+    assert model[0].task_settings["query"]["demonstrations"] == [["A dog runs.", "Dog"]]
+    assert "A cat naps." in model[0].templates_for()[0]
+
+
+def test_bad_task_demonstrations_fail_at_construction(tiny_llama):
+    """A malformed task demonstration is a ValueError when the module is built, naming the task."""
+    with pytest.raises(ValueError):
+        TokenPrependingTransformer(
+            str(tiny_llama), "prompteol", task_settings={"query": {"demonstrations": [("only",)]}}
+        )
+
+
+def test_model_card_lists_the_task_settings(tiny_llama, tmp_path):
+    """A saved model's card names each task's settings."""
+    tasks = {"query": {"template": "retrieval_query", "output_layer": 2, "demonstrations": []}}
+    model = SentenceTransformer(
+        modules=[TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings=tasks)]
+    )
+    model.save(str(tmp_path / "m"))
+    card = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
+    assert "**Settings per task:** `query`: template=`retrieval_query`, output_layer=`2`, demonstrations=`[]`" in card

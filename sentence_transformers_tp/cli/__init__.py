@@ -14,7 +14,18 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, in the order ``st-tp --help`` lists them.
-SUBCOMMANDS = ("build", "encode", "evaluate", "mteb_meta", "tune", "tune_boosters", "center", "demo", "cache")
+SUBCOMMANDS = (
+    "build",
+    "encode",
+    "evaluate",
+    "mteb_meta",
+    "tune",
+    "tune_boosters",
+    "tune_retrieval",
+    "center",
+    "demo",
+    "cache",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

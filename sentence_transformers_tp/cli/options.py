@@ -117,6 +117,30 @@ def require_module(module: str, feature: str, install: str) -> None:
         raise ImportError(f'{feature} needs the {module!r} package: pip install "{install}"')
 
 
+def parse_tp_bands(text: str) -> list[tuple[int, int]]:
+    """Parse ``--tp-bands`` (``"1-3,1-4"``: ``tp_start-tp_exit`` pairs) into bands.
+
+    Args:
+        text: The option value.
+
+    Returns:
+        ``[(tp_start, tp_exit), ...]``.
+
+    Raises:
+        ValueError: Naming the part that does not parse.
+    """
+    bands = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            start, exit_ = (int(x) for x in part.split("-"))
+        except ValueError:
+            raise ValueError(
+                f"--tp-bands: cannot parse {part!r}; expected tp_start-tp_exit pairs like 1-3,1-4"
+            ) from None
+        bands.append((start, exit_))
+    return bands
+
+
 def load_module(spec: str, template: str | None = None, **kwargs: Any) -> Any:
     """Build a :class:`~sentence_transformers_tp.TokenPrependingTransformer`, with one-line errors for bad specs.
 

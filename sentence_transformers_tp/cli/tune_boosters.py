@@ -13,20 +13,6 @@ import sys
 from pathlib import Path
 
 
-def _bands(text: str) -> list[tuple[int, int]]:
-    """Parse ``"1-3,1-4"`` (``tp_start-tp_exit`` pairs) into bands."""
-    bands = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        try:
-            start, exit_ = (int(x) for x in part.split("-"))
-        except ValueError:
-            raise ValueError(
-                f"--tp-bands: cannot parse {part!r}; expected tp_start-tp_exit pairs like 1-3,1-4"
-            ) from None
-        bands.append((start, exit_))
-    return bands
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tune-boosters`` subcommand."""
     parser = subparsers.add_parser(
@@ -60,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cp-alphas", default="0.5,1,2", help="CP ns scales (default: 0.5,1,2)")
     parser.add_argument("--finalists", type=int, default=3, help="settings rescored on all pairs (default: 3)")
     parser.add_argument(
+        "--final-sample",
+        type=int,
+        help="score stages 4-6 on a seeded sample of this many pairs instead of all pairs (for slow machines)",
+    )
+    parser.add_argument(
         "--centering-sentences", type=int, default=1000, help="unlabeled STS-B train sentences (0: skip; default 1000)"
     )
     parser.add_argument("--second", default="sickr:trial", help="second dev set TASK:SPLIT, or 'none'")
@@ -76,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
-    from sentence_transformers_tp.cli.options import check_output_path, load_module
+    from sentence_transformers_tp.cli.options import check_output_path, load_module, parse_tp_bands
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
     from sentence_transformers_tp.joint_tuning import tune_joint, write_combination
     from sentence_transformers_tp.templates import canonical_template_name
@@ -112,12 +103,13 @@ def run(args: argparse.Namespace) -> int:
         sample=args.sample,
         sample_seed=args.seed,
         templates=templates,
-        tp_bands=_bands(args.tp_bands),
+        tp_bands=parse_tp_bands(args.tp_bands),
         demonstrations=demos,
         top_k=args.top_k,
         cp_layers=cp_layers,
         cp_alphas=alphas,
         finalists=args.finalists,
+        final_sample=args.final_sample,
         centering_sentences=args.centering_sentences,
         second_task=second_task,
         second_split=second_split,

@@ -178,10 +178,14 @@ def tuning_datasets(module: Any) -> set[str]:
         values = preset.templates.get(template) if template is not None else None
         if values is not None and layers == tuple(values.get(key) for key in ("tp_start", "tp_exit", "output_layer")):
             entry = values
-    if entry is None:
-        return set()
+    entries = [entry] if entry is not None else []
+    # Task settings (e.g. retrieval's query / document) count when they are the preset's tuned ones.
+    tuned_tasks = preset.task_settings_config() or {}
+    for task, values in (getattr(module, "task_settings", None) or {}).items():
+        if tuned_tasks.get(task) == values:
+            entries.append(preset.task_settings[task])
     names: set[str] = set()
-    for task in _score_tasks(entry):
+    for task in _score_tasks(entries):
         key = str(task).strip().lower().replace("-", "").replace("_", "")
         names.add(TUNING_TASK_NAMES.get(key, str(task)))
     return names

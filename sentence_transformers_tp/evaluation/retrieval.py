@@ -483,6 +483,29 @@ def _rank_ids(indices: np.ndarray, scores: np.ndarray, doc_ids: Sequence[str]) -
     return out
 
 
+def rank_documents(
+    query_emb: np.ndarray, doc_emb: np.ndarray, doc_ids: Sequence[str], top_k: int = 100
+) -> list[list[str]]:
+    """Rank all documents for each query by cosine similarity of embeddings already in memory.
+
+    Args:
+        query_emb: ``(n_queries, dim)`` query embeddings.
+        doc_emb: ``(n_docs, dim)`` document embeddings.
+        doc_ids: Document ids, one per row of ``doc_emb``.
+        top_k: Documents kept per query.
+
+    Returns:
+        Per query, the ids of its ``min(top_k, n_docs)`` best documents, best first (ties as in :func:`search`).
+    """
+    scores = _normalize(query_emb) @ _normalize(doc_emb).T
+    keep = min(top_k, scores.shape[1])
+    if keep < scores.shape[1]:
+        index = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    else:
+        index = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return _rank_ids(index, np.take_along_axis(scores, index, axis=1), doc_ids)
+
+
 # ---------------------------------------------------------------------------------------------------------- results
 
 
@@ -752,6 +775,7 @@ __all__ = [
     "evaluate_retrieval",
     "list_beir_splits",
     "load_beir",
+    "rank_documents",
     "ranking_metrics",
     "read_qrels",
     "resolve_beir_split",

@@ -1,0 +1,56 @@
+"""``st-tp tune-retrieval``: the search from the command line writes its report, JSON and the preset's task
+settings, and rejects bad options before loading the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sentence_transformers_tp.cli import main
+from sentence_transformers_tp.presets import load_preset_file
+
+BEIR = Path(__file__).parents[1] / "evaluation" / "fixtures" / "beir"
+
+
+def test_tune_retrieval_writes_json_markdown_and_preset(tiny_llama, tmp_path, capsys):
+    """The report is printed; --json holds the grid and task settings; --out adds them to the preset."""
+    preset = tmp_path / "tiny.yaml"
+    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
+    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
+    preset.write_text(yaml.safe_dump(data), encoding="utf-8")
+    args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), "--sample", "0"]
+    args += ["--corpus-sample", "-1", "--held-out", "0", "--tp-bands", "1-3", "--max-seq-length", "64"]
+    args += ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--out", str(preset)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Retrieval tuning" in out and "task_settings=" in out
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["settings"]["documents"] == 6 and summary["task_settings"]["document"]["max_seq_length"] == 64
+    stored = load_preset_file(preset).task_settings
+    assert stored["query"]["score"]["tuning_queries"] == 3 and stored["document"]["status"] == "tuned"
+    assert (tmp_path / "r.md").read_text().startswith("## Retrieval tuning")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--query-templates", "retrieval_query"], "must include prompteol"),
+        (["--document-templates", "prompteol,nope"], "unknown or no template"),
+        (["--tp-bands", "1to3"], "cannot parse"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tiny_llama, capsys, extra, message):
+    """A search without the vanilla baseline, an unknown template or a bad band is a one-line error (exit 1)."""
+    args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_folder_is_reported_before_loading(capsys, tmp_path):
+    """A missing BEIR folder is reported without loading any backbone."""
+    assert main(["tune-retrieval", "--model", "no-such-model", "--retrieval", str(tmp_path / "none")]) == 1
+    assert "no such folder" in capsys.readouterr().err

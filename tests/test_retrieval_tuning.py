@@ -1,0 +1,179 @@
+"""Retrieval tuning: every grid cell equals evaluate_retrieval of a model built with the cell's task settings, the
+winner rules, the preset task_settings block and the default model that uses it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from sentence_transformers_tp import TokenPrependingTransformer
+from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, rank_documents
+from sentence_transformers_tp.retrieval_tuning import Side, choose_winner, tune_retrieval, write_task_settings
+
+BEIR = Path(__file__).parent / "evaluation" / "fixtures" / "beir"
+
+
+@pytest.fixture(scope="module")
+def module(tiny_llama) -> TokenPrependingTransformer:
+    """The tiny 4-layer Llama with a demonstration (its own setting is searched as the 'module default')."""
+    return TokenPrependingTransformer(
+        str(tiny_llama), "knowledge", tp_start=1, tp_exit=1, output_layer=-1, demonstrations=[("A dog runs.", "Dog")]
+    )
+
+
+@pytest.fixture(scope="module")
+def result(module):
+    """All 5 train queries (3 evaluated) and the 6 documents; no held-out half, so every query tunes."""
+    return tune_retrieval(module, BEIR, "train", sample=None, corpus_sample=None, held_out=0.0, tp_bands=[(1, 3)])
+
+
+def test_sides_are_templates_times_tp_plus_the_module_setting(result):
+    """2 templates x (TP off + 1 band) per side, plus the module's own setting; the grid covers every layer."""
+    labels = [side.label() for side in result.document_sides]
+    assert labels == [
+        "prompteol",
+        "prompteol + TP 1-2",
+        "retrieval_document",
+        "retrieval_document + TP 1-2",
+        "knowledge + demo 'Dog'",
+    ]
+    assert [side.label() for side in result.query_sides][2] == "retrieval_query"
+    assert np.asarray(result.grid).shape == (5, 5, result.num_layers + 1)
+    assert result.default is not None and result.default["document"] == 4
+
+
+@pytest.mark.parametrize("cell", [(0, 0, 4), (1, 3, 2), (3, 2, 1), (4, 4, 3)])
+def test_grid_cell_equals_evaluate_retrieval_of_the_built_model(result, tiny_llama, cell):
+    """A cell's nDCG@10 equals evaluate_retrieval of a model whose task_settings are the cell's two sides."""
+    qi, di, layer = cell
+    tasks = {
+        "query": result.query_sides[qi].entry(layer),
+        "document": result.document_sides[di].entry(layer, result.settings["max_seq_length"]),
+    }
+    model = SentenceTransformer(
+        modules=[TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings=tasks)]
+    )
+    measured = evaluate_retrieval(model, BEIR, "train", batch_size=2, show_progress_bar=False).tasks["beir"]
+    assert measured.ndcg_at_10 == pytest.approx(result.grid[qi][di][layer], abs=1e-4)
+
+
+def test_winner_is_never_below_vanilla_and_becomes_task_settings(result):
+    """The winner scores at least vanilla PromptEOL; its task settings name both sides at one layer."""
+    assert result.winner["ndcg_at_10"] >= result.vanilla["ndcg_at_10"]
+    settings = result.task_settings()
+    assert set(settings) == {"query", "document"}
+    assert settings["query"]["output_layer"] == settings["document"]["output_layer"] == result.output_layer
+    assert settings["document"]["max_seq_length"] == 512 and settings["query"]["demonstrations"] in (
+        [],
+        [["A dog runs.", "Dog"]],
+    )
+    assert "| query \\ document |" in result.to_markdown()
+
+
+def test_choose_winner_prefers_fewer_changes_within_min_gain_and_never_drifts():
+    """Within min_gain of the best cell the simplest wins; vanilla stays unless beaten by more than min_gain."""
+    vanilla = {"name": "v", "ndcg_at_10": 50.0, "changes": 0}
+    cells = [
+        vanilla,
+        {"name": "a", "ndcg_at_10": 52.0, "changes": 3},
+        {"name": "b", "ndcg_at_10": 51.7, "changes": 2},
+        {"name": "c", "ndcg_at_10": 51.3, "changes": 1},  # within 0.5 of b but 0.7 below a: not chosen
+    ]
+    changes = lambda c: c["changes"]  # noqa: E731
+    assert choose_winner(cells, vanilla, changes, 0.5)["name"] == "b"
+    assert choose_winner(cells, vanilla, changes, 0.0)["name"] == "a"
+    assert choose_winner(cells, vanilla, changes, 2.5)["name"] == "v"
+
+
+def test_held_out_queries_are_scored_at_the_layer_chosen_on_the_others(module):
+    """With a held-out half, the held-out metrics come from queries that took no part in the choice."""
+    result = tune_retrieval(
+        module, BEIR, "train", sample=None, corpus_sample=None, held_out=0.34, include_default=False
+    )
+    assert result.settings["tuning_queries"] + result.settings["held_out_queries"] == 3
+    assert result.settings["held_out_queries"] == 1 and set(result.held_out) == {"winner", "vanilla"}
+    assert all(0.0 <= value <= 100.0 for value in result.held_out["winner"].values())
+
+
+def test_length_buckets_compare_tp_off_and_on_per_document_setting(result):
+    """Every document setting gets a per-bucket nDCG@10; bucket counts add up to the evaluated queries."""
+    lengths = result.lengths
+    assert len(lengths["edges"]) == 2 and sum(lengths["counts"]) == 3
+    assert [row["label"] for row in lengths["rows"]] == [side.label() for side in result.document_sides]
+
+
+def test_checkpoint_dir_reuses_finished_passes(module, tmp_path):
+    """A rerun with the same checkpoint folder loads every pass instead of encoding again, with the same grid."""
+    kwargs = dict(sample=None, corpus_sample=None, held_out=0.0, tp_bands=[], include_default=False)
+    first = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, **kwargs)
+    assert len(list(tmp_path.glob("*.npy"))) == 4
+    lines: list[str] = []
+    second = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, progress=lines.append, **kwargs)
+    assert sum("reusing" in line for line in lines) == 4
+    np.testing.assert_allclose(second.grid, first.grid)
+
+
+def test_task_settings_written_to_a_preset_are_the_default_model_settings(result, tiny_llama, tmp_path, monkeypatch):
+    """write_task_settings stores query / document entries with scores; the backbone's default model uses them."""
+    import yaml
+
+    import sentence_transformers_tp.presets as presets
+
+    path = tmp_path / "tiny.yaml"
+    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
+    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    summary = json.loads(json.dumps(result.to_dict()))
+    write_task_settings(summary, path, "st-tp tune-retrieval ...")
+    stored = presets.load_preset_file(path)
+    assert stored.task_settings["document"]["score"]["ndcg_at_10"] == round(result.winner["ndcg_at_10"], 2)
+    assert stored.task_settings_config() == result.task_settings()
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama))])
+    assert model[0].task_settings == result.task_settings()
+    from sentence_transformers_tp.evaluation.model_meta import tuning_datasets
+
+    assert tuning_datasets(model[0]) == {"beir"}  # the fixture's dataset name, from the task settings' score
+    explicit = SentenceTransformer(
+        modules=[TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings=result.task_settings())]
+    )
+    texts = ["A man is playing a guitar.", "The cat sleeps."]
+    np.testing.assert_allclose(model.encode_document(texts), explicit.encode_document(texts), atol=1e-6)
+    np.testing.assert_allclose(model.encode_query(texts), explicit.encode_query(texts), atol=1e-6)
+
+
+def test_preset_task_settings_are_validated(tmp_path):
+    """A preset task_settings entry with an unknown key or an out-of-range layer names the file and the task."""
+    from sentence_transformers_tp.presets import validate_preset
+
+    base = {
+        "name": "x",
+        "backbone": "x",
+        "num_layers": 4,
+        "templates": {"prompteol": {"tp_start": 1, "tp_exit": 1, "output_layer": -1}},
+    }
+    with pytest.raises(ValueError, match=r"x.yaml: task_settings\['query'\].*unknown settings \['colour'\]"):
+        validate_preset({**base, "task_settings": {"query": {"colour": 1}}}, "x.yaml")
+    with pytest.raises(ValueError, match=r"task_settings\['document'\].*output_layer 9"):
+        validate_preset({**base, "task_settings": {"document": {"output_layer": 9}}}, "x.yaml")
+    with pytest.raises(ValueError, match="tp_exit"):
+        validate_preset({**base, "task_settings": {"document": {"tp_start": 1, "tp_exit": 9}}}, "x.yaml")
+
+
+def test_rank_documents_orders_by_cosine():
+    """rank_documents ranks by cosine (not dot product) and keeps top_k."""
+    docs = np.array([[1.0, 0.0], [10.0, 10.0], [0.0, 1.0]])
+    ranked = rank_documents(np.array([[1.0, 0.2]]), docs, ["a", "b", "c"], top_k=2)
+    assert ranked == [["a", "b"]]
+
+
+def test_side_entry_round_trips_through_the_module(tiny_llama):
+    """A side's task entry builds a module whose query templates are the side's templates."""
+    side = Side("retrieval_query", (1, 3), (("A dog runs.", "Dog"),))
+    module = TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings={"query": side.entry(2)})
+    assert module.templates_for(task="query") == side.templates()
+    assert side.changes == 3 and Side("prompteol").changes == 0
