@@ -7,7 +7,9 @@ import contextlib
 import difflib
 import importlib.util
 import os
-from collections.abc import Iterator
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,30 @@ def require_module(module: str, feature: str, install: str) -> None:
     """
     if importlib.util.find_spec(module) is None:
         raise ImportError(f'{feature} needs the {module!r} package: pip install "{install}"')
+
+
+def command_line(subcommand: str) -> str | None:
+    """The ``st-tp`` command line being run, for the record in a preset (None when not run as that subcommand).
+
+    Args:
+        subcommand: The expected subcommand (e.g. ``"tune-retrieval"``).
+
+    Returns:
+        The shell-quoted command, or None.
+    """
+    return shlex.join(["st-tp", *sys.argv[1:]]) if sys.argv[1:2] == [subcommand] else None
+
+
+def write_outputs(outputs: Sequence[tuple[str | None, str]]) -> None:
+    """Write ``(path, text)`` pairs whose path is set (parent folders created; a final newline added).
+
+    Args:
+        outputs: The files to write.
+    """
+    for path, text in outputs:
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 def parse_tp_bands(text: str) -> list[tuple[int, int]]:

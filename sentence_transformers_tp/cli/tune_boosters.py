@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -67,7 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
-    from sentence_transformers_tp.cli.options import check_output_path, load_module, parse_tp_bands
+    from sentence_transformers_tp.cli.options import (
+        check_output_path,
+        command_line,
+        load_module,
+        parse_tp_bands,
+        write_outputs,
+    )
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
     from sentence_transformers_tp.joint_tuning import tune_joint, write_combination
     from sentence_transformers_tp.templates import canonical_template_name
@@ -128,11 +133,8 @@ def run(args: argparse.Namespace) -> int:
         + ")"
     )
     data = result.to_dict()
-    data["command"] = shlex.join(["st-tp", *sys.argv[1:]]) if sys.argv[1:2] == ["tune-boosters"] else None
+    data["command"] = command_line("tune-boosters")
     if args.out:
         write_combination(data, args.out, data["command"])
-    for path, text in ((args.json, json.dumps(data, indent=2)), (args.markdown, report)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n", encoding="utf-8")
+    write_outputs([(args.json, json.dumps(data, indent=2)), (args.markdown, report)])
     return 0

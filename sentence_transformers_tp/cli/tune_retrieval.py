@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -61,7 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
-    from sentence_transformers_tp.cli.options import check_output_path, load_module, parse_tp_bands
+    from sentence_transformers_tp.cli.options import (
+        check_output_path,
+        command_line,
+        load_module,
+        parse_tp_bands,
+        write_outputs,
+    )
     from sentence_transformers_tp.retrieval_tuning import tune_retrieval, write_task_settings
     from sentence_transformers_tp.templates import canonical_template_name
 
@@ -107,11 +112,8 @@ def run(args: argparse.Namespace) -> int:
         f"Build the winner with: TokenPrependingTransformer({args.model!r}, task_settings={result.task_settings()!r})"
     )
     data = result.to_dict()
-    data["command"] = shlex.join(["st-tp", *sys.argv[1:]]) if sys.argv[1:2] == ["tune-retrieval"] else None
+    data["command"] = command_line("tune-retrieval")
     if args.out:
         write_task_settings(data, args.out, data["command"])
-    for path, text in ((args.json, json.dumps(data, indent=2)), (args.markdown, report)):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n", encoding="utf-8")
+    write_outputs([(args.json, json.dumps(data, indent=2)), (args.markdown, report)])
     return 0
