@@ -120,9 +120,10 @@ class TokenPrependingTransformer(Transformer):
             or task name; MTEB selects them through ``model.prompts``, which the module fills in. A setting is one
             of ``template``, ``demonstrations`` (``[]`` for none; when missing, the module's), ``tp_start``,
             ``tp_exit``, ``output_layer``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``max_seq_length``; the others
-            stay the module's. Without ``task_settings`` and without ``template``, the backbone's preset supplies
-            its tuned ``task_settings`` (e.g. the retrieval settings of ``query`` and ``document``), if it has any. ``query_template`` / ``document_template`` are
-            shorthands for ``{"query": {"template": ...}}`` / ``{"document": {"template": ...}}``.
+            stay the module's. ``query_template`` / ``document_template`` are shorthands for ``{"query":
+            {"template": ...}}`` / ``{"document": {"template": ...}}``. When none of ``template``, the layer and
+            booster settings, ``task_settings`` and the shorthands is given, the backbone's preset supplies its tuned
+            ``task_settings`` (e.g. the retrieval settings of ``query`` and ``document``), if it has any.
         clean_sentences: Apply the paper's sentence cleaning (whitespace collapsed, final ``.`` added, ``"`` to
             ``'``, final ``?`` to ``.``). Defaults to True.
         padding_side: ``"left"`` (as the paper) or ``"right"``. Results do not depend on it, because position ids
@@ -204,8 +205,6 @@ class TokenPrependingTransformer(Transformer):
         if template is None:
             # No template given: the backbone's tuned combination of boosters, if its preset has one.
             combination, preset_tasks = _preset_defaults(backbone_name or model_name_or_path)
-            if task_settings is None and query_template is None and document_template is None:
-                task_settings = preset_tasks
             given = {
                 "tp_start": tp_start,
                 "tp_exit": tp_exit,
@@ -216,6 +215,10 @@ class TokenPrependingTransformer(Transformer):
                 "cp_mode": cp_mode,
             }
             chosen = {**combination, **{k: v for k, v in given.items() if v is not None}}
+            # The preset's task settings (e.g. for retrieval) come only with the untouched default.
+            untouched = all(v is None for v in (task_settings, query_template, document_template, *given.values()))
+            if untouched:
+                task_settings = preset_tasks
             template = chosen.get("template", "prompteol")
             tp_start, tp_exit, output_layer = chosen.get("tp_start"), chosen.get("tp_exit"), chosen.get("output_layer")
             demonstrations, cp_layer = chosen.get("demonstrations"), chosen.get("cp_layer")

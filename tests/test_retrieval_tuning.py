@@ -135,6 +135,9 @@ def test_task_settings_written_to_a_preset_are_the_default_model_settings(result
     monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
     model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama))])
     assert model[0].task_settings == result.task_settings()
+    assert (
+        TokenPrependingTransformer(str(tiny_llama), output_layer=2).task_settings == {}
+    )  # a setting passed: left out
     from sentence_transformers_tp.evaluation.model_meta import tuning_datasets
 
     assert tuning_datasets(model[0]) == {"beir"}  # the fixture's dataset name, from the task settings' score
