@@ -273,15 +273,19 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
         "ndcg_at_10": round(summary["winner"]["ndcg_at_10"], 2),
         "vanilla_prompteol_ndcg_at_10": round(summary["vanilla"]["ndcg_at_10"], 2),
         "vanilla_prompteol_layer": summary["vanilla"]["layer"],
-        "held_out_ndcg_at_10": held.get("winner", {}).get("ndcg_at_10"),
-        "held_out_vanilla_ndcg_at_10": held.get("vanilla", {}).get("ndcg_at_10"),
+        "held_out_ndcg_at_10": _rounded(held.get("winner", {}).get("ndcg_at_10")),
+        "held_out_vanilla_ndcg_at_10": _rounded(held.get("vanilla", {}).get("ndcg_at_10")),
     }
     out = {}
     for task, entry in summary["task_settings"].items():
-        out[task] = {**entry, "status": "tuned", "score": score}
+        out[task] = {**entry, "status": "tuned", "score": dict(score)}  # a copy each: no YAML anchors
         if command:
             out[task]["command"] = command
     return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 2)
 
 
 def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:

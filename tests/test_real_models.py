@@ -109,3 +109,21 @@ def test_gemma3_tokenization_matches_whole_prompt():
         text = render(module.templates[0], clean_sentence(sentence), module.placeholder).text
         mask = features["attention_mask"][row].bool()
         assert features["input_ids"][row][mask].tolist() == module.tokenizer(text)["input_ids"]
+
+
+def test_default_model_retrieves_with_its_preset_retrieval_settings():
+    """The default SmolLM2 model takes the preset's tuned query / document settings, and with them each query's
+    matching passage ranks first among unrelated ones."""
+    from sentence_transformers_tp.presets import get_preset
+
+    model = SentenceTransformer(modules=[TokenPrependingTransformer("smollm2")])
+    assert model[0].task_settings == get_preset("smollm2").task_settings_config()
+    documents = [
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, built for the 1889 World's Fair.",
+        "Insulin is a hormone made by the pancreas that lowers the level of glucose in the blood.",
+        "Photosynthesis lets plants turn sunlight, water and carbon dioxide into sugar and oxygen.",
+        "The stock market fell sharply on Monday after the central bank raised interest rates.",
+    ]
+    queries = ["Which tower was built for a world fair in Paris?", "What hormone controls blood sugar?"]
+    scores = model.similarity(model.encode_query(queries), model.encode_document(documents)).numpy()
+    assert scores.argmax(axis=1).tolist() == [0, 1], scores
