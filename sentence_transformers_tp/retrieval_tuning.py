@@ -400,6 +400,13 @@ def tune_retrieval(
 
     Returns:
         The result; :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
+
+    Raises:
+        ValueError: If ``prompteol`` is missing from either template list, or an argument is out of range.
+
+    Memory: the all-layer states of every pass stay in memory until the grid is scored (float32, ``documents x
+    (num_layers + 1) x hidden`` per document setting: 0.3 GB for SmolLM2's five settings over 803 documents), so
+    search a corpus sample rather than a large corpus.
     """
     from sentence_transformers_tp.tuning import _as_module
 
@@ -431,6 +438,10 @@ def tune_retrieval(
         return out
 
     query_sides, document_sides = sides(query_templates), sides(document_templates)
+    if Side("prompteol") not in query_sides or Side("prompteol") not in document_sides:
+        raise ValueError(
+            "query_templates and document_templates must both include 'prompteol' (the vanilla baseline)."
+        )
     result = RetrievalTuning(
         backbone=str(module.backbone_name),
         num_layers=num_layers,

@@ -165,3 +165,13 @@ def run_in_threads(work: Callable[[int], Any], count: int, repeats: int = 1) -> 
     if errors:
         raise errors[0]
     return results
+
+
+def write_tiny_preset(path: Path, backbone: Path | str) -> Path:
+    """Write a minimal preset YAML for the tiny 4-layer Llama (PromptEOL, TP off, last layer) and return its path."""
+    import yaml
+
+    data = {"name": "tiny", "backbone": str(backbone), "num_layers": 4, "templates": {}}
+    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path

@@ -14,6 +14,7 @@ from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.evaluation import evaluate_sts
 from sentence_transformers_tp.joint_tuning import Candidate, tune_joint
 
+from .conftest import write_tiny_preset
 from .test_tuning import make_pairs, write_sts
 
 
@@ -117,15 +118,10 @@ def test_candidate_labels_and_simplicity():
 
 def test_winner_is_written_as_a_preset_combination(result, tiny_llama, tmp_path, monkeypatch):
     """write_combination stores the winner in a preset, and the default module of that backbone rebuilds it."""
-    import yaml
-
     import sentence_transformers_tp.presets as presets
     from sentence_transformers_tp.joint_tuning import write_combination
 
-    path = tmp_path / "tiny.yaml"
-    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
-    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    path = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
     summary = json.loads(json.dumps(result.to_dict()))
     write_combination(summary, path, "st-tp tune-boosters ...")
     monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)

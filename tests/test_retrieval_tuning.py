@@ -14,6 +14,8 @@ from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, rank_documents
 from sentence_transformers_tp.retrieval_tuning import Side, choose_winner, tune_retrieval, write_task_settings
 
+from .conftest import write_tiny_preset
+
 BEIR = Path(__file__).parent / "evaluation" / "fixtures" / "beir"
 
 
@@ -119,14 +121,9 @@ def test_checkpoint_dir_reuses_finished_passes(module, tmp_path):
 
 def test_task_settings_written_to_a_preset_are_the_default_model_settings(result, tiny_llama, tmp_path, monkeypatch):
     """write_task_settings stores query / document entries with scores; the backbone's default model uses them."""
-    import yaml
-
     import sentence_transformers_tp.presets as presets
 
-    path = tmp_path / "tiny.yaml"
-    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
-    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    path = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
     summary = json.loads(json.dumps(result.to_dict()))
     write_task_settings(summary, path, "st-tp tune-retrieval ...")
     stored = presets.load_preset_file(path)
@@ -180,3 +177,11 @@ def test_side_entry_round_trips_through_the_module(tiny_llama):
     module = TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings={"query": side.entry(2)})
     assert module.templates_for(task="query") == side.templates()
     assert side.changes == 3 and Side("prompteol").changes == 0
+
+
+def test_search_without_the_vanilla_baseline_is_refused(module):
+    """Leaving prompteol out of either side is a clear ValueError (the winner is compared with it)."""
+    with pytest.raises(ValueError, match="must both include 'prompteol'"):
+        tune_retrieval(
+            module, BEIR, "train", sample=None, corpus_sample=None, document_templates=("retrieval_document",)
+        )

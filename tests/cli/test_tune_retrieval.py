@@ -7,20 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sentence_transformers_tp.cli import main
 from sentence_transformers_tp.presets import load_preset_file
+
+from ..conftest import write_tiny_preset
 
 BEIR = Path(__file__).parents[1] / "evaluation" / "fixtures" / "beir"
 
 
 def test_tune_retrieval_writes_json_markdown_and_preset(tiny_llama, tmp_path, capsys):
     """The report is printed; --json holds the grid and task settings; --out adds them to the preset."""
-    preset = tmp_path / "tiny.yaml"
-    data = {"name": "tiny", "backbone": str(tiny_llama), "num_layers": 4, "templates": {}}
-    data["templates"]["prompteol"] = {"tp_start": 1, "tp_exit": 1, "output_layer": -1}
-    preset.write_text(yaml.safe_dump(data), encoding="utf-8")
+    preset = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
     args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), "--sample", "0"]
     args += ["--corpus-sample", "-1", "--held-out", "0", "--tp-bands", "1-3", "--max-seq-length", "64"]
     args += ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--out", str(preset)]
