@@ -291,12 +291,9 @@ def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, c
     Returns:
         The path written.
     """
-    from sentence_transformers_tp.presets import load_preset_file, save_preset, validate_preset
+    from sentence_transformers_tp.presets import update_preset
 
-    preset = load_preset_file(preset_path)
-    data = preset.to_dict()
-    data["combination"] = combination_entry(summary, command)
-    return save_preset(validate_preset(data, str(preset_path)), preset_path)
+    return update_preset(preset_path, "combination", combination_entry(summary, command))
 
 
 def _load(data_dir: str | os.PathLike, task: str, split: str) -> STSData:

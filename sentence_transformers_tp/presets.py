@@ -322,6 +322,23 @@ def save_preset(preset: Preset, path: str | os.PathLike) -> Path:
     return path
 
 
+def update_preset(path: str | os.PathLike, key: str, value: Any) -> Path:
+    """Set one top-level block of an existing preset file (e.g. ``combination``), keeping every other key, and
+    validate before writing.
+
+    Args:
+        path: The preset YAML.
+        key: The block to set.
+        value: Its new value.
+
+    Returns:
+        The path written.
+    """
+    data = load_preset_file(path).to_dict()
+    data[key] = value
+    return save_preset(validate_preset(data, str(path)), path)
+
+
 def iter_presets(directory: str | os.PathLike | None = None) -> Iterator[Preset]:
     """All presets of a directory (default: the packaged ``configs/``), sorted by file name.
 

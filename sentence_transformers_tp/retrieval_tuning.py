@@ -300,11 +300,10 @@ def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike,
     Returns:
         The path written.
     """
-    from sentence_transformers_tp.presets import load_preset_file, save_preset, validate_preset
+    from sentence_transformers_tp.presets import load_preset_file, update_preset
 
-    data = load_preset_file(preset_path).to_dict()
-    data["task_settings"] = {**data.get("task_settings", {}), **task_settings_entry(summary, command)}
-    return save_preset(validate_preset(data, str(preset_path)), preset_path)
+    kept = load_preset_file(preset_path).task_settings or {}
+    return update_preset(preset_path, "task_settings", {**kept, **task_settings_entry(summary, command)})
 
 
 def choose_winner(

@@ -143,6 +143,28 @@ def write_outputs(outputs: Sequence[tuple[str | None, str]]) -> None:
             Path(path).write_text(text + "\n", encoding="utf-8")
 
 
+def parse_template_names(text: str, flag: str) -> list[str]:
+    """Parse a comma-separated list of built-in template names (e.g. ``--templates``).
+
+    Args:
+        text: The option value.
+        flag: The option, for the error message.
+
+    Returns:
+        The names as given.
+
+    Raises:
+        ValueError: If the list is empty or names an unknown template.
+    """
+    from sentence_transformers_tp.templates import canonical_template_name
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if canonical_template_name(t) is None]
+    if unknown or not names:
+        raise ValueError(f"{flag}: unknown or no template(s) {', '.join(unknown)}")
+    return names
+
+
 def parse_tp_bands(text: str) -> list[tuple[int, int]]:
     """Parse ``--tp-bands`` (``"1-3,1-4"``: ``tp_start-tp_exit`` pairs) into bands.
 

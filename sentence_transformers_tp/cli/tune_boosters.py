@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
         check_output_path,
         command_line,
         load_module,
+        parse_template_names,
         parse_tp_bands,
         write_outputs,
     )
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
     from sentence_transformers_tp.joint_tuning import tune_joint, write_combination
-    from sentence_transformers_tp.templates import canonical_template_name
 
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
@@ -83,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(path, flag)
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the combination is added to an existing one)")
-    templates = [t.strip() for t in args.templates.split(",") if t.strip()]
-    unknown = [t for t in templates if canonical_template_name(t) is None]
-    if unknown:
-        raise ValueError(f"--templates: unknown template(s) {', '.join(unknown)}")
+    templates = parse_template_names(args.templates, "--templates")
     if args.demonstrations == "paper":
         demos = list(PAPER_DEMONSTRATIONS)
     elif args.demonstrations == "pool":

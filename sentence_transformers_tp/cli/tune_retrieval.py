@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path,
         command_line,
         load_module,
+        parse_template_names,
         parse_tp_bands,
         write_outputs,
     )
@@ -78,13 +79,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the settings are added to an existing one)")
     templates = {}
     for flag, text in (("--query-templates", args.query_templates), ("--document-templates", args.document_templates)):
-        names = [t.strip() for t in text.split(",") if t.strip()]
-        unknown = [t for t in names if canonical_template_name(t) is None]
-        if unknown or not names:
-            raise ValueError(f"{flag}: unknown or no template(s) {', '.join(unknown)}")
-        if "prompteol" not in {canonical_template_name(t) for t in names}:
+        templates[flag] = parse_template_names(text, flag)
+        if "prompteol" not in {canonical_template_name(t) for t in templates[flag]}:
             raise ValueError(f"{flag}: must include prompteol (the vanilla baseline every winner is compared with)")
-        templates[flag] = names
 
     bands = parse_tp_bands(args.tp_bands)
     module = load_module(args.model)
