@@ -21,6 +21,7 @@ _LAZY = {
     "NAMED_BACKBONES": "sentence_transformers_tp.backbones",
     "BackboneNotInstalledError": "sentence_transformers_tp.backbones",
     "UnsupportedArchitectureError": "sentence_transformers_tp.prepending",
+    "report_truncation": "sentence_transformers_tp.truncation",
 }
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "NAMED_BACKBONES",
     "BackboneNotInstalledError",
     "UnsupportedArchitectureError",
+    "report_truncation",
 ]
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from sentence_transformers_tp.module import TokenPrependingTransformer
     from sentence_transformers_tp.prepending import UnsupportedArchitectureError
     from sentence_transformers_tp.templates import TEMPLATES, clean_sentence
+    from sentence_transformers_tp.truncation import report_truncation
 
 
 def __getattr__(name: str) -> Any:

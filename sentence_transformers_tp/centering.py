@@ -29,6 +29,8 @@ import torch
 from sentence_transformers.base.modules import Module
 from transformers.utils import logging
 
+from sentence_transformers_tp.truncation import report_truncation
+
 try:
     from typing import Self
 except ImportError:  # pragma: no cover - Python < 3.11
@@ -364,13 +366,14 @@ def fit(
         if refit:
             encode_kwargs[SKIP_KWARG] = True
         encode_kwargs.setdefault("normalize_embeddings", False)
-        embeddings = model.encode(
-            sentences,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_numpy=True,
-            **encode_kwargs,
-        )
+        with report_truncation():
+            embeddings = model.encode(
+                sentences,
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=True,
+                **encode_kwargs,
+            )
     module = Centering.from_embeddings(embeddings, mode=mode, n_components=n_components, eps=eps)
     module.to(model.device)
     if refit:

@@ -48,6 +48,7 @@ from sentence_transformers_tp.templates import (
     template_names,
     with_demonstrations,
 )
+from sentence_transformers_tp.truncation import record_truncation, truncation_message
 
 logger = logging.get_logger(__name__)
 
@@ -598,12 +599,10 @@ class TokenPrependingTransformer(Transformer):
         if settings.cp_enabled:
             cp_templates = resolve_templates(settings.cp_prompt)
             features["auxiliary"] = self._prepare(sentences, cp_templates, placeholder, truncated, max_length)
-        if truncated:
-            # One report per call with the count (instead of transformers' per-tokenizer "indexing errors" warning).
-            logger.warning(
-                f"{len(truncated)} of {len(inputs)} texts did not fit in max_seq_length={max_length} tokens "
-                "with their prompt; their sentences were truncated (the template and the last token are kept)."
-            )
+        # Counted by an active report_truncation block (one report per block), else one report for this call with
+        # the count (instead of transformers' per-tokenizer "indexing errors" warning).
+        if not record_truncation(len(truncated), len(inputs), max_length) and truncated:
+            logger.warning(truncation_message(len(truncated), len(inputs), [max_length]))
         return features
 
     def _prepare(

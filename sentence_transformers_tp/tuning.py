@@ -43,6 +43,7 @@ import numpy as np
 from sentence_transformers_tp.evaluation.data import STSData, load_sts, normalize_sts_task, resolve_sts_split
 from sentence_transformers_tp.evaluation.sts import cosine_scores, spearman
 from sentence_transformers_tp.interventions import ForwardSettings
+from sentence_transformers_tp.truncation import report_truncation
 
 logger = logging.getLogger(__name__)
 
@@ -577,7 +578,7 @@ def encode_all_layers(
     module.eval()
     try:
         starts = range(0, len(sentences), batch_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), report_truncation():
             for start in tqdm(starts, desc="Batches", disable=not show_progress_bar, leave=False):
                 index = order[start : start + batch_size]
                 features = module.preprocess([sentences[i] for i in index], settings=settings, templates=templates)

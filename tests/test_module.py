@@ -328,8 +328,8 @@ def test_saved_folder_brings_its_own_settings(tiny_llama, tmp_path):
     assert (override.tp_start, override.tp_exit, override.placeholder) == (0, 2, "<TPX>")
 
 
-def test_truncation_is_reported_once_per_call_with_a_count(tiny_llama, caplog, capfd):
-    """Long inputs give one warning per call counting the truncated texts, not transformers' indexing warning."""
+def test_preprocess_reports_truncation_once_with_a_count(tiny_llama, caplog, capfd):
+    """Long inputs give one warning per preprocess call counting the cut texts, not transformers' indexing warning."""
     from transformers.utils import logging as hf_logging
 
     module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3, output_layer=3, max_seq_length=40)

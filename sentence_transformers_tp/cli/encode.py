@@ -15,6 +15,7 @@ from sentence_transformers_tp.cli.options import (
     check_output_path,
     model_from_args,
 )
+from sentence_transformers_tp.truncation import report_truncation
 
 #: Inputs at least this long get a progress bar.
 PROGRESS_BAR_MIN_INPUTS = 256
@@ -69,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, "--output")
     sentences = read_inputs(args)
     model = model_from_args(args)
-    embeddings = model.encode(
-        sentences,
-        batch_size=args.batch_size,
-        normalize_embeddings=args.normalize,
-        show_progress_bar=len(sentences) >= PROGRESS_BAR_MIN_INPUTS,
-        convert_to_numpy=True,
-    )
+    with report_truncation():
+        embeddings = model.encode(
+            sentences,
+            batch_size=args.batch_size,
+            normalize_embeddings=args.normalize,
+            show_progress_bar=len(sentences) >= PROGRESS_BAR_MIN_INPUTS,
+            convert_to_numpy=True,
+        )
     if args.output:
         Path(args.output).expanduser().parent.mkdir(parents=True, exist_ok=True)
     if args.output and args.output.endswith(".npy"):

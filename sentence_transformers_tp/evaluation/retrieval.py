@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..truncation import report_truncation
 from .data import check_subset
 from .sts import SuiteResult
 
@@ -448,14 +449,16 @@ def search(
         raise ValueError(f"top_k and chunk_size must be positive, got {top_k} and {chunk_size}")
     kwargs = dict(encode_kwargs or {})
     start = time.perf_counter()
-    query_emb = _encode(model, "query", list(queries), batch_size, show_progress_bar and len(queries) > 1, kwargs)
+    with report_truncation():
+        query_emb = _encode(model, "query", list(queries), batch_size, show_progress_bar and len(queries) > 1, kwargs)
     query_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     order = sorted(range(len(documents)), key=lambda i: -len(documents[i]))
     best_scores = np.empty((len(queries), 0), dtype=np.float32)
     best_index = np.empty((len(queries), 0), dtype=np.int64)
-    with tqdm(total=len(documents), desc="Documents", unit="doc", disable=not show_progress_bar) as bar:
+    bar = tqdm(total=len(documents), desc="Documents", unit="doc", disable=not show_progress_bar)
+    with bar, report_truncation():
         for offset in range(0, len(order), chunk_size):
             chunk = order[offset : offset + chunk_size]
             doc_emb = _encode(model, "document", [documents[i] for i in chunk], batch_size, False, kwargs)

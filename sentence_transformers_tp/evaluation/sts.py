@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from ..truncation import report_truncation
 from .data import (
     STS_DISPLAY_NAMES,
     STS_TASKS,
@@ -141,13 +142,14 @@ def encode_unique(
     cache = {} if cache is None else cache
     new = list(dict.fromkeys(t for t in texts if t not in cache))
     if new:
-        emb = model.encode(
-            new,
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_numpy=True,
-            **dict(encode_kwargs or {}),
-        )
+        with report_truncation():
+            emb = model.encode(
+                new,
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+                convert_to_numpy=True,
+                **dict(encode_kwargs or {}),
+            )
         emb = np.asarray(emb)
         if emb.ndim != 2 or emb.shape[0] != len(new):
             raise ValueError(f"model.encode returned shape {emb.shape} for {len(new)} texts")

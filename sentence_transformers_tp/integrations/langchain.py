@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentence_transformers_tp.inputs import check_texts
 from sentence_transformers_tp.integrations import ModelSpec, missing_extra
+from sentence_transformers_tp.truncation import report_truncation
 
 try:
     from langchain_core.embeddings import Embeddings
@@ -129,7 +130,8 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
         if not texts:
             return []
         check_texts(texts)
-        return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
+        with report_truncation():
+            return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed a query with ``encode_query`` (the model's query template).

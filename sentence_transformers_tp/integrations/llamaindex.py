@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sentence_transformers_tp.inputs import check_texts
 from sentence_transformers_tp.integrations import ModelSpec, missing_extra
+from sentence_transformers_tp.truncation import report_truncation
 
 try:
     from llama_index.core.base.embeddings.base import Embedding
@@ -152,7 +153,8 @@ class TokenPrependingEmbedding(BaseEmbedding):
         if not texts:
             return []
         check_texts(texts)
-        return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
+        with report_truncation():
+            return self._client.encode_document(texts, **self._encode_kwargs()).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
         return await asyncio.to_thread(self._get_query_embedding, query)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sentence_transformers_tp.integrations import ModelSpec, missing_extra
+from sentence_transformers_tp.truncation import report_truncation
 
 try:
     import ray.data
@@ -98,7 +99,8 @@ class TokenPrependingEncoder:
         if not texts:
             return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         encode = {"query": self.model.encode_query, "document": self.model.encode_document, None: self.model.encode}
-        return np.asarray(encode[self.task](texts, **self.encode_kwargs), dtype=np.float32)
+        with report_truncation():
+            return np.asarray(encode[self.task](texts, **self.encode_kwargs), dtype=np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Add the embeddings of ``batch[text_column]`` as ``batch[output_column]``.

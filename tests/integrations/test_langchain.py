@@ -84,6 +84,17 @@ def test_from_model_wraps_the_model_without_loading_another(asymmetric, monkeypa
     assert TokenPrependingEmbeddings.from_model(asymmetric).client is asymmetric
 
 
+def test_embed_documents_reports_truncation_once(asymmetric, caplog):
+    """embed_documents logs one truncation warning for the call, however many batches it takes."""
+    long_text = " ".join(["word"] * (asymmetric.max_seq_length + 50))
+    embeddings = TokenPrependingEmbeddings.from_model(asymmetric, batch_size=1)
+    with caplog.at_level("WARNING"):
+        vectors = embeddings.embed_documents([long_text, "Short.", long_text + " again"])
+    assert len(vectors) == 3
+    reports = [r.getMessage() for r in caplog.records if "did not fit" in r.getMessage()]
+    assert len(reports) == 1 and reports[0].startswith("2 of 3 texts")
+
+
 def test_async_methods_match_sync_and_do_not_block_the_event_loop(asymmetric, monkeypatch):
     """aembed_documents / aembed_query give the sync vectors and run the model outside the event loop's thread."""
     embeddings = TokenPrependingEmbeddings.from_model(asymmetric)
