@@ -386,6 +386,11 @@ def test_qwen_preset_holds_the_joint_search_result():
     assert preset.templates["metaeol"]["status"] == "untested"
 
 
+def test_the_embedded_backbones_carry_retrieval_settings():
+    """The presets of the three installable backbones all hold tuned query / document settings."""
+    assert {"smollm2", "gemma3-270m", "qwen2.5-coder-0.5b"} <= {n for n, p in PRESETS.items() if p.task_settings}
+
+
 @pytest.mark.parametrize("name", sorted(n for n, p in PRESETS.items() if p.task_settings))
 def test_preset_task_settings_record_a_score_never_below_vanilla(name):
     """Tuned query / document settings record nDCG@10 on the tuning queries (never below vanilla PromptEOL) and the
