@@ -84,7 +84,9 @@ def test_package_entry_points_report_once_per_call(model, caplog):
     assert len(reports(caplog)) == 1 and reports(caplog)[0].startswith("2 of 3 texts")
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        search(model, [LONG, "Short query."], [LONG + " doc", LONG + " other", "Short doc."], batch_size=1, chunk_size=1)
+        search(
+            model, [LONG, "Short query."], [LONG + " doc", LONG + " other", "Short doc."], batch_size=1, chunk_size=1
+        )
     assert [m.split(" did")[0] for m in reports(caplog)] == ["1 of 2 texts", "2 of 3 texts"]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
