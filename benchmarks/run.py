@@ -149,12 +149,14 @@ def configure(module: Any, variant: Variant, tp_exit: int) -> None:
     """Set the module's template, TP band, output layer and cache switch for a variant (the backbone is shared)."""
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS
 
-    module.template = variant.template
-    module._demonstrations = PAPER_DEMONSTRATIONS[1:2] if variant.demonstration else ()
-    module._templates = module._resolve_templates(variant.template)
-    module.cp_layer = variant.cp_layer
-    module.tp_exit = tp_exit if variant.tp else module.tp_start
-    module.output_layer = variant.output_layer
+    setting = module.own_setting.replace(
+        template=variant.template,
+        demonstrations=PAPER_DEMONSTRATIONS[1:2] if variant.demonstration else (),
+        cp_layer=variant.cp_layer,
+        tp_exit=tp_exit if variant.tp else module.tp_start,
+        output_layer=variant.output_layer,
+    )
+    module.set_setting(setting)
     module.prefix_cache = variant.cache
 
 
@@ -187,7 +189,7 @@ def useful_flops(module: Any, batches: Sequence[Sequence[str]], depth: int, cach
     Per token and layer: 2 x the layer's parameters (the matrix products) + 4 x heads x head_dim x keys attended
     (scores and weighted values). With the cache the prefix tokens are not recomputed but are attended to.
     """
-    layer_params = sum(p.numel() for p in module._layers[0].parameters())
+    layer_params = sum(p.numel() for p in module.decoder_layers[0].parameters())
     rows: list[tuple[int, int]] = []  # (prefix attended, tokens run)
     for batch in batches:
         features = module.preprocess(list(batch))
@@ -461,7 +463,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(
         "cache: "
         + ", ".join(f"{LABELS[k]} max |cached - uncached| = {d:.1e} (max |x| {x:.1f})" for k, (d, x) in diffs.items())
-        + f"; {len(module._prefix_kv)} prefixes held, {fmt_bytes(module._prefix_kv.nbytes)}"
+        + f"; {len(module.prefix_kv)} prefixes held, {fmt_bytes(module.prefix_kv.nbytes)}"
     )
     spread = (
         max((max(v.times) - min(v.times)) / median(v.times) for v in variants.values() if len(v.times) > 1)

@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (template,) = resolve_templates("prompteol")
     stock_texts = [render(template, sentence, None).text for sentence in sentences]
     backbone = stock[0].model
-    layer_params = sum(p.numel() for p in module._layers[0].parameters())
+    layer_params = sum(p.numel() for p in module.decoder_layers[0].parameters())
     config = module.model.config
     peak = PeakMemory(device)
     results: dict[str, Any] = {"batch_sizes": {}}

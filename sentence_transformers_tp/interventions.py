@@ -1,8 +1,11 @@
 """The per-forward settings of a :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` and the
 engine plans they give: which interventions (Token Prepending, Contrastive Prompting) a forward applies.
 
-Adding an intervention means writing its :class:`~sentence_transformers_tp.engine.Intervention` subclass and a field
-here; ``encode``, the tuner and the evaluators all run through :meth:`ForwardSettings.plan`.
+``ForwardSettings`` is the engine's projection of a :class:`~sentence_transformers_tp.settings.Setting`
+(:meth:`Setting.forward_settings`), which validates it. Adding an intervention means writing its
+:class:`~sentence_transformers_tp.engine.Intervention` subclass, a field here and its field and check in
+:class:`~sentence_transformers_tp.settings.Setting`; ``encode``, the tuner and the evaluators all run through
+:meth:`ForwardSettings.plan`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,11 @@ from typing import Any
 
 import torch
 
-from sentence_transformers_tp.contrastive import CP_MODES, CP_PROMPT, ContrastivePrompting
+from sentence_transformers_tp.contrastive import CP_PROMPT, ContrastivePrompting
 from sentence_transformers_tp.engine import Intervention, Plan
 from sentence_transformers_tp.prepending import TokenPrepending
 
 __all__ = ["ForwardSettings"]
-
-
-def _is_int(value: Any) -> bool:
-    import numbers
-
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -66,37 +63,6 @@ class ForwardSettings:
             The new settings.
         """
         return dataclasses.replace(self, **changes)
-
-    def validate(self, num_layers: int) -> None:
-        """Check the settings against a backbone.
-
-        Args:
-            num_layers: Number of decoder layers.
-
-        Raises:
-            ValueError: On a setting of the wrong type or out of range.
-        """
-        for key in ("tp_start", "tp_exit"):
-            if not _is_int(getattr(self, key)):
-                raise ValueError(f"{key} must be an integer, got {getattr(self, key)!r}.")
-        if self.tp_start < 0:
-            raise ValueError(f"tp_start must be >= 0, got {self.tp_start}.")
-        if self.tp_enabled and self.tp_exit > num_layers:
-            raise ValueError(
-                f"tp_exit={self.tp_exit} is larger than the number of decoder layers ({num_layers}); TP replaces the "
-                f"placeholder before layers tp_start..tp_exit-1 (0-based)."
-            )
-        if self.cp_layer is not None and (not _is_int(self.cp_layer) or not 0 <= self.cp_layer < num_layers):
-            raise ValueError(
-                f"cp_layer must be None (no Contrastive Prompting) or a decoder layer 0..{num_layers - 1}, got "
-                f"{self.cp_layer!r}."
-            )
-        if self.cp_mode not in CP_MODES:
-            raise ValueError(f"cp_mode must be one of {CP_MODES}, got {self.cp_mode!r}.")
-        if isinstance(self.cp_alpha, bool) or not isinstance(self.cp_alpha, (int, float)) or self.cp_alpha <= 0:
-            raise ValueError(f"cp_alpha must be a positive number, got {self.cp_alpha!r}.")
-        if not isinstance(self.cp_prompt, str) or self.cp_prompt.count("{sentence}") != 1:
-            raise ValueError(f"cp_prompt must be a template with one {{sentence}} slot, got {self.cp_prompt!r}.")
 
     def interventions(self, auxiliary: torch.Tensor | None = None) -> tuple[Intervention, ...]:
         """The interventions of the main forward.

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import hashlib
 import json
-import operator
 import os
 import re
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
+from transformers import AutoConfig
 from transformers.utils import logging
 
 from sentence_transformers_tp import engine
 from sentence_transformers_tp.backbones import resolve_backbone
-from sentence_transformers_tp.contrastive import CP_PROMPT
-from sentence_transformers_tp.demonstrations import parse_demonstrations, to_config
 from sentence_transformers_tp.engine import (
     Plan,
     capture_layers,
@@ -29,26 +29,21 @@ from sentence_transformers_tp.engine import (
 )
 from sentence_transformers_tp.inputs import Features, check_texts
 from sentence_transformers_tp.interventions import ForwardSettings
-from sentence_transformers_tp.prefix_cache import (
-    PrefixGroup,
-    PrefixKVCache,
-    group_rows,
-    prefix_length,
-    unsupported_reason,
-)
-from sentence_transformers_tp.presets import with_saved_settings
-from sentence_transformers_tp.templates import (
-    DEFAULT_PLACEHOLDER,
-    USUAL_OUTPUT_LAYER,
-    RenderedPrompt,
-    canonical_template_name,
-    clean_sentence,
-    render,
-    resolve_templates,
-    template_names,
-    with_demonstrations,
-)
+from sentence_transformers_tp.model_card import install_model_card_data
+from sentence_transformers_tp.prefix_cache import PrefixGroup, PrefixKVCache, unsupported_reason
+from sentence_transformers_tp.presets import get_preset, resolve_settings
+from sentence_transformers_tp.prompting import Prompter, add_placeholder_token
+from sentence_transformers_tp.settings import MODULE_KEYS, TASK_SETTING_KEYS, Setting, TaskSettings, template_label
+from sentence_transformers_tp.templates import DEFAULT_PLACEHOLDER, clean_sentence, resolve_templates
 from sentence_transformers_tp.truncation import record_truncation, truncation_message
+
+__all__ = [
+    "TASK_PROMPT_PREFIX",
+    "TASK_SETTING_KEYS",
+    "TokenPrependingTransformer",
+    "add_requirement",
+    "template_label",
+]
 
 logger = logging.get_logger(__name__)
 
@@ -56,12 +51,43 @@ logger = logging.get_logger(__name__)
 FORMAT_VERSION = "0.1.0"
 PACKAGE_NAME = "sentence-transformers-tp"
 
+#: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
+#: reaches per-task settings).
+TASK_PROMPT_PREFIX = "st-tp-task:"
+
 _BATCH_INDEX_NOTE = (
     "(The index counts within the failing batch: SentenceTransformer.encode sorts inputs by length first; "
     "sentence_transformers_tp.inputs.check_texts(your_inputs) names the index in your own list.)"
 )
 
 _TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+#: The module arguments that are not a :class:`Setting` and that a saved folder restores, with their defaults.
+_MODULE_DEFAULTS = {
+    "placeholder": DEFAULT_PLACEHOLDER,
+    "clean_sentences": True,
+    "padding_side": "left",
+    "prefix_cache": True,
+}
+
+#: Per module (by ``id``), the setting and task settings of an active :meth:`TokenPrependingTransformer.using`
+#: block in this thread / task; like the engine's plans, a context variable, so threads never see each other's.
+_USING: contextvars.ContextVar[Mapping[int, tuple[Setting, TaskSettings]]] = contextvars.ContextVar(
+    "sentence_transformers_tp_using", default=types.MappingProxyType({})
+)
+
+
+def _setting_property(key: str, doc: str) -> property:
+    """A module property for one field of the active setting; setting it changes the module's own setting
+    (validated as a whole before anything changes)."""
+
+    def get(self: TokenPrependingTransformer) -> Any:
+        return self.setting.config_value(key)
+
+    def set_(self: TokenPrependingTransformer, value: Any) -> None:
+        self.set_setting(self.own_setting.replace(**{key: value}))
+
+    return property(get, set_, doc=doc)
 
 
 class TokenPrependingTransformer(Transformer):
@@ -170,7 +196,6 @@ class TokenPrependingTransformer(Transformer):
         "task_settings",
     ]
 
-    @with_saved_settings
     def __init__(
         self,
         model_name_or_path: str = "smollm2",
@@ -184,76 +209,62 @@ class TokenPrependingTransformer(Transformer):
         cp_alpha: float | None = None,
         cp_mode: str | None = None,
         cp_prompt: str | None = None,
-        placeholder: str = DEFAULT_PLACEHOLDER,
+        placeholder: str | None = None,
         query_template: str | Sequence[str] | None = None,
         document_template: str | Sequence[str] | None = None,
         task_settings: dict[str, dict[str, Any]] | None = None,
-        clean_sentences: bool = True,
-        padding_side: str = "left",
+        clean_sentences: bool | None = None,
+        padding_side: str | None = None,
         backbone_name: str | None = None,
         cache_dir: str | None = None,
         max_seq_length: int | None = None,
-        prefix_cache: bool = True,
+        prefix_cache: bool | None = None,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
-        if not isinstance(placeholder, str) or not placeholder.strip():
-            raise ValueError(f"placeholder must be a non-empty string, got {placeholder!r}.")
-        if template is None:
-            # No template given: the backbone's tuned combination of boosters, if its preset has one.
-            combination, preset_tasks = _preset_defaults(backbone_name or model_name_or_path)
-            given = {
-                "tp_start": tp_start,
-                "tp_exit": tp_exit,
-                "output_layer": output_layer,
-                "demonstrations": demonstrations,
-                "cp_layer": cp_layer,
-                "cp_alpha": cp_alpha,
-                "cp_mode": cp_mode,
-            }
-            chosen = {**combination, **{k: v for k, v in given.items() if v is not None}}
-            # The preset's task settings (e.g. for retrieval) come only with the untouched default.
-            untouched = all(v is None for v in (task_settings, query_template, document_template, *given.values()))
-            if untouched:
-                task_settings = preset_tasks
-            template = chosen.get("template", "prompteol")
-            tp_start, tp_exit, output_layer = chosen.get("tp_start"), chosen.get("tp_exit"), chosen.get("output_layer")
-            demonstrations, cp_layer = chosen.get("demonstrations"), chosen.get("cp_layer")
-            cp_alpha, cp_mode = chosen.get("cp_alpha"), chosen.get("cp_mode")
-        cp_alpha = 1.0 if cp_alpha is None else cp_alpha
-        cp_mode = "ns" if cp_mode is None else cp_mode
-        cp_prompt = CP_PROMPT if cp_prompt is None else cp_prompt
-        tp_start, tp_exit, output_layer = (
-            None if value is None else self._layer_value(key, value)
-            for key, value in (("tp_start", tp_start), ("tp_exit", tp_exit), ("output_layer", output_layer))
-        )
-        self.template = _as_config_value(template)
-        self.query_template = _as_config_value(query_template) if query_template is not None else None
-        self.document_template = _as_config_value(document_template) if document_template is not None else None
-        # Validate all template specs early, before the (slow) backbone load.
-        self._demonstrations = parse_demonstrations(demonstrations)
-        self.demonstrations = to_config(self._demonstrations) or None
-        self._templates = self._resolve_templates(self.template)
-        self.task_settings = check_task_settings(task_settings)
-        self._profiles = self._build_profiles()
-        self.cp_layer = cp_layer
-        self.cp_alpha = cp_alpha
-        self.cp_mode = cp_mode
-        self.cp_prompt = cp_prompt
-        ForwardSettings(cp_layer=None, cp_alpha=cp_alpha, cp_mode=cp_mode, cp_prompt=cp_prompt).validate(1)
+        given = {
+            **{key: kwargs.pop(key) for key in Transformer.config_keys if key in kwargs},
+            "template": template,
+            "demonstrations": demonstrations,
+            "tp_start": tp_start,
+            "tp_exit": tp_exit,
+            "output_layer": output_layer,
+            "cp_layer": cp_layer,
+            "cp_alpha": cp_alpha,
+            "cp_mode": cp_mode,
+            "cp_prompt": cp_prompt,
+            "placeholder": placeholder,
+            "query_template": query_template,
+            "document_template": document_template,
+            "task_settings": task_settings,
+            "clean_sentences": clean_sentences,
+            "padding_side": padding_side,
+            "backbone_name": backbone_name,
+            "prefix_cache": prefix_cache,
+        }
+        resolved = resolve_settings(model_name_or_path, given, keys=self.config_keys)
+        arguments = {**_MODULE_DEFAULTS, **{k: v for k, v in resolved.arguments.items() if v is not None}}
+        if arguments["padding_side"] not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {arguments['padding_side']!r}.")
+        if not isinstance(arguments["placeholder"], str) or not arguments["placeholder"].strip():
+            raise ValueError(f"placeholder must be a non-empty string, got {arguments['placeholder']!r}.")
+        self.query_template = _as_config_value(arguments.get("query_template"))
+        self.document_template = _as_config_value(arguments.get("document_template"))
+        # Everything that can be checked without the backbone is checked before its (slow) load.
+        early = Setting.from_config({k: v for k, v in arguments.items() if k in MODULE_KEYS})
+        early.validate(None)
+        self._task_config = self._task_settings_from(early, arguments.get("task_settings"))
 
-        self.backbone_name = backbone_name or model_name_or_path
-        resolved = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
-        model_kwargs = _with_safe_attention(resolved, model_kwargs, config_kwargs)
-        kwargs.pop("modality_config", None)
-        kwargs.pop("module_output_name", None)
-        kwargs.pop("unpad_inputs", None)
+        self.backbone_name = arguments.get("backbone_name") or model_name_or_path
+        path = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
+        model_kwargs = _with_safe_attention(path, model_kwargs, config_kwargs)
+        for key in ("modality_config", "module_output_name", "unpad_inputs"):
+            arguments.pop(key, None)
+        transformer_kwargs = {k: v for k, v in arguments.items() if k in Transformer.config_keys}
         super().__init__(
-            resolved,
+            path,
             model_kwargs=model_kwargs,
             processor_kwargs=processor_kwargs,
             config_kwargs=config_kwargs,
@@ -261,30 +272,93 @@ class TokenPrependingTransformer(Transformer):
             modality_config=_TEXT_MODALITY,
             module_output_name="sentence_embedding",
             unpad_inputs=False,
+            **transformer_kwargs,
             **kwargs,
         )
         if self.tokenizer is None:
             raise ValueError(f"The backbone {model_name_or_path!r} has no text tokenizer.")
         check_decoder_only(self.model)
         self._layers = find_decoder_layers(self.model)
-
-        self.placeholder = placeholder
-        self.placeholder_id = self._add_placeholder_token(placeholder)
-        self._placeholder_text_ids = self._plain_text_ids(placeholder)
-        self.clean_sentences = clean_sentences
-        self.padding_side = padding_side
-        self._pad_id = self._choose_pad_id()
-        self._tokenizer_lock = threading.Lock()
-        self.prefix_cache = bool(prefix_cache)
+        self.placeholder = arguments["placeholder"]
+        self.placeholder_id = add_placeholder_token(self.tokenizer, self.model, self.placeholder)
+        self.prompting = Prompter(self.tokenizer, self.placeholder, self.placeholder_id, arguments["padding_side"])
+        self.clean_sentences = bool(arguments["clean_sentences"])
+        self.prefix_cache = bool(arguments["prefix_cache"])
         self._prefix_kv = PrefixKVCache()
         self._prefix_cache_problem: str | None = unsupported_reason(self.model)
+        self._own = Setting()
+        self._tasks = TaskSettings()
+        self.set_setting(resolved.setting(self.num_layers))
 
-        given = {"tp_start": tp_start, "tp_exit": tp_exit, "output_layer": output_layer}
-        settings = {**self._default_layers(), **{k: v for k, v in given.items() if v is not None}}
-        self.tp_start = settings["tp_start"]
-        self.tp_exit = settings["tp_exit"]
-        self.output_layer = settings["output_layer"]
-        self._validate_layers()
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        backend: str = "torch",
+        init_defaults: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TokenPrependingTransformer:
+        """Load a saved module (how ``SentenceTransformer(path)`` builds it): the saved config (:meth:`load_config`)
+        becomes the constructor's arguments, as ``Transformer.load`` does; keys this version does not know are
+        dropped with a warning.
+
+        Args:
+            model_name_or_path: The saved model (folder or hub id).
+            subfolder: Sub-folder of the module.
+            token: Hub token.
+            cache_folder: Hub cache folder.
+            revision: Hub revision.
+            local_files_only: Do not use the network.
+            trust_remote_code: Passed to the backbone's loaders.
+            model_kwargs: Keyword arguments for ``AutoModel.from_pretrained`` (win over the saved ones).
+            processor_kwargs: Keyword arguments for ``AutoTokenizer.from_pretrained``.
+            config_kwargs: Keyword arguments for ``AutoConfig.from_pretrained``.
+            backend: The backend (only ``"torch"``).
+            init_defaults: Defaults for keys the saved config omits.
+            **kwargs: Ignored.
+
+        Returns:
+            The module.
+        """
+        config = cls.load_config(
+            model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        unknown = sorted(set(config) - set(cls.config_keys) - {"model_args", "tokenizer_args", "config_args"})
+        if unknown:
+            logger.warning(f"Ignoring unknown settings {unknown} in the saved config of {model_name_or_path}.")
+        arguments = {key: value for key, value in config.items() if key not in unknown}
+        hub = {
+            "subfolder": subfolder,
+            "token": token,
+            "cache_dir": cache_folder,
+            "revision": revision,
+            "local_files_only": local_files_only,
+            "trust_remote_code": trust_remote_code,
+        }
+        # Priority as in Transformer.load: the caller's kwargs > hub kwargs > saved values (old key names accepted).
+        for old, new, given in (
+            ("model_args", "model_kwargs", model_kwargs),
+            ("tokenizer_args", "processor_kwargs", processor_kwargs),
+            ("config_args", "config_kwargs", config_kwargs),
+        ):
+            arguments[new] = {**arguments.pop(old, {}), **arguments.get(new, {}), **hub, **(given or {})}
+        for key, value in (init_defaults or {}).items():
+            arguments.setdefault(key, value)
+        return cls(model_name_or_path=model_name_or_path, backend=backend, **arguments)
 
     @classmethod
     def from_preset(cls, name_or_path: str, template: str | None = None, **kwargs: Any) -> TokenPrependingTransformer:
@@ -300,8 +374,6 @@ class TokenPrependingTransformer(Transformer):
         Returns:
             The module.
         """
-        from sentence_transformers_tp.presets import get_preset
-
         preset = get_preset(name_or_path)
         template = template or preset.default_template
         settings = {**preset.settings(template), **{k: v for k, v in kwargs.items() if v is not None}}
@@ -309,122 +381,165 @@ class TokenPrependingTransformer(Transformer):
         settings.setdefault("backbone_name", preset.backbone)
         return cls(model_name_or_path, template, **settings)
 
-    def _default_layers(self) -> dict[str, int]:
-        """Layer settings used where the caller gave none: the backbone's preset for this template if there is
-        one, else TP before layers 1-6 (the paper's default band) and the template's usual output layer."""
-        from sentence_transformers_tp.presets import find_preset_for_backbone
-
-        name = canonical_template_name(self.template) if isinstance(self.template, str) else None
-        if name is not None:
-            preset = find_preset_for_backbone(str(self.backbone_name))
-            if preset is not None and name in preset.templates:
-                logger.info(f"Using the {preset.name!r} preset ({preset.status}) for template {name!r}.")
-                return preset.settings(name)
-        return {"tp_start": 1, "tp_exit": min(7, self.num_layers), "output_layer": USUAL_OUTPUT_LAYER.get(name, -1)}
-
-    # ------------------------------------------------------------------ setup helpers
+    # ------------------------------------------------------------------ the setting
 
     @property
     def num_layers(self) -> int:
         """Number of decoder layers of the backbone."""
         return len(self._layers)
 
-    @staticmethod
-    def _layer_value(key: str, value: Any) -> int:
-        """``value`` as a plain int (numpy and other integer types accepted; bools and floats are not)."""
-        if isinstance(value, bool) or not hasattr(value, "__index__"):
-            raise ValueError(f"{key} must be an integer (or None for the default), got {value!r}.")
-        return operator.index(value)
-
-    def _set_layer(self, key: str, value: Any) -> None:
-        """Set a layer setting, validated against the backbone (and the other settings) once all are set."""
-        value = self._layer_value(key, value)
-        previous = self.__dict__.get(f"_{key}")
-        self.__dict__[f"_{key}"] = value
-        ready = all(f"_{name}" in self.__dict__ for name in ("tp_start", "tp_exit", "output_layer"))
-        if ready and getattr(self, "_layers", None) is not None:
-            try:
-                self._validate_layers()
-            except ValueError:
-                self.__dict__[f"_{key}"] = previous
-                raise
+    @property
+    def decoder_layers(self) -> Sequence[torch.nn.Module]:
+        """The backbone's decoder layers, in order."""
+        return self._layers
 
     @property
-    def tp_start(self) -> int:
-        """First decoder layer (0-based) whose input gets the placeholder replaced; validated when set."""
-        return self.__dict__["_tp_start"]
-
-    @tp_start.setter
-    def tp_start(self, value: int) -> None:
-        self._set_layer("tp_start", value)
+    def own_setting(self) -> Setting:
+        """The module's own :class:`~sentence_transformers_tp.settings.Setting` (what it saves), whatever
+        :meth:`using` block is active."""
+        return self._own
 
     @property
-    def tp_exit(self) -> int:
-        """First layer after ``tp_start`` without replacement (``<= tp_start``: TP off); validated when set."""
-        return self.__dict__["_tp_exit"]
+    def setting(self) -> Setting:
+        """The active :class:`~sentence_transformers_tp.settings.Setting`: the one of this thread's :meth:`using`
+        block, else the module's own."""
+        active = _USING.get().get(id(self))
+        return self._own if active is None else active[0]
 
-    @tp_exit.setter
-    def tp_exit(self, value: int) -> None:
-        self._set_layer("tp_exit", value)
+    def task_settings_for(self, task: str | None) -> Setting:
+        """The setting a call for ``task`` uses: the task's entry of the active task settings, else the active
+        setting.
+
+        Args:
+            task: ``"query"``, ``"document"``, another ``task_settings`` name, or None.
+
+        Returns:
+            The resolved setting.
+        """
+        active = _USING.get().get(id(self))
+        setting, tasks = (self._own, self._tasks) if active is None else active
+        return tasks.get(task, setting) if task else setting
+
+    def tasks_on(self, base: Setting) -> TaskSettings:
+        """The module's task settings (``task_settings`` and the query / document template shorthands) resolved
+        on another base setting: what they would be if ``base`` were the module's own.
+
+        Args:
+            base: The base setting.
+
+        Returns:
+            The task settings.
+        """
+        config = {task: dict(values) for task, values in self._task_config.items()}
+        for task, template in (("query", self.query_template), ("document", self.document_template)):
+            if template is not None:
+                config.setdefault(task, {}).setdefault("template", template)
+        return TaskSettings.from_config(config, base)
+
+    def _task_settings_from(self, base: Setting, task_settings: Any) -> dict[str, dict[str, Any]]:
+        """``task_settings`` checked and in their config form (templates and demonstrations normalised)."""
+        tasks = TaskSettings.from_config(task_settings, base)
+        tasks.validate(None)
+        return tasks.to_config(base)
+
+    def set_setting(self, setting: Setting) -> None:
+        """Make ``setting`` the module's own (what it embeds with and saves). It is validated, with the task settings
+        resolved on it, before anything changes.
+
+        Args:
+            setting: The new setting (its ``max_seq_length`` must be None: the module's token budget is
+                ``max_seq_length``).
+
+        Raises:
+            ValueError: If the setting or a task setting on it is invalid for the backbone.
+        """
+        if not isinstance(setting, Setting):
+            raise ValueError(f"A module setting must be a Setting, got {type(setting).__name__}.")
+        if setting.max_seq_length is not None:
+            raise ValueError("The module's own setting has no max_seq_length: set module.max_seq_length instead.")
+        setting.validate(self.num_layers)
+        tasks = self.tasks_on(setting)
+        tasks.validate(self.num_layers)
+        self._own, self._tasks = setting, tasks
+
+    @contextlib.contextmanager
+    def using(self, setting: Setting, task_settings: Mapping[str, Setting] | None = None) -> Iterator[Any]:
+        """Embed under another setting for the duration of a ``with`` block, in this thread only.
+
+        Every ``encode`` / :meth:`preprocess` / :meth:`embed` of this thread (and of asyncio tasks started in it) in
+        the block uses ``setting`` (template, demonstrations, TP band, CP, output layer, ``max_seq_length``) instead
+        of the module's own; other threads keep the module's own. The module is not changed, so nothing needs
+        restoring; blocks nest.
+
+        Args:
+            setting: The setting.
+            task_settings: Settings per task inside the block (e.g. :meth:`tasks_on` ``(setting)`` for the module's
+                task settings on the new base); None: ``setting`` for every task.
+
+        Yields:
+            The module.
+
+        Raises:
+            ValueError: If a setting is invalid for the backbone (before the block runs).
+        """
+        if not isinstance(setting, Setting):
+            raise ValueError(f"using() takes a Setting, got {type(setting).__name__}.")
+        tasks = task_settings if isinstance(task_settings, TaskSettings) else TaskSettings(task_settings)
+        setting.validate(self.num_layers)
+        tasks.validate(self.num_layers)
+        token = _USING.set(types.MappingProxyType({**_USING.get(), id(self): (setting, tasks)}))
+        try:
+            yield self
+        finally:
+            _USING.reset(token)
+
+    template = _setting_property("template", "The active template spec (a name, a user template or a list).")
+    tp_start = _setting_property("tp_start", "First decoder layer (0-based) whose placeholder is replaced.")
+    tp_exit = _setting_property("tp_exit", "First layer after ``tp_start`` without replacement (``<=``: TP off).")
+    output_layer = _setting_property("output_layer", "The ``hidden_states`` index of the embedding.")
+    cp_layer = _setting_property("cp_layer", "Contrastive Prompting layer (None: CP off).")
+    cp_alpha = _setting_property("cp_alpha", "Contrastive Prompting scale.")
+    cp_mode = _setting_property("cp_mode", "Contrastive Prompting mode.")
+    cp_prompt = _setting_property("cp_prompt", "Contrastive Prompting auxiliary prompt.")
 
     @property
-    def output_layer(self) -> int:
-        """The ``hidden_states`` index of the embedding; validated when set."""
-        return self.__dict__["_output_layer"]
+    def demonstrations(self) -> list[list[str]] | None:
+        """The active demonstrations in their config form, or None for none."""
+        return self.setting.config_value("demonstrations") or None
 
-    @output_layer.setter
-    def output_layer(self, value: int) -> None:
-        self._set_layer("output_layer", value)
+    @demonstrations.setter
+    def demonstrations(self, value: Any) -> None:
+        self.set_setting(self._own.replace(demonstrations=() if value is None else value))
+
+    @property
+    def task_settings(self) -> dict[str, dict[str, Any]]:
+        """The module's ``task_settings`` in their config form (see the class docstring)."""
+        return self._task_config
+
+    @property
+    def padding_side(self) -> str:
+        """``"left"`` or ``"right"``: where prompts are padded."""
+        return self.prompting.padding_side
+
+    @padding_side.setter
+    def padding_side(self, value: str) -> None:
+        if value not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {value!r}.")
+        self.prompting.padding_side = value
 
     @property
     def tp_enabled(self) -> bool:
         """Whether Token Prepending is on (``tp_exit > tp_start``)."""
-        return self.tp_exit > self.tp_start
+        return self.setting.tp_enabled
 
     @property
     def templates(self) -> tuple[str, ...]:
-        """The resolved default template strings (with ``{sentence}`` and ``{placeholder}`` slots)."""
-        return self._templates
+        """The active resolved template strings (with ``{sentence}`` and ``{placeholder}`` slots)."""
+        return self.setting.templates()
 
-    def _validate_layers(self) -> None:
-        self.forward_settings().validate(self.num_layers)
-        resolve_output_layer(self.output_layer, self.num_layers)
-        for task, profile in getattr(self, "_profiles", {}).items():
-            try:
-                self.forward_settings().replace(**profile.overrides).validate(self.num_layers)
-                if profile.output_layer is not None:
-                    resolve_output_layer(profile.output_layer, self.num_layers)
-            except ValueError as error:
-                raise ValueError(f"task_settings[{task!r}]: {error}") from None
-
-    def _build_profiles(self) -> dict[str, TaskProfile]:
-        """Resolve ``task_settings`` (and the ``query_template`` / ``document_template`` shorthands) per task."""
-        shorthands = {"query": self.query_template, "document": self.document_template}
-        entries = {**{task: {} for task, value in shorthands.items() if value is not None}, **self.task_settings}
-        profiles = {}
-        for task, values in entries.items():
-            values = dict(values)
-            if shorthands.get(task) is not None:
-                values.setdefault("template", shorthands[task])
-            template = values.pop("template", None)
-            demonstrations = parse_demonstrations(values["demonstrations"]) if "demonstrations" in values else None
-            if demonstrations is not None and template is None:
-                template = self.template
-            profiles[task.lower()] = TaskProfile(
-                templates=self._resolve_templates(template, demonstrations) if template is not None else None,
-                overrides={
-                    k: values[k] for k in ("tp_start", "tp_exit", "cp_layer", "cp_alpha", "cp_mode") if k in values
-                },
-                output_layer=values.get("output_layer"),
-                max_seq_length=values.get("max_seq_length"),
-            )
-        return profiles
-
-    def _profile(self, prompt: str | None, task: str | None) -> tuple[str | None, TaskProfile | None]:
-        """The prompt left after a task marker (see :data:`TASK_PROMPT_PREFIX`) and the task's settings, if any."""
-        if prompt and prompt.startswith(TASK_PROMPT_PREFIX):
-            task, prompt = prompt[len(TASK_PROMPT_PREFIX) :], None
-        return prompt, self._profiles.get(task.lower()) if task else None
+    def forward_settings(self) -> ForwardSettings:
+        """The active forward settings (TP band and Contrastive Prompting)."""
+        return self.setting.forward_settings()
 
     def boosters(self) -> dict[str, Any]:
         """The template and boosters (demonstrations, Contrastive Prompting layer) as :meth:`set_boosters` takes them."""
@@ -433,92 +548,49 @@ class TokenPrependingTransformer(Transformer):
     def set_boosters(
         self, template: str | Sequence[str], demonstrations: Any = None, cp_layer: int | None = None
     ) -> None:
-        """Switch the template, demonstrations and Contrastive Prompting layer on the loaded backbone (the query and
-        document templates are kept). The new settings are validated before anything changes.
+        """Switch the module's template, demonstrations and Contrastive Prompting layer (the query and document
+        templates are kept); validated before anything changes.
 
         Args:
             template: A template spec.
             demonstrations: Demonstrations (see the constructor), or None.
             cp_layer: CP layer, or None for no CP.
         """
-        demos = parse_demonstrations(demonstrations)
-        self.forward_settings().replace(cp_layer=cp_layer).validate(self.num_layers)
-        saved = self._demonstrations
-        self._demonstrations = demos
-        try:
-            templates = self._resolve_templates(template)
-        except ValueError:
-            self._demonstrations = saved
-            raise
-        self.template = _as_config_value(template)
-        self._templates = templates
-        self.demonstrations = to_config(demos) or None
-        self.cp_layer = cp_layer
+        demos = () if demonstrations is None else demonstrations
+        self.set_setting(self._own.replace(template=template, demonstrations=demos, cp_layer=cp_layer))
 
-    def _resolve_templates(
-        self, spec: str | Sequence[str], demonstrations: Sequence[Any] | None = None
-    ) -> tuple[str, ...]:
-        """Template strings of a spec, with the module's demonstrations (or the given ones) in front."""
-        templates = resolve_templates(spec)
-        demos = self._demonstrations if demonstrations is None else demonstrations
-        if not demos:
-            return templates
-        return tuple(with_demonstrations(template, demos) for template in templates)
+    @property
+    def max_seq_length(self) -> int | None:
+        """The module's token budget of a prompt (longer inputs have their sentence truncated)."""
+        return self.tokenizer.model_max_length if self.tokenizer is not None else None
 
-    def _add_placeholder_token(self, placeholder: str) -> int:
-        """Add the placeholder to the tokenizer as a normal token and give it an embedding row; return its id."""
-        tokenizer = self.tokenizer
-        existing = placeholder in tokenizer.get_added_vocab()
-        if not existing:
-            tokenizer.add_tokens([placeholder])
-        placeholder_id = tokenizer.convert_tokens_to_ids(placeholder)
-        ids = tokenizer(placeholder, add_special_tokens=False)["input_ids"]
-        if ids != [placeholder_id]:
-            raise ValueError(
-                f"The placeholder {placeholder!r} does not tokenize to a single token (got ids {ids}); choose another "
-                f"placeholder text."
-            )
-        embeddings = self.model.get_input_embeddings()
-        if placeholder_id >= embeddings.num_embeddings:
-            self.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-            embeddings = self.model.get_input_embeddings()
-        if not existing:
-            # The initial value barely matters (TP_REFERENCE §1.2, Table 4); the mean of the other rows is a
-            # deterministic choice of ordinary magnitude.
-            with torch.no_grad():
-                others = torch.cat([embeddings.weight[:placeholder_id], embeddings.weight[placeholder_id + 1 :]])
-                embeddings.weight[placeholder_id] = others.float().mean(0).to(embeddings.weight.dtype)
-        return placeholder_id
+    @max_seq_length.setter
+    def max_seq_length(self, value: int | None) -> None:
+        if value is not None and getattr(self, "prompting", None) is not None:
+            Setting(max_seq_length=value).validate(None)
+            self.check_budget(value)
+        self.tokenizer.model_max_length = value
 
-    def _plain_text_ids(self, text: str) -> list[int]:
-        """Ids of ``text`` tokenized as ordinary text, bypassing the added-token match (used for user text that
-        contains the placeholder's literal text)."""
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            normalized = backend.normalizer.normalize_str(text) if backend.normalizer is not None else text
-            pieces = backend.pre_tokenizer.pre_tokenize_str(normalized) if backend.pre_tokenizer else [(normalized,)]
-            ids = [token.id for piece in pieces for token in backend.model.tokenize(piece[0])]
-            if ids and self.placeholder_id not in ids:
-                return ids
-        # Fallback: one character at a time.
-        ids = []
-        for char in text:
-            ids.extend(self.tokenizer(char, add_special_tokens=False)["input_ids"])
-        return [i for i in ids if i != self.placeholder_id]
+    def check_budget(self, max_length: int) -> None:
+        """Check that a token budget holds every template of the module and its task settings with an empty
+        sentence.
 
-    def _choose_pad_id(self) -> int:
-        tokenizer = self.tokenizer
-        for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
-            if candidate is not None:
-                return int(candidate)
-        return 0
+        Args:
+            max_length: The budget.
+
+        Raises:
+            ValueError: If a prompt has more tokens than ``max_length`` even without a sentence.
+        """
+        settings = [self._own, *(setting for setting in self._tasks.values() if setting.max_seq_length is None)]
+        for setting in settings:
+            placeholder = self.placeholder if setting.tp_enabled else None
+            for template in setting.templates():
+                self.prompting.encode_prompt(template, "", placeholder, max_length=max_length)
 
     # ------------------------------------------------------------------ sentence-transformers API
 
     def on_model_ready(self, model: Any) -> None:
         """Give the owning model a unique name (for MTEB result folders) and the TP model card."""
-        from sentence_transformers_tp.model_card import install_model_card_data
-
         install_model_card_data(model, self)
         # MTEB picks prompts by task name / type: a marker prompt routes those tasks to their task_settings.
         prompts = getattr(model, "prompts", None)
@@ -526,6 +598,13 @@ class TokenPrependingTransformer(Transformer):
             for task in self.task_settings:
                 if task.lower() not in ("query", "document"):
                     prompts.setdefault(task, TASK_PROMPT_PREFIX + task)
+
+    @staticmethod
+    def _split_prompt(prompt: str | None, task: str | None) -> tuple[str | None, str | None]:
+        """The prompt left after a task marker (see :data:`TASK_PROMPT_PREFIX`) and the task."""
+        if prompt and prompt.startswith(TASK_PROMPT_PREFIX):
+            return None, prompt[len(TASK_PROMPT_PREFIX) :]
+        return prompt, task
 
     def templates_for(self, prompt: str | None = None, task: str | None = None) -> tuple[str, ...]:
         """The templates used for a call.
@@ -539,13 +618,16 @@ class TokenPrependingTransformer(Transformer):
         Returns:
             The template strings.
         """
-        prompt, profile = self._profile(prompt, task)
-        templates = profile.templates if profile is not None and profile.templates is not None else self._templates
-        if prompt:
-            if "{sentence}" in prompt:
-                return self._resolve_templates(prompt)
-            return tuple(prompt + template for template in templates)
-        return templates
+        prompt, task = self._split_prompt(prompt, task)
+        return self._with_prompt(self.task_settings_for(task), prompt, self.setting)
+
+    @staticmethod
+    def _with_prompt(setting: Setting, prompt: str | None, base: Setting) -> tuple[str, ...]:
+        """The templates of ``setting`` with a call's prompt: a full template (``{sentence}``; with the
+        demonstrations of ``base``), or an instruction put in front of each template."""
+        if prompt and "{sentence}" in prompt:
+            return base.replace(template=prompt).templates()
+        return tuple((prompt or "") + template for template in setting.templates())
 
     def preprocess(
         self,
@@ -553,6 +635,7 @@ class TokenPrependingTransformer(Transformer):
         prompt: str | None = None,
         task: str | None = None,
         *,
+        setting: Setting | None = None,
         settings: ForwardSettings | None = None,
         templates: Sequence[str] | None = None,
         **kwargs: Any,
@@ -563,217 +646,49 @@ class TokenPrependingTransformer(Transformer):
             inputs: The sentences.
             prompt: See :meth:`templates_for`.
             task: See :meth:`templates_for`.
-            settings: The forward settings to prepare for (TP decides whether prompts get a placeholder, CP adds the
-                auxiliary prompts). Defaults to the module's own (:meth:`forward_settings`).
-            templates: Resolved template strings to use instead of :meth:`templates_for` (the tuner compares
-                templates on one loaded backbone this way).
+            setting: The setting to prepare for (templates, TP, CP, output layer, token budget); defaults to the
+                task's (:meth:`task_settings_for`).
+            settings: Forward settings (TP band, CP) replacing those of the setting (older form of ``setting``).
+            templates: Resolved template strings replacing those of :meth:`templates_for` (older form of
+                ``setting``).
             **kwargs: Ignored (accepted for sentence-transformers compatibility).
 
         Returns:
             ``input_ids``, ``attention_mask`` (``(n_inputs * n_templates, seq_len)``), ``placeholder_positions``
-            (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), ``settings``, for the prefix
-            cache ``prefix_groups`` (rows grouped by their template prefix, with the remainders after it; see
-            :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest`` (rows without one), and
-            with CP ``auxiliary``: the same keys for the auxiliary prompt (one row per input).
+            (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), ``settings``,
+            ``output_layer``, for the prefix cache ``prefix_groups`` (rows grouped by their template prefix, with the
+            remainders after it; see :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest``
+            (rows without one), and with CP ``auxiliary``: the same keys for the auxiliary prompt (one row per
+            input).
 
         Raises:
-            ValueError: If an input is not a string (the message names its index), or ``max_seq_length`` is too
-                small to hold a template.
+            ValueError: If an input is not a string (the message names its index), a setting is invalid, or the
+                token budget is too small to hold a template.
         """
         check_texts(inputs, context=_BATCH_INDEX_NOTE)
-        _, profile = self._profile(prompt, task)
-        if settings is None:
-            settings = self.forward_settings()
-            if profile is not None:
-                settings = settings.replace(**profile.overrides)
-        settings.validate(self.num_layers)
-        max_length = profile.max_seq_length if profile is not None and profile.max_seq_length else self.max_seq_length
+        prompt, task = self._split_prompt(prompt, task)
+        if templates is None:
+            templates = self._with_prompt(setting or self.task_settings_for(task), prompt, setting or self.setting)
+        setting = setting or self.task_settings_for(task)
+        if settings is not None:
+            setting = setting.replace(**dataclasses.asdict(settings))
+        setting.validate(self.num_layers)
+        forward = setting.forward_settings()
+        max_length = setting.max_seq_length or self.max_seq_length
         sentences = [clean_sentence(text) if self.clean_sentences else text for text in inputs]
-        placeholder = self.placeholder if settings.tp_enabled else None
-        templates = tuple(templates) if templates is not None else self.templates_for(prompt, task)
+        placeholder = self.placeholder if forward.tp_enabled else None
+        templates = tuple(templates)
         truncated: set[int] = set()
-        features = Features(self._prepare(sentences, templates, placeholder, truncated, max_length))
-        features["settings"] = settings
-        if profile is not None and profile.output_layer is not None:
-            features["output_layer"] = profile.output_layer
-        if settings.cp_enabled:
-            cp_templates = resolve_templates(settings.cp_prompt)
-            features["auxiliary"] = self._prepare(sentences, cp_templates, placeholder, truncated, max_length)
+        features = Features(self.prompting.prepare(sentences, templates, placeholder, truncated, max_length))
+        features["settings"] = forward
+        features["output_layer"] = setting.output_layer
+        if forward.cp_enabled:
+            cp_templates = resolve_templates(forward.cp_prompt)
+            features["auxiliary"] = self.prompting.prepare(sentences, cp_templates, placeholder, truncated, max_length)
         # Counted by an active report_truncation block (one report per block), else one report for this call with
         # the count (instead of transformers' per-tokenizer "indexing errors" warning).
         if not record_truncation(len(truncated), len(inputs), max_length) and truncated:
             logger.warning(truncation_message(len(truncated), len(inputs), [max_length]))
-        return features
-
-    def _prepare(
-        self,
-        sentences: list[str],
-        templates: Sequence[str],
-        placeholder: str | None,
-        truncated: set[int] | None = None,
-        max_length: int | None = None,
-    ) -> dict[str, Any]:
-        """Tokenize every (cleaned) sentence in every template and collate (see :meth:`preprocess`); the indices of
-        sentences that had to be truncated are added to ``truncated``."""
-        prompts: list[tuple[str, str, RenderedPrompt]] = []
-        for sentence in sentences:
-            prompts.extend((template, sentence, render(template, sentence, placeholder)) for template in templates)
-        # One tokenizer call for the whole batch (much less host work per batch than one call per prompt).
-        encodings = self._tokenize([rendered.text for _, _, rendered in prompts])
-        rows: list[list[int]] = []
-        placeholder_positions: list[int] = []
-        prefix_lengths: list[int] = []
-        for index, ((template, sentence, rendered), encoding) in enumerate(zip(prompts, encodings)):
-            cut: list[bool] = []
-            ids, position, prefix = self._encode_prompt(
-                template, sentence, placeholder, rendered, encoding, cut, max_length
-            )
-            if cut and truncated is not None:
-                truncated.add(index // len(templates))
-            rows.append(ids)
-            placeholder_positions.append(position)
-            prefix_lengths.append(prefix)
-        return self._collate(rows, placeholder_positions, num_prompts=len(templates), prefix_lengths=prefix_lengths)
-
-    def _tokenize(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        """Token ids and character offsets of each text (special tokens added, no truncation, no padding)."""
-        if not texts:
-            return []
-        with self._tokenizer_lock:
-            # verbose=False: no "sequence length is longer than the specified maximum" warning; preprocess truncates
-            # only the sentence itself and reports how many texts it cut.
-            encoding = self.tokenizer(
-                texts,
-                add_special_tokens=True,
-                return_offsets_mapping=True,
-                truncation=False,
-                padding=False,
-                verbose=False,
-            )
-        return [
-            (list(ids), [tuple(span) for span in offsets])
-            for ids, offsets in zip(encoding["input_ids"], encoding["offset_mapping"])
-        ]
-
-    def _encode_prompt(
-        self,
-        template: str,
-        sentence: str,
-        placeholder: str | None,
-        rendered: RenderedPrompt | None = None,
-        encoding: tuple[list[int], list[tuple[int, int]]] | None = None,
-        truncated: list[bool] | None = None,
-        max_length: int | None = None,
-    ) -> tuple[list[int], int, int]:
-        """Tokenize one prompt exactly as the whole prompt string at once; truncate only the sentence.
-
-        Args:
-            template: The template.
-            sentence: The (cleaned) sentence.
-            placeholder: The placeholder text, or None without TP.
-            rendered: The prompt already rendered from these, if at hand.
-            encoding: Its tokenization (ids, offsets), if at hand.
-            truncated: Gets ``True`` appended if the sentence had to be truncated.
-            max_length: Token budget (default: ``max_seq_length``).
-
-        Returns:
-            The ids, the placeholder index (-1 for none) and the length of the cacheable template prefix.
-        """
-        max_length = max_length or self.max_seq_length
-        while True:
-            if rendered is None or encoding is None:
-                rendered = render(template, sentence, placeholder)
-                (encoding,) = self._tokenize([rendered.text])
-            ids, offsets, position = self._fix_placeholders(*encoding, rendered)
-            if max_length is None or len(ids) <= max_length:
-                return ids, position, prefix_length(offsets, rendered.sentence_start, position)
-            if not sentence:
-                raise ValueError(
-                    f"max_seq_length={max_length} is too small for the template: without any sentence the prompt "
-                    f"already has {len(ids)} tokens."
-                )
-            if truncated is not None and not truncated:
-                truncated.append(True)
-            # Sentence tokens are those lying entirely inside the sentence span; keep as many as fit, cut the
-            # sentence text after the last kept token and tokenize again (each round strictly shortens it).
-            inside = [
-                i
-                for i, (start, end) in enumerate(offsets)
-                if start >= rendered.sentence_start and end <= rendered.sentence_end and end > start
-            ]
-            budget = len(inside) - (len(ids) - max_length)
-            cut = offsets[inside[budget - 1]][1] if budget > 0 else rendered.sentence_start
-            shorter = sentence[: cut - rendered.sentence_start].rstrip()
-            sentence = shorter if len(shorter) < len(sentence) else sentence[:-1]
-            rendered = encoding = None
-
-    def _fix_placeholders(
-        self, ids: list[int], offsets: list[tuple[int, int]], rendered: RenderedPrompt
-    ) -> tuple[list[int], list[tuple[int, int]], int]:
-        """Find the template's placeholder token; re-encode placeholder text that came from the sentence."""
-        placeholder_id = self.placeholder_id
-        position = -1
-        fixed_ids: list[int] = []
-        fixed_offsets: list[tuple[int, int]] = []
-        for token_id, span in zip(ids, offsets):
-            if token_id == placeholder_id and rendered.sentence_start <= span[0] < rendered.sentence_end:
-                # The sentence contains the placeholder's literal text: encode it as ordinary text.
-                fixed_ids.extend(self._placeholder_text_ids)
-                fixed_offsets.extend([span] * len(self._placeholder_text_ids))
-                continue
-            if token_id == placeholder_id and position < 0 and span[0] == rendered.placeholder_start:
-                position = len(fixed_ids)
-            elif token_id == placeholder_id:
-                # Placeholder text in the template outside the placeholder slot: ordinary text as well.
-                fixed_ids.extend(self._placeholder_text_ids)
-                fixed_offsets.extend([span] * len(self._placeholder_text_ids))
-                continue
-            fixed_ids.append(token_id)
-            fixed_offsets.append(span)
-        if rendered.placeholder_start >= 0 and position < 0:
-            raise ValueError(
-                f"The placeholder {self.placeholder!r} was not found as one token in the prompt {rendered.text!r}."
-            )
-        return fixed_ids, fixed_offsets, position
-
-    def _collate(
-        self,
-        rows: list[list[int]],
-        placeholder_positions: list[int],
-        num_prompts: int,
-        prefix_lengths: list[int] | None = None,
-    ) -> dict[str, Any]:
-        lengths = [len(row) for row in rows]
-        width = max(lengths, default=0)
-        pad_id = self._pad_id
-        left = self.padding_side == "left"
-        # Padded Python lists first, then one tensor each: far less host work than filling tensors row by row.
-        starts = [width - length if left else 0 for length in lengths]
-        if left:
-            padded = [[pad_id] * start + row for row, start in zip(rows, starts)]
-            mask = [[0] * start + [1] * length for length, start in zip(lengths, starts)]
-            last = torch.full((len(rows),), width - 1, dtype=torch.long)
-        else:
-            padded = [row + [pad_id] * (width - length) for row, length in zip(rows, lengths)]
-            mask = [[1] * length + [0] * (width - length) for length in lengths]
-            last = torch.tensor(lengths, dtype=torch.long) - 1
-        input_ids = torch.tensor(padded, dtype=torch.long).reshape(len(rows), width)
-        attention_mask = torch.tensor(mask, dtype=torch.long).reshape(len(rows), width)
-        placeholder = torch.tensor(
-            [position + start if position >= 0 else -1 for position, start in zip(placeholder_positions, starts)],
-            dtype=torch.long,
-        )
-        features: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "placeholder_positions": placeholder,
-            "last_positions": last,
-            "num_prompts": num_prompts,
-        }
-        if prefix_lengths is not None:
-            groups, rest = group_rows(rows, prefix_lengths, placeholder_positions, starts, self._pad_id)
-            features["prefix_groups"] = groups
-            features["prefix_rest"] = rest
         return features
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -788,17 +703,6 @@ class TokenPrependingTransformer(Transformer):
         """
         features["sentence_embedding"] = self.embed(features)[:, 0]
         return features
-
-    def forward_settings(self) -> ForwardSettings:
-        """The module's current forward settings (TP band and Contrastive Prompting)."""
-        return ForwardSettings(
-            tp_start=self.tp_start,
-            tp_exit=self.tp_exit,
-            cp_layer=self.cp_layer,
-            cp_alpha=self.cp_alpha,
-            cp_mode=self.cp_mode,
-            cp_prompt=self.cp_prompt,
-        )
 
     def embed(self, features: dict[str, Any], layers: int | Sequence[int] | str | None = None) -> torch.Tensor:
         """The embeddings of a preprocessed batch at one, several or all layers: the one path every embedding of
@@ -817,8 +721,8 @@ class TokenPrependingTransformer(Transformer):
         Returns:
             ``(n_inputs, n_layers, hidden_size)`` float32 embeddings, layers in the requested order.
         """
-        settings: ForwardSettings = features.get("settings") or self.forward_settings()
-        capture = capture_layers(layers, features.get("output_layer", self.output_layer), self.num_layers)
+        settings: ForwardSettings = features.get("settings") or self.setting.forward_settings()
+        capture = capture_layers(layers, features.get("output_layer", self.setting.output_layer), self.num_layers)
         input_ids = features["input_ids"]
         num_prompts = int(features.get("num_prompts", 1))
         if input_ids.shape[0] == 0:
@@ -858,8 +762,13 @@ class TokenPrependingTransformer(Transformer):
             )
             return False
         if depth is None:
-            depth = resolve_output_layer(self.output_layer, self.num_layers)
+            depth = resolve_output_layer(self.setting.output_layer, self.num_layers)
         return depth > 0
+
+    @property
+    def prefix_kv(self) -> PrefixKVCache:
+        """The template-prefix key/value cache (for statistics: ``len()``, ``nbytes``)."""
+        return self._prefix_kv
 
     def clear_prefix_cache(self) -> None:
         """Drop the cached prefix keys/values (they are rebuilt on demand)."""
@@ -993,8 +902,10 @@ class TokenPrependingTransformer(Transformer):
         add_requirement(output_path)
 
     def get_config_dict(self) -> dict[str, Any]:
-        """The config saved in ``sentence_bert_config.json`` (Transformer keys plus the TP settings)."""
+        """The config saved in ``sentence_bert_config.json``: Transformer keys plus the active setting (the module's
+        own, or that of this thread's :meth:`using` block, as every description of the module)."""
         config = super().get_config_dict()
+        config.update(self.setting.to_config(MODULE_KEYS))
         for key in ("query_template", "document_template", "demonstrations", "task_settings"):
             if not config.get(key):
                 config.pop(key, None)
@@ -1047,17 +958,20 @@ class TokenPrependingTransformer(Transformer):
 
     # ------------------------------------------------------------------ pickling (multi-process pools)
 
+    @property
+    def _tokenizer_lock(self) -> Any:
+        """The lock that serialises tokenizer calls (the prompter's)."""
+        return self.prompting.lock
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
-        state.pop("_tokenizer_lock", None)
         # The prefix cache holds device tensors and a lock; it is rebuilt on demand after unpickling.
         state.pop("_prefix_kv", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._tokenizer_lock = threading.Lock()
         self._prefix_kv = PrefixKVCache()
 
 
@@ -1073,8 +987,6 @@ def _with_safe_attention(
     if model_kwargs and "attn_implementation" in model_kwargs:
         return model_kwargs
     try:
-        from transformers import AutoConfig
-
         model_type = AutoConfig.from_pretrained(model_name_or_path, **(config_kwargs or {})).model_type
     except Exception:  # the real load reports any problem with the checkpoint
         return model_kwargs
@@ -1084,113 +996,10 @@ def _with_safe_attention(
     return {**(model_kwargs or {}), "attn_implementation": "eager"}
 
 
-#: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
-#: reaches per-task settings).
-TASK_PROMPT_PREFIX = "st-tp-task:"
-#: What a ``task_settings`` entry may set.
-TASK_SETTING_KEYS = (
-    "template",
-    "demonstrations",
-    "tp_start",
-    "tp_exit",
-    "output_layer",
-    "cp_layer",
-    "cp_alpha",
-    "cp_mode",
-    "max_seq_length",
-)
-
-
-@dataclass(frozen=True)
-class TaskProfile:
-    """The resolved settings of one task (None / missing: the module's own).
-
-    Attributes:
-        templates: Template strings.
-        overrides: Forward settings (``tp_start``, ``tp_exit``, ``cp_*``).
-        output_layer: Output layer.
-        max_seq_length: Token budget of a prompt.
-    """
-
-    templates: tuple[str, ...] | None
-    overrides: dict[str, Any]
-    output_layer: int | None
-    max_seq_length: int | None
-
-
-def check_task_settings(task_settings: Any) -> dict[str, dict[str, Any]]:
-    """Validate the shape of ``task_settings`` (values are checked against the backbone later).
-
-    Args:
-        task_settings: ``{task: {setting: value}}`` (see :class:`TokenPrependingTransformer`), or None.
-
-    Returns:
-        The settings in their config form (templates and demonstrations normalised).
-
-    Raises:
-        ValueError: Naming the task and the setting that is wrong.
-    """
-    if task_settings is None:
-        return {}
-    if not isinstance(task_settings, dict):
-        raise ValueError(f"task_settings must be a dict of task -> settings, got {type(task_settings).__name__}.")
-    out: dict[str, dict[str, Any]] = {}
-    for task, values in task_settings.items():
-        if not isinstance(task, str) or not task or not isinstance(values, dict):
-            raise ValueError(f"task_settings[{task!r}] must map a task name to a dict of settings, got {values!r}.")
-        unknown = sorted(set(values) - set(TASK_SETTING_KEYS))
-        if unknown:
-            raise ValueError(f"task_settings[{task!r}] has unknown settings {unknown}; allowed: {TASK_SETTING_KEYS}.")
-        for key in ("tp_start", "tp_exit", "output_layer", "max_seq_length"):
-            value = values.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValueError(f"task_settings[{task!r}][{key!r}] must be an integer, got {value!r}.")
-        if values.get("max_seq_length") is not None and values["max_seq_length"] < 1:
-            raise ValueError(f"task_settings[{task!r}]['max_seq_length'] must be positive.")
-        entry = {k: (_as_config_value(v) if k == "template" else v) for k, v in values.items()}
-        if "demonstrations" in entry:
-            # Parsed here so a bad entry fails early; stored in the config form ([] = none, not the module's).
-            entry["demonstrations"] = to_config(parse_demonstrations(entry["demonstrations"]))
-        out[task] = entry
-    return out
-
-
-def _preset_defaults(backbone: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]] | None]:
-    """The tuned combination (constructor arguments, or ``{}``) and task settings (or None) of the backbone's
-    preset."""
-    from sentence_transformers_tp.presets import find_preset_for_backbone
-
-    preset = find_preset_for_backbone(str(backbone))
-    if preset is None:
-        return {}, None
-    settings, tasks = preset.combination_settings(), preset.task_settings_config()
-    if settings:
-        logger.info(f"Using the tuned combination of the {preset.name!r} preset: {settings}.")
-    if tasks:
-        logger.info(f"Using the task settings of the {preset.name!r} preset for {', '.join(sorted(tasks))}.")
-    return settings or {}, tasks
-
-
-def _as_config_value(template: str | Sequence[str]) -> str | list[str]:
-    if isinstance(template, str):
+def _as_config_value(template: str | Sequence[str] | None) -> str | list[str] | None:
+    if template is None or isinstance(template, str):
         return template
     return list(template)
-
-
-def template_label(template: str | Sequence[str]) -> str:
-    """A short label for a template spec: the built-in name, or ``custom-<hash>`` for user templates.
-
-    Args:
-        template: A template spec as accepted by :func:`~sentence_transformers_tp.templates.resolve_templates`.
-
-    Returns:
-        The label.
-    """
-    names = template_names(template)
-    if names is not None:
-        return "+".join(names)
-    payload = json.dumps(template if isinstance(template, str) else list(template))
-    return "custom-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]
 
 
 def add_requirement(output_path: str) -> None:

@@ -44,24 +44,21 @@ One rule decides the settings of a model:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sentence_transformers_tp.templates import TEMPLATES, canonical_template_name
+from sentence_transformers_tp.backbones import backbone_names
+from sentence_transformers_tp.settings import COMBINATION_KEYS, LAYER_KEYS, Setting, TaskSettings
+from sentence_transformers_tp.templates import TEMPLATES, USUAL_OUTPUT_LAYER, canonical_template_name
 
 logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
-LAYER_KEYS = ("tp_start", "tp_exit", "output_layer")
-#: Constructor arguments a preset's tuned ``combination`` may set.
-COMBINATION_KEYS = ("template", "demonstrations", *LAYER_KEYS, "cp_layer", "cp_alpha", "cp_mode")
 #: Keys of a preset ``task_settings`` entry that document it rather than set anything.
 RECORD_KEYS = ("status", "score", "command")
 STATUSES = ("paper", "tuned", "untested")
@@ -226,11 +223,7 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
 
 
 def _validate_task_settings(task_settings: Any, origin: str, num_layers: int | None) -> None:
-    """Check a preset's ``task_settings`` block (the module's checks, plus the layer ranges)."""
-    from sentence_transformers_tp.interventions import ForwardSettings
-    from sentence_transformers_tp.module import check_task_settings
-    from sentence_transformers_tp.templates import resolve_templates
-
+    """Check a preset's ``task_settings`` block (:meth:`TaskSettings.from_config` and :meth:`Setting.validate`)."""
     if not isinstance(task_settings, dict) or not task_settings:
         raise ValueError(f"{origin}: 'task_settings' must be a non-empty mapping of task name to settings.")
     for task, values in task_settings.items():
@@ -238,48 +231,21 @@ def _validate_task_settings(task_settings: Any, origin: str, num_layers: int | N
             raise ValueError(f"{origin}: task_settings[{task!r}] must be a mapping.")
         settings = {k: v for k, v in values.items() if k not in RECORD_KEYS}
         try:
-            check_task_settings({task: settings})
-            if "template" in settings:
-                resolve_templates(settings["template"])
-            layers = num_layers if num_layers is not None else 10**6
-            forward = ForwardSettings(
-                tp_start=settings.get("tp_start", 1),
-                tp_exit=settings.get("tp_exit", 1),
-                cp_layer=settings.get("cp_layer"),
-                cp_alpha=settings.get("cp_alpha", 1.0),
-                cp_mode=settings.get("cp_mode", "ns"),
-            )
-            forward.validate(layers)
-            layer = settings.get("output_layer")
-            if layer is not None and not -(layers + 1) <= layer <= layers:
-                raise ValueError(f"output_layer {layer} is out of range")
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{origin}: task_settings[{task!r}]: {error}") from None
+            TaskSettings.from_config({task: settings}, Setting()).validate(num_layers)
+        except ValueError as error:
+            raise ValueError(f"{origin}: {error}") from None
 
 
 def _validate_combination(combination: Any, origin: str, num_layers: int | None) -> None:
-    """Check a preset's ``combination`` block (the same checks the module runs on its settings)."""
-    from sentence_transformers_tp.demonstrations import parse_demonstrations
-    from sentence_transformers_tp.interventions import ForwardSettings
-    from sentence_transformers_tp.templates import resolve_templates
-
+    """Check a preset's ``combination`` block (:meth:`Setting.validate`, the module's checks)."""
     if not isinstance(combination, dict):
         raise ValueError(f"{origin}: 'combination' must be a mapping.")
-    unknown = set(combination) - {*COMBINATION_KEYS, "status", "score", "command"}
+    unknown = set(combination) - {*COMBINATION_KEYS, *RECORD_KEYS}
     missing = {"template", *LAYER_KEYS} - set(combination)
     if unknown or missing:
         raise ValueError(f"{origin}: 'combination' has unknown keys {sorted(unknown)} or lacks {sorted(missing)}.")
     try:
-        resolve_templates(combination["template"])
-        parse_demonstrations(combination.get("demonstrations"))
-        settings = ForwardSettings(
-            tp_start=combination["tp_start"],
-            tp_exit=combination["tp_exit"],
-            cp_layer=combination.get("cp_layer"),
-            cp_alpha=combination.get("cp_alpha", 1.0),
-            cp_mode=combination.get("cp_mode", "ns"),
-        )
-        settings.validate(num_layers if num_layers is not None else 10**6)
+        Setting.from_config(combination).validate(num_layers)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{origin}: 'combination': {error}") from None
 
@@ -401,8 +367,6 @@ def find_preset_for_backbone(backbone: str) -> Preset | None:
     Returns:
         The preset, or None.
     """
-    from sentence_transformers_tp.backbones import backbone_names
-
     presets = list(iter_presets())
     for name in backbone_names(str(backbone)):
         for preset in presets:
@@ -460,37 +424,98 @@ def saved_module_settings(path: str | os.PathLike) -> dict[str, Any] | None:
     return config if isinstance(config, dict) and "template" in config else None
 
 
-_Init = TypeVar("_Init", bound=Callable[..., None])
+#: The paper's TP band (before decoder layers 1..6), cut to the backbone's depth.
+PAPER_TP_BAND = (1, 7)
 
 
-def with_saved_settings(init: _Init) -> _Init:
-    """Decorate a module's ``__init__`` so that a saved model folder brings its own settings.
-
-    When the ``model_name_or_path`` argument is a saved sentence-transformers-tp folder, every setting saved in it
-    (every key of the class's ``config_keys``: template, TP layers, placeholder, ...) that the caller did not pass
-    is passed as saved; arguments the caller passed win.
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """The settings of a module, decided by :func:`resolve_settings` (explicit > saved > preset > paper default).
 
     Args:
-        init: The ``__init__`` to wrap.
+        arguments: Every module argument that was given or saved, plus, for a default module, the preset's tuned
+            ``combination`` and ``task_settings`` (None: not set).
+        preset: The backbone's built-in preset, or None.
+        source: Where the settings came from, for the log: ``"explicit"``, a saved folder, or a preset name.
+    """
+
+    arguments: dict[str, Any]
+    preset: Preset | None = None
+    source: str = "explicit"
+
+    def setting(self, num_layers: int) -> Setting:
+        """The module's own :class:`Setting` once the backbone's depth is known: layer settings still unset come
+        from the preset's entry for the template, else the paper default (TP before layers 1-6, cut to the depth,
+        and the template's usual output layer).
+
+        Args:
+            num_layers: Number of decoder layers of the loaded backbone.
+
+        Returns:
+            The setting (validate it with :meth:`Setting.validate`).
+        """
+        given = {key: value for key, value in self.arguments.items() if value is not None}
+        template = given.get("template", "prompteol")
+        name = canonical_template_name(template) if isinstance(template, str) else None
+        if name is not None and self.preset is not None and name in self.preset.templates:
+            if any(key not in given for key in LAYER_KEYS):
+                logger.info(f"Using the {self.preset.name!r} preset ({self.preset.status}) for template {name!r}.")
+            defaults: dict[str, Any] = self.preset.settings(name)
+        else:
+            tp_start, tp_exit = PAPER_TP_BAND
+            defaults = {"tp_start": tp_start, "tp_exit": min(tp_exit, num_layers)}
+            defaults["output_layer"] = USUAL_OUTPUT_LAYER.get(name, -1)
+        return Setting.from_config({**defaults, **given})
+
+
+def resolve_settings(
+    model_name_or_path: Any, arguments: Mapping[str, Any], keys: Sequence[str] | None = None
+) -> ResolvedSettings:
+    """The one policy that decides a module's settings: explicit > saved > preset > paper default.
+
+    * Arguments the caller gave (not None) win.
+    * A saved sentence-transformers-tp folder (:func:`saved_module_settings`) supplies every other setting it
+      saved (the keys in ``keys``).
+    * A module built without a template (given or saved) gets the backbone preset's tuned ``combination``
+      (template, demonstrations, layers, CP; given settings override its parts) and, when none of the template,
+      the layer and booster settings, ``task_settings`` and the ``query_template`` / ``document_template``
+      shorthands is given, the preset's ``task_settings``.
+    * Layer settings still unset are decided by :meth:`ResolvedSettings.setting` (the preset's entry for the
+      template, else the paper default).
+
+    Args:
+        model_name_or_path: The module's backbone argument (a saved folder brings its settings).
+        arguments: The module's arguments as the caller gave them (None: not given); ``backbone_name`` selects
+            the preset when given.
+        keys: The argument names a saved folder may supply (default: those of ``arguments``).
 
     Returns:
-        The wrapped ``__init__`` (same signature).
+        The resolved arguments and preset.
     """
-    signature = inspect.signature(init)
-    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
+    merged = dict(arguments)
+    source = "explicit"
+    saved = saved_module_settings(model_name_or_path) if isinstance(model_name_or_path, (str, os.PathLike)) else None
+    if saved:
+        filled = [key for key in (keys or merged) if merged.get(key) is None and saved.get(key) is not None]
+        if filled:
+            logger.info("Using the settings saved in %s: %s", model_name_or_path, ", ".join(filled))
+        merged.update({key: saved[key] for key in filled})
+        source = str(model_name_or_path)
+    backbone = merged.get("backbone_name") or model_name_or_path
+    preset = find_preset_for_backbone(str(backbone)) if isinstance(backbone, (str, os.PathLike)) else None
+    if merged.get("template") is None and preset is not None:
+        combination = preset.combination_settings() or {}
+        untouched = all(merged.get(key) is None for key in (*TASK_ARGUMENTS, *COMBINATION_KEYS))
+        if combination:
+            logger.info(f"Using the tuned combination of the {preset.name!r} preset: {combination}.")
+            merged.update({key: value for key, value in combination.items() if merged.get(key) is None})
+        tasks = preset.task_settings_config()
+        if untouched and tasks:
+            logger.info(f"Using the task settings of the {preset.name!r} preset for {', '.join(sorted(tasks))}.")
+            merged["task_settings"] = tasks
+        source = preset.name
+    return ResolvedSettings(merged, preset, source)
 
-    @functools.wraps(init)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
-        given = signature.bind_partial(self, *args, **kwargs).arguments
-        spec = given.get("model_name_or_path", signature.parameters["model_name_or_path"].default)
-        saved = saved_module_settings(spec) if isinstance(spec, (str, os.PathLike)) else None
-        if saved:
-            explicit = set(given) | set(given.get(var_keyword, {}) if var_keyword else {})
-            keys = [key for key in getattr(type(self), "config_keys", []) if key in saved and key not in explicit]
-            keys = [key for key in keys if key in signature.parameters or var_keyword is not None]
-            if keys:
-                logger.info("Using the settings saved in %s: %s", spec, ", ".join(keys))
-            kwargs.update({key: saved[key] for key in keys})
-        init(self, *args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+#: The module arguments that set per-task settings.
+TASK_ARGUMENTS = ("task_settings", "query_template", "document_template")

@@ -23,9 +23,9 @@ def reference_cp(module, sentences, tp, cp_layer, alpha, mode, target):
     """CP (+TP) written out: the auxiliary prompt's projection input, then the main prompt with it subtracted."""
     placeholder = module.placeholder if tp[1] > tp[0] else None
     sentences = [clean_sentence(s) for s in sentences]
-    aux_features = module._prepare(sentences, resolve_templates(CP_PROMPT), placeholder)
+    aux_features = module.prompting.prepare(sentences, resolve_templates(CP_PROMPT), placeholder)
     aux = reference_rows(module, aux_features, tp, len(module._layers), attention_capture=cp_layer)
-    features = module._prepare(sentences, module.templates, placeholder)
+    features = module.prompting.prepare(sentences, module.templates, placeholder)
     k = features["num_prompts"]
     aux = aux.repeat_interleave(k, dim=0)
 

@@ -9,9 +9,9 @@ model as configured it plans the same template
   Pretended CoT and Knowledge; :data:`~sentence_transformers_tp.templates.USUAL_OUTPUT_LAYER`).
 
 Variants that resolve to the same computation (e.g. TP already off, or the output layer already the usual one) are
-merged into one, whose ``roles`` lists every role it plays. :func:`apply_variant` temporarily sets a variant's
-``tp_start`` / ``tp_exit`` / ``output_layer`` on the model's :class:`~sentence_transformers_tp.module.
-TokenPrependingTransformer` (no second backbone is loaded) and restores the original settings afterwards, and
+merged into one, whose ``roles`` lists every role it plays. :func:`apply_variant` runs the model's :class:`~sentence_transformers_tp.module.
+TokenPrependingTransformer` under a variant's ``tp_start`` / ``tp_exit`` / ``output_layer`` (``module.using``: no
+second backbone is loaded and the module itself is not changed), and
 :func:`iter_variants` yields ``(variant, model)`` pairs with each variant applied in turn::
 
     from sentence_transformers_tp.evaluation import evaluate_sts, iter_variants, plan_variants
@@ -26,6 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from sentence_transformers_tp.settings import Setting, template_label
 
 ROLE_MODEL = "model"
 """Role of the model as configured (TP on or off)."""
@@ -81,8 +83,6 @@ def template_display_name(template: str | Sequence[str]) -> str:
     Returns:
         The name.
     """
-    from sentence_transformers_tp.module import template_label
-
     label = template_label(template)
     return TEMPLATE_DISPLAY_NAMES.get(label, label)
 
@@ -190,7 +190,8 @@ def plan_variants(model: Any, *, compare_vanilla: bool = True) -> list[Variant]:
 
 @contextmanager
 def apply_variant(model: Any, variant: Variant) -> Iterator[Any]:
-    """Temporarily give the model's TP module a variant's layer settings (restored on exit, also on errors).
+    """Run the model's TP module under a variant's layer settings (``module.using``) for the ``with`` block, in this
+    thread: the module's own settings are never changed.
 
     The module's template-prefix KV cache (if any) is kept: its entries are keyed by the prefix token ids and the
     number of layers they cover, and the prefix never contains the placeholder, so they are valid for every variant.
@@ -206,28 +207,24 @@ def apply_variant(model: Any, variant: Variant) -> Iterator[Any]:
         ``model`` itself, configured as ``variant``.
 
     Raises:
-        ValueError: If the settings are invalid for the backbone (nothing is changed then).
+        ValueError: If the settings are invalid for the backbone.
     """
     module = tp_module(model)
-    saved = (module.tp_start, module.tp_exit, module.output_layer)
-    saved_boosters = module.boosters()
+    setting = module.setting
+    if variant.template is not None:
+        setting = Setting(template=variant.template, cp_prompt=setting.cp_prompt)
+    setting = setting.replace(tp_start=variant.tp_start, tp_exit=variant.tp_exit, output_layer=variant.output_layer)
     card = getattr(model, "model_card_data", None)
     saved_name = getattr(card, "model_name", None)
     auto_name = _auto_model_name(module)
-    try:
-        # Inside the try: the module's setters validate each value, so a rejected one must restore the others too.
-        if variant.template is not None:
-            module.set_boosters(variant.template)
-        module.tp_start, module.tp_exit, module.output_layer = variant.tp_start, variant.tp_exit, variant.output_layer
-        module._validate_layers()
-        if card is not None and auto_name is not None and saved_name == auto_name:
-            card.model_name = _auto_model_name(module)
-        yield model
-    finally:
-        module.set_boosters(**saved_boosters)
-        module.tp_start, module.tp_exit, module.output_layer = saved
-        if card is not None and getattr(card, "model_name", None) != saved_name:
-            card.model_name = saved_name
+    with module.using(setting, module.tasks_on(setting)):
+        try:
+            if card is not None and auto_name is not None and saved_name == auto_name:
+                card.model_name = _auto_model_name(module)
+            yield model
+        finally:
+            if card is not None and getattr(card, "model_name", None) != saved_name:
+                card.model_name = saved_name
 
 
 def iter_variants(model: Any, variants: Sequence[Variant] | None = None) -> Iterator[tuple[Variant, Any]]:
