@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import hashlib
 import json
 import os
 import re
-import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,7 +36,8 @@ from sentence_transformers_tp.saving import (
     load_arguments,
     with_safe_attention,
 )
-from sentence_transformers_tp.settings import MODULE_KEYS, TASK_SETTING_KEYS, Setting, TaskSettings, template_label
+from sentence_transformers_tp.setting_scope import SettingScope
+from sentence_transformers_tp.settings import MODULE_KEYS, TASK_SETTING_KEYS, Setting, template_label
 from sentence_transformers_tp.templates import DEFAULT_PLACEHOLDER, clean_sentence, resolve_templates
 from sentence_transformers_tp.truncation import record_truncation, truncation_message
 
@@ -47,7 +45,6 @@ __all__ = [
     "TASK_PROMPT_PREFIX",
     "TASK_SETTING_KEYS",
     "TokenPrependingTransformer",
-    "add_requirement",
     "template_label",
 ]
 
@@ -72,27 +69,8 @@ _MODULE_DEFAULTS = {
     "prefix_cache": True,
 }
 
-#: Per module (by ``id``), the setting and task settings of an active :meth:`TokenPrependingTransformer.using`
-#: block in this thread / task; like the engine's plans, a context variable, so threads never see each other's.
-_USING: contextvars.ContextVar[Mapping[int, tuple[Setting, TaskSettings]]] = contextvars.ContextVar(
-    "sentence_transformers_tp_using", default=types.MappingProxyType({})
-)
 
-
-def _setting_property(key: str, doc: str) -> property:
-    """A module property for one field of the active setting; setting it changes the module's own setting
-    (validated as a whole before anything changes)."""
-
-    def get(self: TokenPrependingTransformer) -> Any:
-        return self.setting.config_value(key)
-
-    def set_(self: TokenPrependingTransformer, value: Any) -> None:
-        self.set_setting(self.own_setting.replace(**{key: value}))
-
-    return property(get, set_, doc=doc)
-
-
-class TokenPrependingTransformer(Transformer):
+class TokenPrependingTransformer(SettingScope, Transformer):
     """A decoder-only LLM that embeds sentences with a prompt template and Token Prepending (TP).
 
     Each sentence is cleaned, put into the prompt template(s) with one placeholder token right before the
@@ -226,26 +204,8 @@ class TokenPrependingTransformer(Transformer):
         config_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        given = {
-            **{key: kwargs.pop(key) for key in Transformer.config_keys if key in kwargs},
-            "template": template,
-            "demonstrations": demonstrations,
-            "tp_start": tp_start,
-            "tp_exit": tp_exit,
-            "output_layer": output_layer,
-            "cp_layer": cp_layer,
-            "cp_alpha": cp_alpha,
-            "cp_mode": cp_mode,
-            "cp_prompt": cp_prompt,
-            "placeholder": placeholder,
-            "query_template": query_template,
-            "document_template": document_template,
-            "task_settings": task_settings,
-            "clean_sentences": clean_sentences,
-            "padding_side": padding_side,
-            "backbone_name": backbone_name,
-            "prefix_cache": prefix_cache,
-        }
+        given = {key: value for key, value in locals().items() if key in self.config_keys}
+        given.update({key: kwargs.pop(key) for key in Transformer.config_keys if key in kwargs})
         resolved = resolve_settings(model_name_or_path, given, keys=self.config_keys)
         arguments = {**_MODULE_DEFAULTS, **{k: v for k, v in resolved.arguments.items() if v is not None}}
         if arguments["padding_side"] not in ("left", "right"):
@@ -257,7 +217,7 @@ class TokenPrependingTransformer(Transformer):
         # Everything that can be checked without the backbone is checked before its (slow) load.
         early = Setting.from_config({k: v for k, v in arguments.items() if k in MODULE_KEYS})
         early.validate(None)
-        self._task_config = self._task_settings_from(early, arguments.get("task_settings"))
+        self.configure_tasks(early, arguments.get("task_settings"))
 
         self.backbone_name = arguments.get("backbone_name") or model_name_or_path
         path = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
@@ -288,8 +248,6 @@ class TokenPrependingTransformer(Transformer):
         self.prefix_cache = bool(arguments["prefix_cache"])
         self._prefix_kv = PrefixKVCache()
         self._prefix_cache_problem: str | None = unsupported_reason(self.model)
-        self._own = Setting()
-        self._tasks = TaskSettings()
         self.set_setting(resolved.setting(self.num_layers))
 
     @classmethod
@@ -309,24 +267,11 @@ class TokenPrependingTransformer(Transformer):
         init_defaults: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TokenPrependingTransformer:
-        """Load a saved module (how ``SentenceTransformer(path)`` builds it): the saved config (:meth:`load_config`)
-        becomes the constructor's arguments, as ``Transformer.load`` does; keys this version does not know are
-        dropped with a warning.
-
-        Args:
-            model_name_or_path: The saved model (folder or hub id).
-            subfolder: Sub-folder of the module.
-            token: Hub token.
-            cache_folder: Hub cache folder.
-            revision: Hub revision.
-            local_files_only: Do not use the network.
-            trust_remote_code: Passed to the backbone's loaders.
-            model_kwargs: Keyword arguments for ``AutoModel.from_pretrained`` (win over the saved ones).
-            processor_kwargs: Keyword arguments for ``AutoTokenizer.from_pretrained``.
-            config_kwargs: Keyword arguments for ``AutoConfig.from_pretrained``.
-            backend: The backend (only ``"torch"``).
-            init_defaults: Defaults for keys the saved config omits.
-            **kwargs: Ignored.
+        """Load a saved module (how ``SentenceTransformer(path)`` builds it), as ``Transformer.load`` does: the saved
+        config (:meth:`load_config`) becomes the constructor's arguments (:func:`~sentence_transformers_tp.saving.
+        load_arguments`: keys this version does not know are dropped with a warning; the caller's loader keyword
+        arguments win over the hub arguments, which win over the saved ones). The arguments are those of
+        ``Transformer.load``; ``**kwargs`` are ignored.
 
         Returns:
             The module.
@@ -385,129 +330,6 @@ class TokenPrependingTransformer(Transformer):
         return self._layers
 
     @property
-    def own_setting(self) -> Setting:
-        """The module's own :class:`~sentence_transformers_tp.settings.Setting` (what it saves), whatever
-        :meth:`using` block is active."""
-        return self._own
-
-    @property
-    def setting(self) -> Setting:
-        """The active :class:`~sentence_transformers_tp.settings.Setting`: the one of this thread's :meth:`using`
-        block, else the module's own."""
-        active = _USING.get().get(id(self))
-        return self._own if active is None else active[0]
-
-    def task_settings_for(self, task: str | None) -> Setting:
-        """The setting a call for ``task`` uses: the task's entry of the active task settings, else the active
-        setting.
-
-        Args:
-            task: ``"query"``, ``"document"``, another ``task_settings`` name, or None.
-
-        Returns:
-            The resolved setting.
-        """
-        active = _USING.get().get(id(self))
-        setting, tasks = (self._own, self._tasks) if active is None else active
-        return tasks.get(task, setting) if task else setting
-
-    def tasks_on(self, base: Setting) -> TaskSettings:
-        """The module's task settings (``task_settings`` and the query / document template shorthands) resolved
-        on another base setting: what they would be if ``base`` were the module's own.
-
-        Args:
-            base: The base setting.
-
-        Returns:
-            The task settings.
-        """
-        config = {task: dict(values) for task, values in self._task_config.items()}
-        for task, template in (("query", self.query_template), ("document", self.document_template)):
-            if template is not None:
-                config.setdefault(task, {}).setdefault("template", template)
-        return TaskSettings.from_config(config, base)
-
-    def _task_settings_from(self, base: Setting, task_settings: Any) -> dict[str, dict[str, Any]]:
-        """``task_settings`` checked and in their config form (templates and demonstrations normalised)."""
-        tasks = TaskSettings.from_config(task_settings, base)
-        tasks.validate(None)
-        return tasks.to_config(base)
-
-    def set_setting(self, setting: Setting) -> None:
-        """Make ``setting`` the module's own (what it embeds with and saves). It is validated, with the task settings
-        resolved on it, before anything changes.
-
-        Args:
-            setting: The new setting (its ``max_seq_length`` must be None: the module's token budget is
-                ``max_seq_length``).
-
-        Raises:
-            ValueError: If the setting or a task setting on it is invalid for the backbone.
-        """
-        if not isinstance(setting, Setting):
-            raise ValueError(f"A module setting must be a Setting, got {type(setting).__name__}.")
-        if setting.max_seq_length is not None:
-            raise ValueError("The module's own setting has no max_seq_length: set module.max_seq_length instead.")
-        setting.validate(self.num_layers)
-        tasks = self.tasks_on(setting)
-        tasks.validate(self.num_layers)
-        self._own, self._tasks = setting, tasks
-
-    @contextlib.contextmanager
-    def using(self, setting: Setting, task_settings: Mapping[str, Setting] | None = None) -> Iterator[Any]:
-        """Embed under another setting for the duration of a ``with`` block, in this thread only.
-
-        Every ``encode`` / :meth:`preprocess` / :meth:`embed` of this thread (and of asyncio tasks started in it) in
-        the block uses ``setting`` (template, demonstrations, TP band, CP, output layer, ``max_seq_length``) instead
-        of the module's own; other threads keep the module's own. The module is not changed, so nothing needs
-        restoring; blocks nest.
-
-        Args:
-            setting: The setting.
-            task_settings: Settings per task inside the block (e.g. :meth:`tasks_on` ``(setting)`` for the module's
-                task settings on the new base); None: ``setting`` for every task.
-
-        Yields:
-            The module.
-
-        Raises:
-            ValueError: If a setting is invalid for the backbone (before the block runs).
-        """
-        if not isinstance(setting, Setting):
-            raise ValueError(f"using() takes a Setting, got {type(setting).__name__}.")
-        tasks = task_settings if isinstance(task_settings, TaskSettings) else TaskSettings(task_settings)
-        setting.validate(self.num_layers)
-        tasks.validate(self.num_layers)
-        token = _USING.set(types.MappingProxyType({**_USING.get(), id(self): (setting, tasks)}))
-        try:
-            yield self
-        finally:
-            _USING.reset(token)
-
-    template = _setting_property("template", "The active template spec (a name, a user template or a list).")
-    tp_start = _setting_property("tp_start", "First decoder layer (0-based) whose placeholder is replaced.")
-    tp_exit = _setting_property("tp_exit", "First layer after ``tp_start`` without replacement (``<=``: TP off).")
-    output_layer = _setting_property("output_layer", "The ``hidden_states`` index of the embedding.")
-    cp_layer = _setting_property("cp_layer", "Contrastive Prompting layer (None: CP off).")
-    cp_alpha = _setting_property("cp_alpha", "Contrastive Prompting scale.")
-    cp_mode = _setting_property("cp_mode", "Contrastive Prompting mode.")
-    cp_prompt = _setting_property("cp_prompt", "Contrastive Prompting auxiliary prompt.")
-
-    @property
-    def demonstrations(self) -> list[list[str]] | None:
-        """The active demonstrations in their config form, or None for none."""
-        return self.setting.config_value("demonstrations") or None
-
-    @demonstrations.setter
-    def demonstrations(self, value: Any) -> None:
-        self.set_setting(self._own.replace(demonstrations=() if value is None else value))
-
-    @property
-    def task_settings(self) -> dict[str, dict[str, Any]]:
-        """The module's ``task_settings`` in their config form (see the class docstring)."""
-        return self._task_config
-
-    @property
     def padding_side(self) -> str:
         """``"left"`` or ``"right"``: where prompts are padded."""
         return self.prompting.padding_side
@@ -517,38 +339,6 @@ class TokenPrependingTransformer(Transformer):
         if value not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {value!r}.")
         self.prompting.padding_side = value
-
-    @property
-    def tp_enabled(self) -> bool:
-        """Whether Token Prepending is on (``tp_exit > tp_start``)."""
-        return self.setting.tp_enabled
-
-    @property
-    def templates(self) -> tuple[str, ...]:
-        """The active resolved template strings (with ``{sentence}`` and ``{placeholder}`` slots)."""
-        return self.setting.templates()
-
-    def forward_settings(self) -> ForwardSettings:
-        """The active forward settings (TP band and Contrastive Prompting)."""
-        return self.setting.forward_settings()
-
-    def boosters(self) -> dict[str, Any]:
-        """The template and boosters (demonstrations, Contrastive Prompting layer) as :meth:`set_boosters` takes them."""
-        return {"template": self.template, "demonstrations": self.demonstrations, "cp_layer": self.cp_layer}
-
-    def set_boosters(
-        self, template: str | Sequence[str], demonstrations: Any = None, cp_layer: int | None = None
-    ) -> None:
-        """Switch the module's template, demonstrations and Contrastive Prompting layer (the query and document
-        templates are kept); validated before anything changes.
-
-        Args:
-            template: A template spec.
-            demonstrations: Demonstrations (see the constructor), or None.
-            cp_layer: CP layer, or None for no CP.
-        """
-        demos = () if demonstrations is None else demonstrations
-        self.set_setting(self._own.replace(template=template, demonstrations=demos, cp_layer=cp_layer))
 
     @property
     def max_seq_length(self) -> int | None:
@@ -572,8 +362,8 @@ class TokenPrependingTransformer(Transformer):
         Raises:
             ValueError: If a prompt has more tokens than ``max_length`` even without a sentence.
         """
-        settings = [self._own, *(setting for setting in self._tasks.values() if setting.max_seq_length is None)]
-        for setting in settings:
+        tasks = self.tasks_on(self.own_setting).values()
+        for setting in [self.own_setting, *(setting for setting in tasks if setting.max_seq_length is None)]:
             placeholder = self.placeholder if setting.tp_enabled else None
             for template in setting.templates():
                 self.prompting.encode_prompt(template, "", placeholder, max_length=max_length)
@@ -785,16 +575,8 @@ class TokenPrependingTransformer(Transformer):
         revision: str | None = None,
         local_files_only: bool = False,
     ) -> dict[str, Any]:
-        """Read the saved module config, refusing a missing or corrupted one instead of falling back to defaults.
-
-        Args:
-            model_name_or_path: The saved model (folder or hub id).
-            subfolder: Sub-folder of the module.
-            config_filename: Config file name (default ``sentence_bert_config.json``).
-            token: Hub token.
-            cache_folder: Hub cache folder.
-            revision: Hub revision.
-            local_files_only: Do not use the network.
+        """Read the saved module config (arguments as ``Transformer.load_config``), refusing a missing or corrupted
+        one instead of falling back to defaults.
 
         Returns:
             The config.

@@ -29,7 +29,8 @@ template.
 
 Only ``name``, ``backbone`` and ``templates`` (with the three layer keys per template) are required.
 
-One rule decides the settings of a model:
+One rule decides the settings of a model, explicit > saved > preset > paper default (:func:`resolve_settings`, the
+one place the module asks):
 
 * a backbone's built-in preset applies however the backbone is named: its name, an alias or hub id, its ``.gguf``
   file, or the checkpoint folder it was dequantized to (:func:`find_preset_for_backbone`, through

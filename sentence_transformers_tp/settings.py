@@ -132,23 +132,17 @@ class Setting:
 
     @property
     def tp_enabled(self) -> bool:
-        """Whether Token Prepending is on (``tp_exit > tp_start``)."""
-        return self.tp_exit > self.tp_start
+        """Whether Token Prepending is on (``tp_exit > tp_start``; the engine's rule,
+        :attr:`ForwardSettings.tp_enabled`)."""
+        return self.forward_settings().tp_enabled
 
     @property
     def cp_enabled(self) -> bool:
-        """Whether Contrastive Prompting is on."""
-        return self.cp_layer is not None
+        """Whether Contrastive Prompting is on (a ``cp_layer`` is set)."""
+        return self.forward_settings().cp_enabled
 
     def replace(self, **changes: Any) -> Setting:
-        """A copy with some fields changed (normalised like the constructor's arguments).
-
-        Args:
-            **changes: Field values.
-
-        Returns:
-            The new setting.
-        """
+        """A copy with the fields in ``changes`` changed, normalised as the constructor's arguments are."""
         return dataclasses.replace(self, **changes)
 
     def without_tp(self) -> Setting:

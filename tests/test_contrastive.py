@@ -101,7 +101,8 @@ def test_cp_auxiliary_pass_stops_at_its_layer(tiny_llama):
     module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=1, output_layer=3, cp_layer=1).eval()
     calls = []
     handles = [
-        layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, layer in enumerate(module.decoder_layers)
+        layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+        for i, layer in enumerate(module.decoder_layers)
     ]
     try:
         _embed(module, ["A dog runs."])

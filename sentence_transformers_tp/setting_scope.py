@@ -1,0 +1,213 @@
+"""How a :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` holds its
+:class:`~sentence_transformers_tp.settings.Setting`: its own (what it saves), one per task (``task_settings`` and the
+query / document template shorthands, resolved on its own), and the one of a ``with module.using(setting):`` block,
+which applies to the calling thread only (a context variable, like the engine's plans).
+
+:class:`SettingScope` is a mixin of the module; it needs the host's ``num_layers``, ``query_template`` and
+``document_template``. The properties ``template``, ``tp_start``, ``tp_exit``, ``output_layer``, ``cp_*`` and
+``demonstrations`` read the active setting; setting one changes the module's own setting as a whole, validated
+before anything changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sentence_transformers_tp.interventions import ForwardSettings
+from sentence_transformers_tp.settings import Setting, TaskSettings
+
+__all__ = ["SettingScope"]
+
+#: Per module (by ``id``), the setting and task settings of an active :meth:`SettingScope.using`
+#: block in this thread / task; like the engine's plans, a context variable, so threads never see each other's.
+_USING: contextvars.ContextVar[Mapping[int, tuple[Setting, TaskSettings]]] = contextvars.ContextVar(
+    "sentence_transformers_tp_using", default=types.MappingProxyType({})
+)
+
+
+def _setting_property(key: str, doc: str) -> property:
+    """A module property for one field of the active setting; setting it changes the module's own setting
+    (validated as a whole before anything changes)."""
+
+    def get(self: SettingScope) -> Any:
+        return self.setting.config_value(key)
+
+    def set_(self: SettingScope, value: Any) -> None:
+        self.set_setting(self.own_setting.replace(**{key: value}))
+
+    return property(get, set_, doc=doc)
+
+
+class SettingScope:
+    """The settings API of the module (see the module docstring)."""
+
+    num_layers: int
+    query_template: str | list[str] | None
+    document_template: str | list[str] | None
+
+    @property
+    def own_setting(self) -> Setting:
+        """The module's own :class:`~sentence_transformers_tp.settings.Setting` (what it saves), whatever
+        :meth:`using` block is active."""
+        return self._state[0]
+
+    @property
+    def setting(self) -> Setting:
+        """The active :class:`~sentence_transformers_tp.settings.Setting`: the one of this thread's :meth:`using`
+        block, else the module's own."""
+        active = _USING.get().get(id(self))
+        return self._state[0] if active is None else active[0]
+
+    def task_settings_for(self, task: str | None) -> Setting:
+        """The setting a call for ``task`` uses: the task's entry of the active task settings, else the active
+        setting.
+
+        Args:
+            task: ``"query"``, ``"document"``, another ``task_settings`` name, or None.
+
+        Returns:
+            The resolved setting.
+        """
+        active = _USING.get().get(id(self))
+        setting, tasks = self._state if active is None else active
+        return tasks.get(task, setting) if task else setting
+
+    def tasks_on(self, base: Setting) -> TaskSettings:
+        """The module's task settings (``task_settings`` and the query / document template shorthands) resolved
+        on another base setting: what they would be if ``base`` were the module's own.
+
+        Args:
+            base: The base setting.
+
+        Returns:
+            The task settings.
+        """
+        config = {task: dict(values) for task, values in self._task_config.items()}
+        for task, template in (("query", self.query_template), ("document", self.document_template)):
+            if template is not None:
+                config.setdefault(task, {}).setdefault("template", template)
+        return TaskSettings.from_config(config, base)
+
+    def configure_tasks(self, base: Setting, task_settings: Any) -> None:
+        """Check ``task_settings`` (before the backbone is loaded: without the layer ranges) and keep them in their
+        config form (templates and demonstrations normalised); :meth:`set_setting` then resolves them.
+
+        Args:
+            base: The setting the entries are read on (for the checks).
+            task_settings: ``{task: {setting: value}}``, or None.
+        """
+        tasks = TaskSettings.from_config(task_settings, base)
+        tasks.validate(None)
+        self._task_config = tasks.to_config(base)
+        self._state = (base, TaskSettings())
+
+    def set_setting(self, setting: Setting) -> None:
+        """Make ``setting`` the module's own (what it embeds with and saves). It is validated, with the task settings
+        resolved on it, before anything changes.
+
+        Args:
+            setting: The new setting (its ``max_seq_length`` must be None: the module's token budget is
+                ``max_seq_length``).
+
+        Raises:
+            ValueError: If the setting or a task setting on it is invalid for the backbone.
+        """
+        if not isinstance(setting, Setting):
+            raise ValueError(f"A module setting must be a Setting, got {type(setting).__name__}.")
+        if setting.max_seq_length is not None:
+            raise ValueError("The module's own setting has no max_seq_length: set module.max_seq_length instead.")
+        setting.validate(self.num_layers)
+        tasks = self.tasks_on(setting)
+        tasks.validate(self.num_layers)
+        # One attribute, swapped at once: a thread encoding meanwhile sees the old or the new pair, never a mix.
+        self._state = (setting, tasks)
+
+    @contextlib.contextmanager
+    def using(self, setting: Setting, task_settings: Mapping[str, Setting] | None = None) -> Iterator[Any]:
+        """Embed under another setting for the duration of a ``with`` block, in this thread only.
+
+        Every ``encode`` / :meth:`preprocess` / :meth:`embed` of this thread (and of asyncio tasks started in it) in
+        the block uses ``setting`` (template, demonstrations, TP band, CP, output layer, ``max_seq_length``) instead
+        of the module's own; other threads keep the module's own. The module is not changed, so nothing needs
+        restoring; blocks nest.
+
+        Args:
+            setting: The setting.
+            task_settings: Settings per task inside the block (e.g. :meth:`tasks_on` ``(setting)`` for the module's
+                task settings on the new base); None: ``setting`` for every task.
+
+        Yields:
+            The module.
+
+        Raises:
+            ValueError: If a setting is invalid for the backbone (before the block runs).
+        """
+        if not isinstance(setting, Setting):
+            raise ValueError(f"using() takes a Setting, got {type(setting).__name__}.")
+        tasks = task_settings if isinstance(task_settings, TaskSettings) else TaskSettings(task_settings)
+        setting.validate(self.num_layers)
+        tasks.validate(self.num_layers)
+        token = _USING.set(types.MappingProxyType({**_USING.get(), id(self): (setting, tasks)}))
+        try:
+            yield self
+        finally:
+            _USING.reset(token)
+
+    template = _setting_property("template", "The active template spec (a name, a user template or a list).")
+    tp_start = _setting_property("tp_start", "First decoder layer (0-based) whose placeholder is replaced.")
+    tp_exit = _setting_property("tp_exit", "First layer after ``tp_start`` without replacement (``<=``: TP off).")
+    output_layer = _setting_property("output_layer", "The ``hidden_states`` index of the embedding.")
+    cp_layer = _setting_property("cp_layer", "Contrastive Prompting layer (None: CP off).")
+    cp_alpha = _setting_property("cp_alpha", "Contrastive Prompting scale.")
+    cp_mode = _setting_property("cp_mode", "Contrastive Prompting mode.")
+    cp_prompt = _setting_property("cp_prompt", "Contrastive Prompting auxiliary prompt.")
+
+    @property
+    def demonstrations(self) -> list[list[str]] | None:
+        """The active demonstrations in their config form, or None for none."""
+        return self.setting.config_value("demonstrations") or None
+
+    @demonstrations.setter
+    def demonstrations(self, value: Any) -> None:
+        self.set_setting(self.own_setting.replace(demonstrations=() if value is None else value))
+
+    @property
+    def task_settings(self) -> dict[str, dict[str, Any]]:
+        """The module's ``task_settings`` in their config form (see the class docstring)."""
+        return self._task_config
+
+    @property
+    def tp_enabled(self) -> bool:
+        """Whether Token Prepending is on (``tp_exit > tp_start``)."""
+        return self.setting.tp_enabled
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The active resolved template strings (with ``{sentence}`` and ``{placeholder}`` slots)."""
+        return self.setting.templates()
+
+    def forward_settings(self) -> ForwardSettings:
+        """The active forward settings (TP band and Contrastive Prompting)."""
+        return self.setting.forward_settings()
+
+    def boosters(self) -> dict[str, Any]:
+        """The template and boosters (demonstrations, Contrastive Prompting layer) as :meth:`set_boosters` takes them."""
+        return {"template": self.template, "demonstrations": self.demonstrations, "cp_layer": self.cp_layer}
+
+    def set_boosters(
+        self, template: str | Sequence[str], demonstrations: Any = None, cp_layer: int | None = None
+    ) -> None:
+        """Switch the module's template, demonstrations and Contrastive Prompting layer (the query and document
+        templates are kept); validated before anything changes.
+
+        Args:
+            template: A template spec.
+            demonstrations: Demonstrations (see the constructor), or None.
+            cp_layer: CP layer, or None for no CP.
+        """
+        demos = () if demonstrations is None else demonstrations
+        self.set_setting(self.own_setting.replace(template=template, demonstrations=demos, cp_layer=cp_layer))
