@@ -294,7 +294,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         }
         loader = {"model_kwargs": model_kwargs, "processor_kwargs": processor_kwargs, "config_kwargs": config_kwargs}
         arguments = load_arguments(config, cls.config_keys, hub, loader, init_defaults)
-        return cls(model_name_or_path=model_name_or_path, backend=backend, **arguments)
+        arguments["backend"] = backend
+        return cls(model_name_or_path=model_name_or_path, **arguments)
 
     @classmethod
     def from_preset(cls, name_or_path: str, template: str | None = None, **kwargs: Any) -> TokenPrependingTransformer:

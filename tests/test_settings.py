@@ -282,3 +282,12 @@ def test_layer_setters_change_the_whole_setting_atomically(module):
     with pytest.raises(ValueError, match="tp_exit=9"):
         module.tp_exit = 9
     assert module.own_setting == before
+
+
+def test_load_drops_saved_keys_it_does_not_know(tiny_llama, tmp_path):
+    """A saved config with a key from a newer version still loads (the key is dropped), like Dense.load."""
+    folder = _saved_old_model(tiny_llama, tmp_path)
+    config = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({**config, "future_setting": 1}), encoding="utf-8")
+    module = SentenceTransformer(str(folder), trust_remote_code=True)[0]
+    assert module.template == ["pretended_cot", "knowledge"] and "future_setting" not in module.get_config_dict()
