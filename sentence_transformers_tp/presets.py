@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sentence_transformers_tp.saved import hub_options, resolve_saved_model
 from sentence_transformers_tp.templates import TEMPLATES, canonical_template_name
 
 logger = logging.getLogger(__name__)
@@ -440,17 +441,19 @@ def check_preset_destination(path: str | os.PathLike) -> Path:
 MODULE_CONFIG_FILE = "sentence_bert_config.json"
 
 
-def saved_module_settings(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The settings saved in a sentence-transformers-tp model folder, if ``path`` is one.
+def saved_module_settings(path: str | os.PathLike, **hub: Any) -> dict[str, Any] | None:
+    """The settings saved in a sentence-transformers-tp model, if ``path`` is one.
 
     Args:
-        path: A backbone specification (only a local folder with a ``sentence_bert_config.json`` that holds a
-            ``template`` counts as a saved TP model).
+        path: A backbone specification (a local folder or a hub id, see
+            :func:`~sentence_transformers_tp.saved.resolve_saved_model`, whose ``sentence_bert_config.json`` holds a
+            ``template``, counts as a saved TP model).
+        **hub: ``revision``, ``cache_folder``, ``token`` for a hub id.
 
     Returns:
         The saved module config, or None.
     """
-    config_path = Path(os.fspath(path)) / MODULE_CONFIG_FILE
+    config_path = (resolve_saved_model(path, **hub) or Path(os.fspath(path))) / MODULE_CONFIG_FILE
     if not config_path.is_file():
         return None
     try:
@@ -483,7 +486,8 @@ def with_saved_settings(init: _Init) -> _Init:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
         given = signature.bind_partial(self, *args, **kwargs).arguments
         spec = given.get("model_name_or_path", signature.parameters["model_name_or_path"].default)
-        saved = saved_module_settings(spec) if isinstance(spec, (str, os.PathLike)) else None
+        hub = hub_options(*(given.get(name) for name in ("config_kwargs", "model_kwargs", "processor_kwargs")))
+        saved = saved_module_settings(spec, **hub) if isinstance(spec, (str, os.PathLike)) else None
         if saved:
             explicit = set(given) | set(given.get(var_keyword, {}) if var_keyword else {})
             keys = [key for key in getattr(type(self), "config_keys", []) if key in saved and key not in explicit]
