@@ -36,6 +36,13 @@ __all__ = ["MODULES_FILE", "foreign_module_classes", "hub_options", "is_offline"
 MODULES_FILE = "modules.json"
 #: Files read to learn a saved model's settings (fetched when a hub id is resolved online).
 CONFIG_FILES = (MODULES_FILE, "sentence_bert_config.json")
+#: transformers' names of the hub options -> :func:`resolve_saved_model`'s.
+HUB_OPTION_NAMES = {
+    "revision": "revision",
+    "cache_dir": "cache_folder",
+    "token": "token",
+    "local_files_only": "local_files_only",
+}
 #: Packages whose module classes a saved model may name to be loaded without ``trust_remote_code``.
 TRUSTED_PACKAGES = ("sentence_transformers.", "sentence_transformers_tp.")
 
@@ -48,10 +55,11 @@ def is_offline() -> bool:
 
 
 def hub_options(*kwarg_dicts: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The hub options (``revision``, ``cache_folder``, ``token``) found in transformers-style keyword dicts.
+    """The hub options (``revision``, ``cache_folder``, ``token``, ``local_files_only``) found in transformers-style
+    keyword dicts.
 
     sentence-transformers passes them to a module as ``config_kwargs`` / ``model_kwargs`` / ``processor_kwargs``
-    entries ``revision``, ``cache_dir`` and ``token``; the first dict that sets one wins.
+    entries ``revision``, ``cache_dir``, ``token`` and ``local_files_only``; the first dict that sets one wins.
 
     Args:
         *kwarg_dicts: The dicts (None entries are skipped).
@@ -61,7 +69,7 @@ def hub_options(*kwarg_dicts: Mapping[str, Any] | None) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     for kwargs in kwarg_dicts:
-        for key, name in (("revision", "revision"), ("cache_dir", "cache_folder"), ("token", "token")):
+        for key, name in HUB_OPTION_NAMES.items():
             if kwargs and kwargs.get(key) is not None:
                 options.setdefault(name, kwargs[key])
     return options
@@ -83,6 +91,7 @@ def resolve_saved_model(
     revision: str | None = None,
     cache_folder: str | os.PathLike | None = None,
     token: bool | str | None = None,
+    local_files_only: bool = False,
 ) -> Path | None:
     """The local folder of a saved sentence-transformers model, if ``name_or_path`` names one.
 
@@ -91,6 +100,7 @@ def resolve_saved_model(
         revision: The hub revision (branch, tag or commit); ignored for a local path. Defaults to ``main``.
         cache_folder: The HF cache folder. Defaults to huggingface_hub's (``HF_HUB_CACHE``, else ``HF_HOME/hub``).
         token: Hub token, for private repositories.
+        local_files_only: Look in the cache only (as with ``HF_HUB_OFFLINE=1``).
 
     Returns:
         The folder holding ``modules.json`` (for a hub id: the cache snapshot of that revision; online, only its
@@ -104,7 +114,7 @@ def resolve_saved_model(
     repo_id = _hub_repo_id(spec)
     if repo_id is None:
         return None
-    offline = is_offline()
+    offline = local_files_only or is_offline()
     cache_dir = os.fspath(cache_folder) if cache_folder is not None else None
     found: Path | None = None
     for filename in CONFIG_FILES:

@@ -131,6 +131,8 @@ def test_offline_mode_is_read_at_call_time(monkeypatch):
     assert [call["local_files_only"] for call in calls] == [True]
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert not is_offline()
+    assert resolve_saved_model(REPO, local_files_only=True) is None
+    assert [call["local_files_only"] for call in calls] == [True, True]
 
 
 def test_online_lookup_fetches_only_the_config_files(saved_folders, tmp_path, monkeypatch):
@@ -153,8 +155,9 @@ def test_online_lookup_fetches_only_the_config_files(saved_folders, tmp_path, mo
 
 def test_hub_options_come_from_the_transformers_dicts():
     """revision / cache_dir / token of sentence-transformers' loader dicts become resolve_saved_model options."""
-    config = {"revision": "v1", "cache_dir": "/c", "token": None, "subfolder": ""}
-    assert hub_options(config, {"token": "t"}, None) == {"revision": "v1", "cache_folder": "/c", "token": "t"}
+    config = {"revision": "v1", "cache_dir": "/c", "token": None, "subfolder": "", "local_files_only": False}
+    expected = {"revision": "v1", "cache_folder": "/c", "token": "t", "local_files_only": False}
+    assert hub_options(config, {"token": "t"}, None) == expected
     assert hub_options(None, {}) == {}
 
 
