@@ -235,7 +235,7 @@ def test_hub_id_brings_its_saved_settings(hub_repo, asymmetric_model_dir, saved_
     assert hub.model_name == hub_repo
     assert max_diff(hub.get_query_embedding(TEXTS[0]), local.get_query_embedding(TEXTS[0])) <= ATOL
     assert max_diff(hub.get_text_embedding_batch(TEXTS), local.get_text_embedding_batch(TEXTS)) <= ATOL
-    assert "hf_secret" not in hub.to_json()
+    assert "hf_secret" not in hub.to_json() and "hf_secret" not in repr(hub.model_spec("hf_secret"))
     tagged = TokenPrependingEmbedding(hub_repo, revision="v1", device="cpu")
     symmetric = load_model(str(saved_model_dir), device="cpu")
     assert max_diff(tagged.get_query_embedding(TEXTS[0]), unit(symmetric.encode_query(TEXTS[0]))) <= ATOL
