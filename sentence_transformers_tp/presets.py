@@ -448,7 +448,7 @@ def saved_module_settings(path: str | os.PathLike, **hub: Any) -> dict[str, Any]
         path: A backbone specification (a local folder or a hub id, see
             :func:`~sentence_transformers_tp.saved.resolve_saved_model`, whose ``sentence_bert_config.json`` holds a
             ``template``, counts as a saved TP model).
-        **hub: ``revision``, ``cache_folder``, ``token`` for a hub id.
+        **hub: ``revision``, ``cache_folder``, ``token``, ``local_files_only`` for a hub id.
 
     Returns:
         The saved module config, or None.
