@@ -12,18 +12,33 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp.module import TokenPrependingTransformer
+from sentence_transformers_tp.saved import foreign_module_classes, resolve_saved_model
+
+#: Keyword dicts of the transformers loaders: they change how a saved model is loaded (dtype...), not its settings.
+LOADER_KWARGS = ("model_kwargs", "processor_kwargs", "config_kwargs")
 
 
-def is_saved_model(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a saved sentence-transformers folder (it has a ``modules.json``).
+def is_saved_model(
+    path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_folder: str | os.PathLike | None = None,
+    token: bool | str | None = None,
+) -> bool:
+    """Whether ``path`` names a saved sentence-transformers model: a local folder with a ``modules.json``, or a hub id
+    whose repository has one (looked up in the HF cache, and on the Hub unless ``HF_HUB_OFFLINE=1``; see
+    :func:`~sentence_transformers_tp.saved.resolve_saved_model`).
 
     Args:
-        path: A path or name.
+        path: A path, hub id or other backbone spec.
+        revision: Hub revision (branch, tag or commit) of a hub id.
+        cache_folder: HF cache folder (default: huggingface_hub's).
+        token: Hub token.
 
     Returns:
-        True for a saved model folder.
+        True for a saved model.
     """
-    return os.path.isfile(os.path.join(str(path), "modules.json"))
+    return resolve_saved_model(path, revision=revision, cache_folder=cache_folder, token=token) is not None
 
 
 def build_model(
@@ -67,29 +82,49 @@ def load_model(
     *,
     preset: str | None = None,
     device: str | None = None,
+    revision: str | None = None,
+    cache_folder: str | None = None,
+    token: bool | str | None = None,
+    trust_remote_code: bool = False,
     **module_kwargs: Any,
 ) -> SentenceTransformer:
     """Load a saved TP model, or build one from a backbone.
 
     Args:
-        spec: A saved sentence-transformers-tp folder (loaded with ``trust_remote_code=True``), or anything
-            :func:`build_model` takes as ``backbone`` (None: the preset's backbone, or ``"smollm2"``).
+        spec: A saved sentence-transformers-tp model (a local folder, or a hub id resolved through the HF cache, see
+            :func:`is_saved_model`), or anything :func:`build_model` takes as ``backbone`` (None: the preset's
+            backbone, or ``"smollm2"``).
         template: For a backbone: see :func:`build_model`. For a saved model: must be None (a saved model keeps
             its template; build a new model to change it).
         preset: For a backbone: see :func:`build_model`.
         device: Device for the model.
-        **module_kwargs: For a backbone: see :func:`build_model`. For a saved model, ``max_seq_length`` may be
-            given; other settings are fixed by the saved model.
+        revision: Hub revision (branch, tag or commit) of a hub id, for a saved model and a backbone alike.
+        cache_folder: HF cache folder for hub ids (default: ``SENTENCE_TRANSFORMERS_HOME`` for saved models, as
+            sentence-transformers does, else huggingface_hub's ``HF_HUB_CACHE``).
+        token: Hub token.
+        trust_remote_code: Allow code from outside the installed packages: the backbone's custom modeling code
+            (transformers), and module classes of a saved model other than sentence-transformers(-tp) ones. The
+            package's own module class is always allowed (it is installed), so a saved TP model never needs it.
+        **module_kwargs: For a backbone: see :func:`build_model`. For a saved model, ``max_seq_length`` and the
+            loader dicts ``model_kwargs`` / ``processor_kwargs`` / ``config_kwargs`` (e.g. ``{"dtype": ...}``) may
+            be given; other settings are fixed by the saved model.
 
     Returns:
         The model.
 
     Raises:
-        ValueError: If template / layer settings are given for a saved model.
+        ValueError: If template / layer settings are given for a saved model, or a saved model names module
+            classes from outside sentence-transformers(-tp) without ``trust_remote_code=True``.
     """
     module_kwargs = {key: value for key, value in module_kwargs.items() if value is not None}
-    if spec is not None and is_saved_model(spec):
+    hub = {"revision": revision, "token": token}
+    saved_cache = cache_folder if cache_folder is not None else os.environ.get("SENTENCE_TRANSFORMERS_HOME")
+    folder = resolve_saved_model(spec, cache_folder=saved_cache, **hub) if spec is not None else None
+    # Hub options (transformers' names) for every transformers loader; the caller's own dict entries win.
+    options = {"trust_remote_code": trust_remote_code, **{k: v for k, v in hub.items() if v is not None}}
+    if folder is not None:
         max_seq_length = module_kwargs.pop("max_seq_length", None)
+        loaders = {key: {**options, **module_kwargs.pop(key, {})} for key in LOADER_KWARGS}
         if template is not None or preset is not None or module_kwargs:
             given = [name for name, value in (("template", template), ("preset", preset)) if value is not None]
             given = ", ".join([*given, *module_kwargs])
@@ -97,10 +132,25 @@ def load_model(
                 f"{spec!r} is a saved model, whose settings are fixed; remove {given}, or build a new model from its "
                 f"backbone instead."
             )
-        model = SentenceTransformer(str(spec), trust_remote_code=True, device=device)
+        foreign = foreign_module_classes(folder)
+        if foreign and not trust_remote_code:
+            raise ValueError(
+                f"{spec!r} names module classes from outside sentence-transformers(-tp) ({', '.join(foreign)}); "
+                "pass trust_remote_code=True only if you trust that code."
+            )
+        # trust_remote_code=True lets sentence-transformers import the installed sentence_transformers_tp class;
+        # the transformers loaders get the caller's trust_remote_code (in `loaders`).
+        model = SentenceTransformer(
+            str(spec), trust_remote_code=True, device=device, cache_folder=saved_cache, **hub, **loaders
+        )
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
         return model
+    if cache_folder is not None:
+        options["cache_dir"] = cache_folder
+    if len(options) > 1 or trust_remote_code:
+        for key in LOADER_KWARGS:
+            module_kwargs[key] = {**options, **module_kwargs.get(key, {})}
     return build_model(spec, template, preset=preset, device=device, **module_kwargs)
 
 

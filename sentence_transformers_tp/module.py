@@ -29,6 +29,7 @@ from sentence_transformers_tp.prefix_cache import PrefixKVCache, unsupported_rea
 from sentence_transformers_tp.presets import get_preset, resolve_settings
 from sentence_transformers_tp.prompting import Prompter, add_placeholder_token
 from sentence_transformers_tp.runner import plan_depth, run_rows
+from sentence_transformers_tp.saved import hub_options
 from sentence_transformers_tp.saving import (
     REBUILD_ADVICE,
     add_requirement,
@@ -206,7 +207,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
     ) -> None:
         given = {key: value for key, value in locals().items() if key in self.config_keys}
         given.update({key: kwargs.pop(key) for key in Transformer.config_keys if key in kwargs})
-        resolved = resolve_settings(model_name_or_path, given, keys=self.config_keys)
+        hub = hub_options(config_kwargs, model_kwargs, processor_kwargs)
+        resolved = resolve_settings(model_name_or_path, given, keys=self.config_keys, hub=hub)
         arguments = {**_MODULE_DEFAULTS, **{k: v for k, v in resolved.arguments.items() if v is not None}}
         if arguments["padding_side"] not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {arguments['padding_side']!r}.")

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from sentence_transformers_tp.backbones import backbone_names
+from sentence_transformers_tp.saved import resolve_saved_model
 from sentence_transformers_tp.settings import COMBINATION_KEYS, LAYER_KEYS, Setting, TaskSettings
 from sentence_transformers_tp.templates import TEMPLATES, USUAL_OUTPUT_LAYER, canonical_template_name
 
@@ -405,17 +406,19 @@ def check_preset_destination(path: str | os.PathLike) -> Path:
 MODULE_CONFIG_FILE = "sentence_bert_config.json"
 
 
-def saved_module_settings(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The settings saved in a sentence-transformers-tp model folder, if ``path`` is one.
+def saved_module_settings(path: str | os.PathLike, **hub: Any) -> dict[str, Any] | None:
+    """The settings saved in a sentence-transformers-tp model, if ``path`` is one.
 
     Args:
-        path: A backbone specification (only a local folder with a ``sentence_bert_config.json`` that holds a
-            ``template`` counts as a saved TP model).
+        path: A backbone specification (a local folder or a hub id, see
+            :func:`~sentence_transformers_tp.saved.resolve_saved_model`, whose ``sentence_bert_config.json`` holds a
+            ``template``, counts as a saved TP model).
+        **hub: ``revision``, ``cache_folder``, ``token``, ``local_files_only`` for a hub id.
 
     Returns:
         The saved module config, or None.
     """
-    config_path = Path(os.fspath(path)) / MODULE_CONFIG_FILE
+    config_path = (resolve_saved_model(path, **hub) or Path(os.fspath(path))) / MODULE_CONFIG_FILE
     if not config_path.is_file():
         return None
     try:
@@ -470,7 +473,10 @@ class ResolvedSettings:
 
 
 def resolve_settings(
-    model_name_or_path: Any, arguments: Mapping[str, Any], keys: Sequence[str] | None = None
+    model_name_or_path: Any,
+    arguments: Mapping[str, Any],
+    keys: Sequence[str] | None = None,
+    hub: Mapping[str, Any] | None = None,
 ) -> ResolvedSettings:
     """The one policy that decides a module's settings: explicit > saved > preset > paper default.
 
@@ -489,13 +495,19 @@ def resolve_settings(
         arguments: The module's arguments as the caller gave them (None: not given); ``backbone_name`` selects
             the preset when given.
         keys: The argument names a saved folder may supply (default: those of ``arguments``).
+        hub: ``revision``, ``cache_folder``, ``token``, ``local_files_only`` for a saved model given by hub id
+            (see :func:`~sentence_transformers_tp.saved.hub_options`).
 
     Returns:
         The resolved arguments and preset.
     """
     merged = dict(arguments)
     source = "explicit"
-    saved = saved_module_settings(model_name_or_path) if isinstance(model_name_or_path, (str, os.PathLike)) else None
+    saved = (
+        saved_module_settings(model_name_or_path, **(hub or {}))
+        if isinstance(model_name_or_path, (str, os.PathLike))
+        else None
+    )
     if saved:
         filled = [key for key in (keys or merged) if merged.get(key) is None and saved.get(key) is not None]
         if filled:

@@ -65,7 +65,13 @@ class ModelSpec:
         max_seq_length: Maximum prompt length in tokens (allowed for saved models too).
         device: Device to load the model on (default: sentence-transformers' choice).
         module_kwargs: For a backbone: further ``TokenPrependingTransformer`` arguments (``query_template``,
-            ``document_template``, ``placeholder``, ``model_kwargs``...).
+            ``document_template``, ``placeholder``, ``model_kwargs``...). For a saved model: only the loader dicts
+            ``model_kwargs`` / ``processor_kwargs`` / ``config_kwargs`` (e.g. ``{"dtype": ...}``).
+        revision: Hub revision (branch, tag or commit) of a hub id.
+        cache_folder: HF cache folder for hub ids (default: huggingface_hub's).
+        token: Hub token (left out of the spec's repr).
+        trust_remote_code: Allow code from outside the installed packages (see
+            :func:`sentence_transformers_tp.factory.load_model`).
     """
 
     model_name_or_path: str | None = None
@@ -77,6 +83,10 @@ class ModelSpec:
     max_seq_length: int | None = None
     device: str | None = None
     module_kwargs: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None
+    cache_folder: str | None = None
+    token: bool | str | None = field(default=None, repr=False)
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.model_name_or_path is not None:
@@ -105,16 +115,17 @@ class ModelSpec:
         return cls(**{**values, **overrides})
 
     @classmethod
-    def from_fields(cls, owner: Any) -> ModelSpec:
+    def from_fields(cls, owner: Any, **values: Any) -> ModelSpec:
         """The spec described by an object that has the spec's fields as attributes (the embedding classes).
 
         Args:
             owner: An object with ``model_name_or_path``, ``template``, ... attributes.
+            **values: Fields given here instead of read from ``owner``.
 
         Returns:
             The spec.
         """
-        values = {name: getattr(owner, name) for name in cls.__dataclass_fields__}
+        values = {**{name: getattr(owner, name) for name in cls.__dataclass_fields__ if name not in values}, **values}
         values["module_kwargs"] = dict(values["module_kwargs"] or {})
         return cls(**values)
 
@@ -141,5 +152,9 @@ class ModelSpec:
             tp_exit=self.tp_exit,
             output_layer=self.output_layer,
             max_seq_length=self.max_seq_length,
+            revision=self.revision,
+            cache_folder=self.cache_folder,
+            token=self.token,
+            trust_remote_code=self.trust_remote_code,
             **self.module_kwargs,
         )

@@ -9,7 +9,7 @@ Example:
 
         from sentence_transformers_tp.integrations.langchain import TokenPrependingEmbeddings
 
-        embeddings = TokenPrependingEmbeddings(model_name_or_path="path/to/saved-tp-model")
+        embeddings = TokenPrependingEmbeddings(model_name="path/to/saved-tp-model")  # or a hub id
         vectors = embeddings.embed_documents(["A man is playing a guitar.", "A dog runs in the park."])
         query = embeddings.embed_query("Who plays music?")
 
@@ -37,16 +37,25 @@ if TYPE_CHECKING:
 __all__ = ["TokenPrependingEmbeddings"]
 
 
+#: ``model_kwargs`` keys (``SentenceTransformer`` arguments, as ``HuggingFaceEmbeddings`` passes them) that apply here.
+LOADER_KWARGS = ("model_kwargs", "processor_kwargs", "config_kwargs")
+MODEL_KWARGS = ("device", "revision", "token", "trust_remote_code", *LOADER_KWARGS)
+
+
 class TokenPrependingEmbeddings(BaseModel, Embeddings):
     """LangChain ``Embeddings`` that embed with a Token Prepending ``SentenceTransformer``.
 
-    The model is loaded when the object is created, from a saved TP model, a backbone + template, or a preset
-    (see :func:`sentence_transformers_tp.factory.load_model`); :meth:`from_model` wraps an already loaded model.
+    The model is loaded when the object is created, from a saved TP model (a local folder or a hub id), a backbone
+    + template, or a preset (see :func:`sentence_transformers_tp.factory.load_model`); :meth:`from_model` wraps an
+    already loaded model. The arguments of ``langchain_huggingface.HuggingFaceEmbeddings`` that make sense for a TP
+    model are accepted with the same meaning (``model_name`` / ``model``, ``cache_folder``, ``model_kwargs``,
+    ``encode_kwargs``, ``query_encode_kwargs``, ``show_progress``); the others are refused with a one-line error.
 
     Args:
-        model_name_or_path: A saved sentence-transformers-tp folder, or a backbone (hub id, local checkpoint,
-            ``.gguf`` file, named offline backbone such as ``"smollm2"``). None: the preset's backbone, or
-            ``"smollm2"``.
+        model_name_or_path: A saved sentence-transformers-tp model (local folder or hub id), or a backbone (hub id,
+            local checkpoint, ``.gguf`` file, named offline backbone such as ``"smollm2"``). None: the preset's
+            backbone, or ``"smollm2"``. ``model_name=`` / ``model=`` (``HuggingFaceEmbeddings``' spellings) are the
+            same argument.
         template: For a backbone: template name, user template or list of templates (default ``"prompteol"`` or
             the preset's). Must be None for a saved model.
         preset: For a backbone: a preset name or YAML path with the layer settings.
@@ -57,10 +66,19 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
         device: Device of the model (default: sentence-transformers' choice).
         module_kwargs: For a backbone: further ``TokenPrependingTransformer`` arguments (``query_template``,
             ``document_template``, ``model_kwargs``...).
+        cache_folder: HF cache folder for hub ids (as ``HuggingFaceEmbeddings``; default: huggingface_hub's).
+        model_kwargs: ``SentenceTransformer`` arguments, as ``HuggingFaceEmbeddings`` takes them: ``device``,
+            ``revision``, ``token``, ``trust_remote_code`` (code from outside the installed packages; a TP model
+            never needs it) and the loader dicts ``model_kwargs`` (e.g. ``{"dtype": torch.bfloat16}``),
+            ``processor_kwargs``, ``config_kwargs``. Other keys are refused.
         batch_size: Batch size of ``encode``. Defaults to 32.
         normalize_embeddings: Return unit-length vectors. Defaults to False (the vectors of ``model.encode``).
-        encode_kwargs: Further keyword arguments of ``encode_query`` / ``encode_document`` (e.g.
-            ``{"show_progress_bar": True}``).
+        encode_kwargs: Further keyword arguments of ``encode_document`` (and of ``encode_query`` unless
+            ``query_encode_kwargs`` is given), e.g. ``{"normalize_embeddings": True}``; they win over
+            ``batch_size`` / ``normalize_embeddings``.
+        query_encode_kwargs: Keyword arguments of ``encode_query`` used instead of ``encode_kwargs`` when not empty
+            (as ``HuggingFaceEmbeddings``).
+        show_progress: Show a progress bar while encoding. Defaults to False.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -74,16 +92,50 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
     max_seq_length: int | None = None
     device: str | None = None
     module_kwargs: dict[str, Any] = Field(default_factory=dict)
+    cache_folder: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(default=32, gt=0)
     normalize_embeddings: bool = False
     encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    query_encode_kwargs: dict[str, Any] = Field(default_factory=dict)
+    show_progress: bool = False
 
     _client: SentenceTransformer = PrivateAttr()
 
     def __init__(self, **kwargs: Any) -> None:
         client = kwargs.pop("_client", None)  # set by from_model
+        for alias in ("model_name", "model"):
+            if alias in kwargs:
+                value = kwargs.pop(alias)
+                given = kwargs.get("model_name_or_path")
+                if given is not None and str(given) != str(value):
+                    raise ValueError(
+                        f"{alias}={value!r} and model_name_or_path={given!r} name two models; give one of them."
+                    )
+                kwargs["model_name_or_path"] = value
+        if kwargs.pop("multi_process", False):
+            raise ValueError(
+                "multi_process=True is not supported by TokenPrependingEmbeddings; encode with a pool of the "
+                "SentenceTransformer instead (see 'Multi-process encoding' in docs/integrations.md)."
+            )
         super().__init__(**kwargs)
+        unknown = sorted(set(self.model_kwargs) - set(MODEL_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"model_kwargs {unknown} are not supported by TokenPrependingEmbeddings (it takes "
+                f"{', '.join(MODEL_KWARGS)}); set templates with module_kwargs={{'query_template': ...}}."
+            )
+        device = self.model_kwargs.get("device")
+        if device is not None and self.device is not None and str(device) != str(self.device):
+            raise ValueError(f"device={self.device!r} and model_kwargs['device']={device!r} disagree; give one.")
+        if "model_kwargs" in self.model_kwargs and "model_kwargs" in self.module_kwargs:
+            raise ValueError("model_kwargs['model_kwargs'] and module_kwargs['model_kwargs'] both given; give one.")
         self._client = client if client is not None else self.model_spec().load()
+
+    @property
+    def model_name(self) -> str | None:
+        """The model spec (``HuggingFaceEmbeddings``' name for ``model_name_or_path``)."""
+        return self.model_name_or_path
 
     @classmethod
     def from_model(cls, model: SentenceTransformer, **kwargs: Any) -> TokenPrependingEmbeddings:
@@ -100,19 +152,29 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
 
     def model_spec(self) -> ModelSpec:
         """The :class:`~sentence_transformers_tp.integrations.ModelSpec` described by the fields."""
-        return ModelSpec.from_fields(self)
+        options = self.model_kwargs
+        loaders = {key: options[key] for key in LOADER_KWARGS if key in options}
+        return ModelSpec.from_fields(
+            self,
+            device=self.device if self.device is not None else options.get("device"),
+            module_kwargs={**self.module_kwargs, **loaders},
+            revision=options.get("revision"),
+            token=options.get("token"),
+            trust_remote_code=bool(options.get("trust_remote_code", False)),
+        )
 
     @property
     def client(self) -> SentenceTransformer:
         """The wrapped ``SentenceTransformer``."""
         return self._client
 
-    def _encode_kwargs(self) -> dict[str, Any]:
+    def _encode_kwargs(self, query: bool = False) -> dict[str, Any]:
+        extra = self.query_encode_kwargs if query and self.query_encode_kwargs else self.encode_kwargs
         return {
             "batch_size": self.batch_size,
             "normalize_embeddings": self.normalize_embeddings,
-            "show_progress_bar": False,
-            **self.encode_kwargs,
+            "show_progress_bar": self.show_progress,
+            **extra,
             "convert_to_numpy": True,
             "convert_to_tensor": False,
         }
@@ -142,7 +204,7 @@ class TokenPrependingEmbeddings(BaseModel, Embeddings):
         Returns:
             The vector.
         """
-        return self._client.encode_query([text], **self._encode_kwargs())[0].tolist()
+        return self._client.encode_query([text], **self._encode_kwargs(query=True))[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents in a worker thread, without blocking the event loop.

@@ -63,3 +63,14 @@ def test_encode_errors_are_clear(saved_model, capsys):
     assert "nothing to embed" in capsys.readouterr().err
     assert main(["encode", "--model", str(saved_model), "--template", "knowledge", "x"]) == 1
     assert "saved model" in capsys.readouterr().err
+
+
+def test_encode_hub_id_brings_the_saved_settings(saved_model, tmp_path, monkeypatch, capsys):
+    """--model org/name of a saved TP model (simulated offline HF cache) encodes like its local folder."""
+    from tests.hub_cache import add_snapshot, use_hub_cache
+
+    add_snapshot(use_hub_cache(monkeypatch, tmp_path / "hf-home"), "tp-org/tiny-tp", saved_model, "a" * 40)
+    assert main(["encode", "--model", "tp-org/tiny-tp", "First one.", "Second one."]) == 0
+    vectors = np.array([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
+    reference = SentenceTransformer(str(saved_model), trust_remote_code=True).encode(["First one.", "Second one."])
+    np.testing.assert_allclose(vectors, reference, atol=1e-6)

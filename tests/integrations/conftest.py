@@ -128,3 +128,18 @@ def asymmetric_model_dir(tmp_path_factory, tp_backbone) -> Path:
     model = build_model(str(tp_backbone), "prompteol", query_template=QUERY_TEMPLATE, device="cpu", **LAYERS)
     model.save(str(target))
     return target
+
+
+#: The simulated hub repo of the integration tests: ``main`` is the asymmetric tiny model, tag ``v1`` the symmetric.
+HUB_REPO = "tp-org/tiny-tp"
+
+
+@pytest.fixture
+def hub_repo(tmp_path, monkeypatch, asymmetric_model_dir, saved_model_dir) -> str:
+    """An offline HF cache (HF_HOME / HF_HUB_CACHE in tmp_path, HF_HUB_OFFLINE=1) holding :data:`HUB_REPO`."""
+    from tests.hub_cache import add_snapshot, use_hub_cache
+
+    cache = use_hub_cache(monkeypatch, tmp_path / "hf-home")
+    add_snapshot(cache, HUB_REPO, asymmetric_model_dir, "a" * 40)
+    add_snapshot(cache, HUB_REPO, saved_model_dir, "b" * 40, refs=("v1",))
+    return HUB_REPO

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
@@ -206,3 +207,61 @@ def test_non_string_document_names_its_index(asymmetric):
     embeddings = TokenPrependingEmbeddings.from_model(asymmetric)
     with pytest.raises(ValueError, match="Input 2 is of type NoneType"):
         embeddings.embed_documents(["a", "b", None])
+
+
+def test_model_name_spelling_loads_that_model(asymmetric_model_dir, asymmetric):
+    """model_name= / model= (HuggingFaceEmbeddings' spellings) load the given model, not the default one."""
+    for alias in ("model_name", "model"):
+        embeddings = TokenPrependingEmbeddings(**{alias: str(asymmetric_model_dir)}, device="cpu")
+        assert embeddings.model_name == embeddings.model_name_or_path == str(asymmetric_model_dir)
+        assert max_diff(embeddings.embed_query(TEXTS[0]), asymmetric.encode_query(TEXTS[0])) <= ATOL
+        assert max_diff(embeddings.embed_documents(TEXTS), asymmetric.encode_document(TEXTS)) <= ATOL
+    with pytest.raises(ValueError, match="name two models"):
+        TokenPrependingEmbeddings(model_name=str(asymmetric_model_dir), model_name_or_path="smollm2")
+
+
+def test_huggingface_embeddings_arguments_have_the_stock_meaning(saved_model_dir, tmp_path):
+    """model_name, cache_folder, model_kwargs, encode_kwargs, query_encode_kwargs and show_progress give the vectors
+    the stock HuggingFaceEmbeddings gives with the same arguments (on a one-template model)."""
+    HuggingFaceEmbeddings = pytest.importorskip("langchain_huggingface").HuggingFaceEmbeddings
+
+    arguments = dict(
+        model_name=str(saved_model_dir),
+        cache_folder=str(tmp_path / "cache"),
+        model_kwargs={"trust_remote_code": True, "device": "cpu", "model_kwargs": {"dtype": torch.bfloat16}},
+        encode_kwargs={"normalize_embeddings": True, "batch_size": 2},
+        query_encode_kwargs={"normalize_embeddings": False},
+        show_progress=False,
+    )
+    stock = HuggingFaceEmbeddings(**arguments)
+    ours = TokenPrependingEmbeddings(**arguments)
+    assert ours.client[0].model.dtype == stock._client[0].model.dtype == torch.bfloat16
+    documents = np.array(ours.embed_documents(TEXTS))
+    assert np.allclose(np.linalg.norm(documents, axis=1), 1.0, atol=1e-3)
+    assert max_diff(documents, stock.embed_documents(TEXTS)) <= ATOL
+    query = np.array(ours.embed_query(TEXTS[0]))
+    assert abs(np.linalg.norm(query) - 1.0) > 1e-2  # query_encode_kwargs replaced encode_kwargs
+    assert max_diff(query, stock.embed_query(TEXTS[0])) <= ATOL
+
+
+def test_unsupported_huggingface_embeddings_arguments_are_refused(saved_model_dir):
+    """model_kwargs keys with no meaning here, multi_process=True and two disagreeing devices fail in one line."""
+    path = str(saved_model_dir)
+    with pytest.raises(ValueError, match=r"model_kwargs \['prompts'\] are not supported"):
+        TokenPrependingEmbeddings(model_name=path, model_kwargs={"prompts": {"query": "q: "}})
+    with pytest.raises(ValueError, match="multi_process=True is not supported"):
+        TokenPrependingEmbeddings(model_name=path, multi_process=True)
+    with pytest.raises(ValueError, match="disagree"):
+        TokenPrependingEmbeddings(model_name=path, device="cpu", model_kwargs={"device": "meta"})
+
+
+def test_hub_id_brings_its_saved_settings(hub_repo, asymmetric_model_dir, saved_model_dir):
+    """A hub id (simulated offline HF cache) gives the vectors of the same model loaded from its local folder,
+    queries included; model_kwargs={"revision": ...} picks that snapshot."""
+    local = TokenPrependingEmbeddings(model_name=str(asymmetric_model_dir), device="cpu")
+    hub = TokenPrependingEmbeddings(model_name=hub_repo, device="cpu")
+    assert max_diff(hub.embed_query(TEXTS[0]), local.embed_query(TEXTS[0])) <= ATOL
+    assert max_diff(hub.embed_documents(TEXTS), local.embed_documents(TEXTS)) <= ATOL
+    tagged = TokenPrependingEmbeddings(model_name=hub_repo, model_kwargs={"revision": "v1", "device": "cpu"})
+    symmetric = load_model(str(saved_model_dir), device="cpu")
+    assert max_diff(tagged.embed_query(TEXTS[0]), symmetric.encode_query(TEXTS[0])) <= ATOL

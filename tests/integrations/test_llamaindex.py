@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("llama_index.core")
 
@@ -172,3 +173,69 @@ def test_readme_example(saved_model_dir, substitutions):
         "The Eiffel Tower is in Paris.",
         "Bread needs flour, water and yeast.",
     }
+
+
+def test_model_name_loads_that_model(asymmetric_model_dir, asymmetric):
+    """model_name=PATH (HuggingFaceEmbedding's spelling) loads and reports that model, not the default SmolLM2."""
+    embedding = TokenPrependingEmbedding(model_name=str(asymmetric_model_dir), device="cpu")
+    assert embedding.model_name == embedding.model_name_or_path == str(asymmetric_model_dir)
+    assert embedding.client.get_embedding_dimension() == 32
+    assert max_diff(embedding.get_query_embedding(TEXTS[0]), unit(asymmetric.encode_query(TEXTS[0]))) <= ATOL
+    assert max_diff(embedding.get_text_embedding_batch(TEXTS), unit(asymmetric.encode_document(TEXTS))) <= ATOL
+    with pytest.raises(ValueError, match="disagree"):
+        TokenPrependingEmbedding("smollm2", model_name=str(asymmetric_model_dir))
+
+
+def test_huggingface_embedding_arguments_have_the_stock_meaning(saved_model_dir, tmp_path):
+    """model_name, max_length, query_instruction, text_instruction, normalize, embed_batch_size, cache_folder,
+    trust_remote_code, device, show_progress_bar and model_kwargs give the stock HuggingFaceEmbedding's vectors."""
+    HuggingFaceEmbedding = pytest.importorskip("llama_index.embeddings.huggingface").HuggingFaceEmbedding
+
+    arguments = dict(
+        model_name=str(saved_model_dir),
+        max_length=40,
+        query_instruction="Represent the question : ",
+        text_instruction="Represent the passage : ",
+        normalize=False,
+        embed_batch_size=2,
+        cache_folder=str(tmp_path / "cache"),
+        trust_remote_code=True,
+        device="cpu",
+        show_progress_bar=False,
+        model_kwargs={"dtype": torch.bfloat16},
+    )
+    stock = HuggingFaceEmbedding(**arguments)
+    ours = TokenPrependingEmbedding(**arguments)
+    assert ours.client.max_seq_length == stock._model.max_seq_length == 40
+    assert ours.client[0].model.dtype == stock._model[0].model.dtype == torch.bfloat16
+    texts = [*TEXTS, " ".join(["word"] * 80)]  # the last one is truncated to max_length
+    assert max_diff(ours.get_text_embedding_batch(texts), stock.get_text_embedding_batch(texts)) <= ATOL
+    assert max_diff(ours.get_query_embedding(texts[0]), stock.get_query_embedding(texts[0])) <= ATOL
+    plain = TokenPrependingEmbedding(str(saved_model_dir), device="cpu", normalize=False)
+    assert max_diff(ours.get_query_embedding(texts[0]), plain.get_query_embedding(texts[0])) > 1e-3
+    assert ours.max_seq_length == 40 and ours.embed_batch_size == 2
+
+
+def test_unsupported_huggingface_embedding_arguments_are_refused(saved_model_dir):
+    """parallel_process / target_devices, two disagreeing lengths and unknown arguments fail with a clear error."""
+    path = str(saved_model_dir)
+    with pytest.raises(ValueError, match="parallel_process / target_devices are not supported"):
+        TokenPrependingEmbedding(path, parallel_process=True)
+    with pytest.raises(ValueError, match="disagree"):
+        TokenPrependingEmbedding(path, max_length=16, max_seq_length=32)
+    with pytest.raises(ValueError, match="pooling"):
+        TokenPrependingEmbedding(path, pooling="mean")
+
+
+def test_hub_id_brings_its_saved_settings(hub_repo, asymmetric_model_dir, saved_model_dir):
+    """A hub id (simulated offline HF cache) gives the local folder's vectors; revision= picks that snapshot; the
+    token is used but never stored in the serialized fields."""
+    local = TokenPrependingEmbedding(str(asymmetric_model_dir), device="cpu")
+    hub = TokenPrependingEmbedding(model_name=hub_repo, device="cpu", token="hf_secret")
+    assert hub.model_name == hub_repo
+    assert max_diff(hub.get_query_embedding(TEXTS[0]), local.get_query_embedding(TEXTS[0])) <= ATOL
+    assert max_diff(hub.get_text_embedding_batch(TEXTS), local.get_text_embedding_batch(TEXTS)) <= ATOL
+    assert "hf_secret" not in hub.to_json() and "hf_secret" not in repr(hub.model_spec("hf_secret"))
+    tagged = TokenPrependingEmbedding(hub_repo, revision="v1", device="cpu")
+    symmetric = load_model(str(saved_model_dir), device="cpu")
+    assert max_diff(tagged.get_query_embedding(TEXTS[0]), unit(symmetric.encode_query(TEXTS[0]))) <= ATOL
