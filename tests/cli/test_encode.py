@@ -63,3 +63,23 @@ def test_encode_errors_are_clear(saved_model, capsys):
     assert "nothing to embed" in capsys.readouterr().err
     assert main(["encode", "--model", str(saved_model), "--template", "knowledge", "x"]) == 1
     assert "saved model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["stdin", "file"])
+def test_encode_non_utf8_input_is_a_one_line_error(saved_model, monkeypatch, tmp_path, capsys, source):
+    """Latin-1 bytes on stdin (as Python really reads them) or in --input FILE give a one-line error naming UTF-8."""
+    data = b"caf\xe9\nsecond line\n"
+    if source == "stdin":
+        monkeypatch.setattr(
+            "sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+        )
+        name = "-"
+    else:
+        name = str(tmp_path / "latin1.txt")
+        (tmp_path / "latin1.txt").write_bytes(data)
+    assert main(["encode", "--model", str(saved_model), "--input", name]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert "\n" not in err
+    assert "not UTF-8" in err and "line 1" in err and "0xe9" in err
