@@ -44,6 +44,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -82,6 +83,7 @@ __all__ = [
     "is_named_backbone",
     "list_cache",
     "named_backbone_gguf",
+    "quiet_unused_head_report",
     "resolve_backbone",
 ]
 
@@ -306,6 +308,28 @@ def resolve_backbone(name_or_path: str | os.PathLike, cache_dir: str | os.PathLi
     if os.path.isdir(name_or_path) and _is_complete(Path(name_or_path)):
         return str(_checked_entry_folder(Path(name_or_path), cache_dir))
     return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_unused_head_report() -> Iterator[None]:
+    """Silence transformers' load report while loading a decoder-only backbone as a base model, when the only thing
+    it reports is the causal LM's unused head (``lm_head.*`` UNEXPECTED).
+
+    transformers 5 logs a "LOAD REPORT" table whenever a ``*ForCausalLM`` checkpoint is loaded with ``AutoModel``; the
+    head is not used for embeddings. Any other row (a missing, mismatched or other unexpected key) keeps the whole
+    report. Only loads in the current thread (context) are affected; a transformers version without this report
+    format is left alone.
+
+    Yields:
+        Nothing; the filter is active inside the block.
+    """
+    if not _HEAD_REPORT_FILTER_INSTALLED:
+        _install_head_report_filter()
+    token = _QUIET_HEAD_REPORT.set(True)
+    try:
+        yield
+    finally:
+        _QUIET_HEAD_REPORT.reset(token)
 
 
 def named_backbone_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -859,6 +883,44 @@ def _disk_size(path: Path) -> int:
             if child.is_file() and not child.is_symlink():
                 total += child.stat().st_size
     return total
+
+
+_QUIET_HEAD_REPORT: contextvars.ContextVar[bool] = contextvars.ContextVar("st_tp_quiet_head_report", default=False)
+_HEAD_REPORT_FILTER_INSTALLED = False
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+#: The loggers transformers writes its load report to.
+_LOAD_REPORT_LOGGERS = ("transformers.modeling_utils",)
+
+
+def _only_unused_head(message: str) -> bool:
+    """Tell whether a transformers load report lists nothing but UNEXPECTED ``lm_head.*`` keys."""
+    plain = _ANSI_ESCAPE.sub("", message)
+    if "LOAD REPORT" not in plain:
+        return False
+    rows = []
+    for line in plain.splitlines()[1:]:
+        if not line.strip():
+            break  # the notes follow the table
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) >= 2 and cells[0] != "Key" and not set(line) <= set("-+ "):
+            rows.append((cells[0], cells[1]))
+    return bool(rows) and all(key.startswith("lm_head.") and status == "UNEXPECTED" for key, status in rows)
+
+
+class _UnusedHeadReportFilter(logging.Filter):
+    """Drops load reports of the unused LM head while :func:`quiet_unused_head_report` is active."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but a head-only load report inside the context."""
+        return not (_QUIET_HEAD_REPORT.get() and _only_unused_head(record.getMessage()))
+
+
+def _install_head_report_filter() -> None:
+    """Attach the filter (once) to the loggers of transformers' load report."""
+    global _HEAD_REPORT_FILTER_INSTALLED
+    for name in _LOAD_REPORT_LOGGERS:
+        logging.getLogger(name).addFilter(_UnusedHeadReportFilter())
+    _HEAD_REPORT_FILTER_INSTALLED = True
 
 
 #: The steps of a GGUF conversion, in order (the progress bar advances once per step).

@@ -17,7 +17,7 @@ from sentence_transformers.base.modules import Transformer
 from transformers.utils import logging
 
 from sentence_transformers_tp import engine
-from sentence_transformers_tp.backbones import resolve_backbone
+from sentence_transformers_tp.backbones import quiet_unused_head_report, resolve_backbone
 from sentence_transformers_tp.contrastive import CP_PROMPT
 from sentence_transformers_tp.demonstrations import parse_demonstrations, to_config
 from sentence_transformers_tp.engine import (
@@ -252,17 +252,18 @@ class TokenPrependingTransformer(Transformer):
         kwargs.pop("modality_config", None)
         kwargs.pop("module_output_name", None)
         kwargs.pop("unpad_inputs", None)
-        super().__init__(
-            resolved,
-            model_kwargs=model_kwargs,
-            processor_kwargs=processor_kwargs,
-            config_kwargs=config_kwargs,
-            max_seq_length=max_seq_length,
-            modality_config=_TEXT_MODALITY,
-            module_output_name="sentence_embedding",
-            unpad_inputs=False,
-            **kwargs,
-        )
+        with quiet_unused_head_report():  # the causal LM's head is not used: no "lm_head UNEXPECTED" report
+            super().__init__(
+                resolved,
+                model_kwargs=model_kwargs,
+                processor_kwargs=processor_kwargs,
+                config_kwargs=config_kwargs,
+                max_seq_length=max_seq_length,
+                modality_config=_TEXT_MODALITY,
+                module_output_name="sentence_embedding",
+                unpad_inputs=False,
+                **kwargs,
+            )
         if self.tokenizer is None:
             raise ValueError(f"The backbone {model_name_or_path!r} has no text tokenizer.")
         check_decoder_only(self.model)

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -784,3 +785,49 @@ def test_truncated_gguf_file_gives_a_clear_error(tmp_path: Path) -> None:
         resolve_backbone(str(complete), cache_dir=tmp_path / "cache")
     assert "\n" not in str(raised.value) and "tiny.gguf" in str(raised.value)
     assert _cache_entries(tmp_path / "cache") == []
+
+
+# ------------------------------------------------------------------------------------------- load report
+
+
+def _load_report(caplog: pytest.LogCaptureFixture, load) -> str:
+    """Run ``load`` with transformers' warnings shown; return the warnings transformers logged."""
+    from transformers.utils import logging as hf_logging
+
+    caplog.clear()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        with caplog.at_level("WARNING", logger="transformers"):
+            load()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("transformers"))
+
+
+def test_unused_lm_head_report_is_silenced_but_other_load_problems_are_not(
+    tiny_llama: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Loading a causal LM checkpoint as a TP backbone prints no "lm_head.weight UNEXPECTED" load report; a
+    checkpoint with another unexpected key still gets the whole report, and plain AutoModel loads keep theirs."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    from sentence_transformers_tp import TokenPrependingTransformer
+
+    assert "lm_head.weight" in load_file(str(tiny_llama / "model.safetensors"))
+    plain = _load_report(caplog, lambda: AutoModel.from_pretrained(tiny_llama))
+    if "LOAD REPORT" not in plain:
+        pytest.skip("this transformers version prints no load report")
+    assert "lm_head.weight" in plain
+    err = _load_report(caplog, lambda: TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3))
+    assert "LOAD REPORT" not in err and "UNEXPECTED" not in err
+    assert "LOAD REPORT" in _load_report(caplog, lambda: AutoModel.from_pretrained(tiny_llama))
+
+    extra = tmp_path / "extra-key"
+    shutil.copytree(tiny_llama, extra)
+    weights = load_file(str(extra / "model.safetensors"))
+    weights["model.stray.weight"] = weights["model.norm.weight"].clone()
+    save_file(weights, str(extra / "model.safetensors"), metadata={"format": "pt"})
+    err = _load_report(caplog, lambda: TokenPrependingTransformer(str(extra), tp_start=1, tp_exit=3))
+    assert "LOAD REPORT" in err and "model.stray.weight" in err and "lm_head.weight" in err
