@@ -567,6 +567,7 @@ def check_cache_entry(directory: str | os.PathLike, *, full: bool = False) -> tu
     files = manifest.get("files") if manifest else None
     if not isinstance(files, dict) or not files:
         return "damaged", f"{_MANIFEST} is unreadable"
+    touched = False
     for name, expected in sorted(files.items()):
         path = folder / name
         try:
@@ -575,8 +576,15 @@ def check_cache_entry(directory: str | os.PathLike, *, full: bool = False) -> tu
             return "damaged", f"{name} is missing"
         if stat.st_size != expected.get("size"):
             return "damaged", f"{name} has {stat.st_size} bytes, {expected.get('size')} expected (truncated?)"
-        if (full or stat.st_mtime_ns != expected.get("mtime_ns")) and _hash_file(path) != expected.get("sha256"):
+        moved = stat.st_mtime_ns != expected.get("mtime_ns")
+        if (full or moved) and _hash_file(path) != expected.get("sha256"):
             return "damaged", f"{name} differs from the file written at build time (sha256 mismatch)"
+        if moved:  # same content, new mtime (a copied cache): remember it, so the next load hashes nothing
+            expected["mtime_ns"] = stat.st_mtime_ns
+            touched = True
+    if touched:
+        with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
+            _write_text_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return "ok", ""
 
 

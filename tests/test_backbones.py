@@ -716,6 +716,21 @@ def test_damaged_entry_given_by_folder(checkpoint_cache: tuple[Path, Path, list[
     assert len(calls) == 2
 
 
+def test_a_touched_file_is_hashed_once_then_trusted(
+    checkpoint_cache: tuple[Path, Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file with a new mtime but its build-time content (a copied cache) is hashed once, found intact, and its
+    mtime recorded, so the next check hashes nothing."""
+    _, entry, _ = checkpoint_cache
+    weights = entry / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    hashed: list[str] = []
+    real_hash = backbones._hash_file
+    monkeypatch.setattr(backbones, "_hash_file", lambda path: hashed.append(path.name) or real_hash(path))
+    assert check_cache_entry(entry) == ("ok", "") and hashed == ["model.safetensors"]
+    assert check_cache_entry(entry) == ("ok", "") and hashed == ["model.safetensors"]
+
+
 def test_full_verify_catches_a_change_that_keeps_size_and_mtime(
     checkpoint_cache: tuple[Path, Path, list[Path]], tmp_path: Path
 ) -> None:
