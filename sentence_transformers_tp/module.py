@@ -14,7 +14,7 @@ import torch
 from sentence_transformers.base.modules import Transformer
 from transformers.utils import logging
 
-from sentence_transformers_tp.backbones import resolve_backbone
+from sentence_transformers_tp.backbones import quiet_unused_head_report, resolve_backbone
 from sentence_transformers_tp.engine import (
     Plan,
     capture_layers,
@@ -227,18 +227,19 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         for key in ("modality_config", "module_output_name", "unpad_inputs"):
             arguments.pop(key, None)
         transformer_kwargs = {k: v for k, v in arguments.items() if k in Transformer.config_keys}
-        super().__init__(
-            path,
-            model_kwargs=model_kwargs,
-            processor_kwargs=processor_kwargs,
-            config_kwargs=config_kwargs,
-            max_seq_length=max_seq_length,
-            modality_config=_TEXT_MODALITY,
-            module_output_name="sentence_embedding",
-            unpad_inputs=False,
-            **transformer_kwargs,
-            **kwargs,
-        )
+        with quiet_unused_head_report():  # the causal LM's head is not used: no "lm_head UNEXPECTED" report
+            super().__init__(
+                path,
+                model_kwargs=model_kwargs,
+                processor_kwargs=processor_kwargs,
+                config_kwargs=config_kwargs,
+                max_seq_length=max_seq_length,
+                modality_config=_TEXT_MODALITY,
+                module_output_name="sentence_embedding",
+                unpad_inputs=False,
+                **transformer_kwargs,
+                **kwargs,
+            )
         if self.tokenizer is None:
             raise ValueError(f"The backbone {model_name_or_path!r} has no text tokenizer.")
         check_decoder_only(self.model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -17,9 +19,11 @@ from sentence_transformers_tp.backbones import (
     DEFAULT_BACKBONE,
     NAMED_BACKBONES,
     BackboneNotInstalledError,
+    CacheEntryDamagedError,
     NamedBackbone,
     assemble_parts,
     backbone_names,
+    check_cache_entry,
     clear_cache,
     default_cache_dir,
     file_sha256,
@@ -620,3 +624,225 @@ def test_smollm2_second_resolve_is_cache_hit(
     gguf = named_backbone_gguf("smollm2", cache_dir=cache)
     assert resolve_backbone(os.fspath(gguf), cache_dir=cache) == str(checkpoint)
     assert _cache_entries(cache) == [checkpoint.name]
+
+
+# ------------------------------------------------------------------------------------------- cache integrity
+
+
+def _checkpoint_converter(calls: list[Path]):
+    """Return a stand-in for ``_convert_gguf`` writing a small but well-formed checkpoint (config, tokenizer,
+    safetensors weights)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    def convert(source: Path, output_dir: Path) -> dict:
+        calls.append(source)
+        (output_dir / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+        (output_dir / "tokenizer.json").write_text(json.dumps({"vocab": {f"t{i}": i for i in range(50)}}))
+        save_file({"w": np.arange(256, dtype=np.float32)}, str(output_dir / "model.safetensors"))
+        return {"source": str(source)}
+
+    return convert
+
+
+def _truncate(path: Path, keep: int | None = None) -> None:
+    """Cut a file to ``keep`` bytes (default: half)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+@pytest.fixture
+def checkpoint_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+    """A fake GGUF source converted (by the well-formed stand-in) into a cache; yield (source, entry, calls)."""
+    calls: list[Path] = []
+    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(backbones, "_convert_gguf", _checkpoint_converter(calls))
+    source = _fake_gguf(tmp_path / "tiny.gguf")
+    entry = Path(resolve_backbone(str(source), cache_dir=tmp_path / "cache"))
+    return source, entry, calls
+
+
+def test_build_writes_a_manifest_of_every_file(checkpoint_cache: tuple[Path, Path, list[Path]]) -> None:
+    """A new entry records the size and SHA-256 of every file written at build time, and checks out as ok."""
+    _, entry, _ = checkpoint_cache
+    manifest = json.loads((entry / "st_tp_manifest.json").read_text(encoding="utf-8"))
+    files = {p.name for p in entry.iterdir()} - {"st_tp_manifest.json"}
+    assert set(manifest["files"]) == files >= {"config.json", "tokenizer.json", "model.safetensors"}
+    for name, recorded in manifest["files"].items():
+        data = (entry / name).read_bytes()
+        assert recorded["size"] == len(data) and recorded["sha256"] == hashlib.sha256(data).hexdigest()
+    assert check_cache_entry(entry) == check_cache_entry(entry, full=True) == ("ok", "")
+
+
+@pytest.mark.parametrize("damage", ["truncate weights", "truncate tokenizer", "delete tokenizer", "rewrite tokenizer"])
+def test_damaged_entry_is_rebuilt_from_its_source(
+    checkpoint_cache: tuple[Path, Path, list[Path]], tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated, missing or rewritten (same size) file of an entry is noticed before loading, and the entry is
+    converted again from its GGUF source, with a warning naming the problem."""
+    source, entry, calls = checkpoint_cache
+    intact = {name: (entry / name).read_bytes() for name in ("model.safetensors", "tokenizer.json")}
+    tokenizer = entry / "tokenizer.json"
+    if damage == "truncate weights":
+        _truncate(entry / "model.safetensors")
+    elif damage == "truncate tokenizer":
+        _truncate(tokenizer)
+    elif damage == "delete tokenizer":
+        tokenizer.unlink()
+    else:
+        time.sleep(0.01)
+        tokenizer.write_bytes(tokenizer.read_bytes().replace(b"t1", b"x1"))
+    assert check_cache_entry(entry)[0] == "damaged"
+    with caplog.at_level("WARNING", logger="sentence_transformers_tp.backbones"):
+        assert resolve_backbone(str(source), cache_dir=tmp_path / "cache") == str(entry)
+    assert len(calls) == 2
+    assert "is damaged" in caplog.text and "rebuilding it from" in caplog.text
+    assert {name: (entry / name).read_bytes() for name in intact} == intact
+    assert check_cache_entry(entry) == ("ok", "")
+
+
+def test_damaged_entry_given_by_folder(checkpoint_cache: tuple[Path, Path, list[Path]]) -> None:
+    """An entry folder given directly is checked too: rebuilt while its source exists, else a one-line
+    CacheEntryDamagedError that names `st-tp cache clear <entry>`."""
+    source, entry, calls = checkpoint_cache
+    _truncate(entry / "model.safetensors")
+    assert resolve_backbone(str(entry)) == str(entry) and len(calls) == 2
+    assert check_cache_entry(entry) == ("ok", "")
+    _truncate(entry / "model.safetensors")
+    source.unlink()
+    with pytest.raises(CacheEntryDamagedError, match=f"st-tp cache clear {entry.name}") as raised:
+        resolve_backbone(str(entry))
+    assert "\n" not in str(raised.value) and "model.safetensors" in str(raised.value)
+    assert len(calls) == 2
+
+
+def test_a_touched_file_is_hashed_once_then_trusted(
+    checkpoint_cache: tuple[Path, Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file with a new mtime but its build-time content (a copied cache) is hashed once, found intact, and its
+    mtime recorded, so the next check hashes nothing."""
+    _, entry, _ = checkpoint_cache
+    weights = entry / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    hashed: list[str] = []
+    real_hash = backbones._hash_file
+    monkeypatch.setattr(backbones, "_hash_file", lambda path: hashed.append(path.name) or real_hash(path))
+    assert check_cache_entry(entry) == ("ok", "") and hashed == ["model.safetensors"]
+    assert check_cache_entry(entry) == ("ok", "") and hashed == ["model.safetensors"]
+
+
+def test_full_verify_catches_a_change_that_keeps_size_and_mtime(
+    checkpoint_cache: tuple[Path, Path, list[Path]], tmp_path: Path
+) -> None:
+    """A change that keeps a file's size and mtime (bit rot) passes the per-load check; list_cache(verify=True),
+    which hashes every file, shows it as damaged."""
+    _, entry, _ = checkpoint_cache
+    weights = entry / "model.safetensors"
+    stat = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (listed,) = [e for e in list_cache(tmp_path / "cache") if e.kind == "checkpoint"]
+    assert listed.status == "ok"
+    (verified,) = [e for e in list_cache(tmp_path / "cache", verify=True) if e.kind == "checkpoint"]
+    assert verified.status == "damaged" and "model.safetensors" in verified.problem
+
+
+def test_entry_without_manifest_is_checked_once_and_recorded(
+    checkpoint_cache: tuple[Path, Path, list[Path]], tmp_path: Path
+) -> None:
+    """An entry of an older version (no manifest) is listed as unverified; its first use checks its structure and
+    writes the manifest without converting again; a truncated one is rebuilt instead."""
+    source, entry, calls = checkpoint_cache
+    (entry / "st_tp_manifest.json").unlink()
+    (listed,) = [e for e in list_cache(tmp_path / "cache") if e.kind == "checkpoint"]
+    assert listed.status == "unverified"
+    assert resolve_backbone(str(source), cache_dir=tmp_path / "cache") == str(entry) and len(calls) == 1
+    assert (entry / "st_tp_manifest.json").is_file() and check_cache_entry(entry) == ("ok", "")
+
+    (entry / "st_tp_manifest.json").unlink()
+    _truncate(entry / "model.safetensors", keep=100)
+    status, problem = check_cache_entry(entry)
+    assert status == "damaged" and "model.safetensors" in problem
+    assert resolve_backbone(str(source), cache_dir=tmp_path / "cache") == str(entry) and len(calls) == 2
+    assert check_cache_entry(entry) == ("ok", "")
+
+
+def _tiny_gguf(path: Path) -> Path:
+    """Write a small real GGUF file (llama metadata and two float32 tensors) with the gguf package."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_block_count(1)
+    writer.add_context_length(32)
+    writer.add_embedding_length(8)
+    writer.add_head_count(2)
+    writer.add_tensor("token_embd.weight", np.ones((16, 8), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_truncated_gguf_file_gives_a_clear_error(tmp_path: Path) -> None:
+    """Converting a cut-off GGUF file fails with a one-line ValueError saying it is truncated (not transformers'
+    "cannot reshape array"), and caches nothing."""
+    if importlib.util.find_spec("gguf") is None or importlib.util.find_spec("accelerate") is None:
+        pytest.skip('needs pip install "gguf>=0.10" accelerate')
+    complete = _tiny_gguf(tmp_path / "tiny.gguf")
+    assert backbones._gguf_file_problem(complete) is None
+    _truncate(complete, keep=complete.stat().st_size - 40)
+    with pytest.raises(ValueError, match="is truncated") as raised:
+        resolve_backbone(str(complete), cache_dir=tmp_path / "cache")
+    assert "\n" not in str(raised.value) and "tiny.gguf" in str(raised.value)
+    assert _cache_entries(tmp_path / "cache") == []
+
+
+# ------------------------------------------------------------------------------------------- load report
+
+
+def _load_report(caplog: pytest.LogCaptureFixture, load) -> str:
+    """Run ``load`` with transformers' warnings shown; return the warnings transformers logged."""
+    from transformers.utils import logging as hf_logging
+
+    caplog.clear()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        with caplog.at_level("WARNING", logger="transformers"):
+            load()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("transformers"))
+
+
+def test_unused_lm_head_report_is_silenced_but_other_load_problems_are_not(
+    tiny_llama: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Loading a causal LM checkpoint as a TP backbone prints no "lm_head.weight UNEXPECTED" load report; a
+    checkpoint with another unexpected key still gets the whole report, and plain AutoModel loads keep theirs."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    from sentence_transformers_tp import TokenPrependingTransformer
+
+    assert "lm_head.weight" in load_file(str(tiny_llama / "model.safetensors"))
+    plain = _load_report(caplog, lambda: AutoModel.from_pretrained(tiny_llama))
+    if "LOAD REPORT" not in plain:
+        pytest.skip("this transformers version prints no load report")
+    assert "lm_head.weight" in plain
+    err = _load_report(caplog, lambda: TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=3))
+    assert "LOAD REPORT" not in err and "UNEXPECTED" not in err
+    assert "LOAD REPORT" in _load_report(caplog, lambda: AutoModel.from_pretrained(tiny_llama))
+
+    extra = tmp_path / "extra-key"
+    shutil.copytree(tiny_llama, extra)
+    weights = load_file(str(extra / "model.safetensors"))
+    weights["model.stray.weight"] = weights["model.norm.weight"].clone()
+    save_file(weights, str(extra / "model.safetensors"), metadata={"format": "pt"})
+    err = _load_report(caplog, lambda: TokenPrependingTransformer(str(extra), tp_start=1, tp_exit=3))
+    assert "LOAD REPORT" in err and "model.stray.weight" in err and "lm_head.weight" in err

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'otherwise JSON lines {"text": ..., "embedding": [...]} (to stdout without --output).',
     )
     parser.add_argument("sentences", nargs="*", metavar="SENTENCE", help="sentences to embed")
-    parser.add_argument("--input", help="text file with one sentence per line ('-' for stdin)")
+    parser.add_argument("--input", help="UTF-8 text file with one sentence per line ('-' for stdin)")
     parser.add_argument("--output", help="output file: .npy, or JSON lines for any other name (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per batch (default: 32)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
@@ -48,11 +48,11 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
     sentences = list(args.sentences)
     if args.input:
         if args.input == "-":
-            text = sys.stdin.read()
+            text = _decode_utf8(_read_stdin_bytes(), "stdin")
         elif not Path(args.input).is_file():
             raise FileNotFoundError(f"--input {args.input}: no such file")
         else:
-            text = Path(args.input).read_text(encoding="utf-8")
+            text = _decode_utf8(Path(args.input).read_bytes(), args.input)
         lines = text.split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the newline that ends the last line
@@ -60,6 +60,42 @@ def read_inputs(args: argparse.Namespace) -> list[str]:
     if not sentences:
         raise ValueError("nothing to embed: give sentences as arguments or with --input FILE")
     return sentences
+
+
+def _read_stdin_bytes() -> bytes:
+    """The raw bytes of standard input (a text-only stand-in such as ``io.StringIO`` is encoded back as UTF-8).
+
+    Python decodes stdin with ``errors="surrogateescape"`` under most locales, so reading text would turn invalid
+    bytes into lone surrogates that fail much later in the tokenizer; the bytes are read and decoded strictly instead.
+    """
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is not None:
+        return buffer.read()
+    text = sys.stdin.read()
+    return text.encode("utf-8", errors="surrogateescape") if isinstance(text, str) else text
+
+
+def _decode_utf8(data: bytes, source: str) -> str:
+    """Decode input bytes as UTF-8 (a leading byte-order mark is dropped).
+
+    Args:
+        data: The bytes read.
+        source: What they were read from, for the message (``"stdin"`` or a file name).
+
+    Returns:
+        The text.
+
+    Raises:
+        ValueError: If the bytes are not UTF-8; the message names the line and the offending byte.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"--input {source} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); convert it first, "
+            "e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

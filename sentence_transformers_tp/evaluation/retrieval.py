@@ -15,8 +15,9 @@ and scores the rankings as MTEB does (pytrec_eval definitions):
 * **MRR@k**: reciprocal rank of the first relevant document in the top k (0 if none);
 * **Recall@k**: relevant documents in the top k over all relevant documents of the query.
 
-Only queries with at least one relevant document in the qrels split are evaluated (as in MTEB); metrics are means
-over them, reported x 100. Tied scores are ordered by document id, descending, as pytrec_eval does.
+Every query with at least one judgment in the qrels split is evaluated, as in MTEB 2.x (which drops only queries
+without any qrels row): a query whose judgments are all 0 scores 0 on every metric. Metrics are means over the
+evaluated queries, reported x 100. Tied scores are ordered by document id, descending, as pytrec_eval does.
 
 Memory stays bounded on large corpora: documents are encoded in chunks (longest first, so an out-of-memory error
 shows up at once), only their float32 embeddings are kept while a chunk is scored, and each query keeps a running
@@ -183,11 +184,11 @@ class BEIRData:
         doc_ids: Document ids, in corpus order.
         titles: Document titles (``""`` when absent).
         texts: Document texts.
-        queries: ``{query id: text}`` of the evaluated queries (those with a relevant document), in queries.jsonl
-            order.
+        queries: ``{query id: text}`` of the evaluated queries (those with a judgment in the split, also when every
+            judgment is 0), in queries.jsonl order.
         qrels: ``{query id: {document id: relevance}}`` of the evaluated queries.
         corpus_size: Documents in the folder's corpus (before any corpus subset).
-        n_missing_queries: Queries of the split with a relevant document but no text in queries.jsonl (skipped).
+        n_missing_queries: Queries of the split with a judgment but no text in queries.jsonl (skipped).
         n_missing_documents: Relevant (query, document) pairs whose document is not in the corpus (they count as
             relevant but cannot be retrieved, as in MTEB).
         corpus_sample: Number of random distractor documents of a corpus subset (None: full corpus).
@@ -298,7 +299,7 @@ def load_beir(folder: str | Path, split: str | None = None) -> BEIRData:
         split: The qrels split (``None``: ``"test"`` if present, else the folder's only split).
 
     Returns:
-        The corpus, the queries that have a relevant document in the split (others are not evaluated, as in
+        The corpus, the queries that have a judgment in the split (also those judged 0 only, which score 0, as in
         MTEB), and their qrels.
 
     Raises:
@@ -317,7 +318,7 @@ def load_beir(folder: str | Path, split: str | None = None) -> BEIRData:
     if len(set(doc_ids)) != len(doc_ids):
         raise ValueError(f"{root / 'corpus.jsonl'} has duplicate document ids")
     qrels = read_qrels(root / "qrels" / f"{split}.tsv")
-    qrels = {q: docs for q, docs in qrels.items() if any(rel > 0 for rel in docs.values())}
+    qrels = {q: docs for q, docs in qrels.items() if docs}
     queries: dict[str, str] = {}
     for row in _read_jsonl(root / "queries.jsonl"):
         qid = str(row["_id"])
@@ -361,13 +362,18 @@ def ranking_metrics(
         k_values: Cut-offs.
 
     Returns:
-        ``(means, per_query)``: mean metrics over the queries of ``rankings`` that have a relevant document, as
-        fractions in [0, 1] keyed ``ndcg_at_k`` / ``mrr_at_k`` / ``recall_at_k``, and the same per query.
+        ``(means, per_query)``: mean metrics over the queries of ``rankings`` that have a judgment in ``qrels``, as
+        fractions in [0, 1] keyed ``ndcg_at_k`` / ``mrr_at_k`` / ``recall_at_k``, and the same per query. A query
+        whose judgments are all 0 scores 0 (as in MTEB 2.x and pytrec_eval); a query without judgments is skipped.
     """
     per_query: dict[str, dict[str, float]] = {}
     for qid, ranked in rankings.items():
-        rels = {d: r for d, r in qrels.get(qid, {}).items() if r > 0}
+        judged = qrels.get(qid)
+        if not judged:
+            continue
+        rels = {d: r for d, r in judged.items() if r > 0}
         if not rels:
+            per_query[qid] = {f"{m}_at_{k}": 0.0 for k in k_values for m in ("ndcg", "mrr", "recall")}
             continue
         ideal = sorted(rels.values(), reverse=True)
         values: dict[str, float] = {}

@@ -41,3 +41,22 @@ def test_cache_list_and_clear(tmp_path, monkeypatch, capsys):
     assert "no cache entry named 'nope'" in capsys.readouterr().err
     assert main(["cache", "clear", "--all", "--cache-dir", str(cache)]) == 0
     assert not two.exists()
+
+
+def test_cache_list_shows_damaged_entries(tmp_path, monkeypatch, capsys):
+    """`st-tp cache` marks an entry with a truncated file as damaged (naming the file) and names the clear command;
+    `--verify` also hashes every file; intact entries are ok."""
+    cache = tmp_path / "cache"
+    one = _converted(tmp_path, monkeypatch, "one.gguf", b"1")
+    two = _converted(tmp_path, monkeypatch, "two.gguf", b"2")
+    (one / "model.safetensors").write_bytes(b"0" * 100)
+    for extra in ([], ["--verify"]):
+        assert main(["cache", *extra, "--cache-dir", str(cache)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        (damaged,) = [line for line in lines if one.name in line and "checkpoint" in line]
+        (intact,) = [line for line in lines if two.name in line]
+        assert "damaged (model.safetensors has 100 bytes, 2048 expected" in damaged
+        assert "  ok  " in intact
+        assert lines[-1].startswith("1 damaged") and f"st-tp cache clear {one.name}" in lines[-1]
+    assert main(["cache", "clear", "--verify", "--all", "--cache-dir", str(cache)]) == 1
+    assert "--verify belongs to 'st-tp cache list'" in capsys.readouterr().err

@@ -74,3 +74,23 @@ def test_encode_hub_id_brings_the_saved_settings(saved_model, tmp_path, monkeypa
     vectors = np.array([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
     reference = SentenceTransformer(str(saved_model), trust_remote_code=True).encode(["First one.", "Second one."])
     np.testing.assert_allclose(vectors, reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["stdin", "file"])
+def test_encode_non_utf8_input_is_a_one_line_error(saved_model, monkeypatch, tmp_path, capsys, source):
+    """Latin-1 bytes on stdin (as Python really reads them) or in --input FILE give a one-line error naming UTF-8."""
+    data = b"caf\xe9\nsecond line\n"
+    if source == "stdin":
+        monkeypatch.setattr(
+            "sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="surrogateescape")
+        )
+        name = "-"
+    else:
+        name = str(tmp_path / "latin1.txt")
+        (tmp_path / "latin1.txt").write_bytes(data)
+    assert main(["encode", "--model", str(saved_model), "--input", name]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert "\n" not in err
+    assert "not UTF-8" in err and "line 1" in err and "0xe9" in err

@@ -28,7 +28,7 @@ def test_tune_retrieval_writes_json_markdown_and_preset(tiny_llama, tmp_path, ca
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["settings"]["documents"] == 6 and summary["task_settings"]["document"]["max_seq_length"] == 64
     stored = load_preset_file(preset).task_settings
-    assert stored["query"]["score"]["tuning_queries"] == 3 and stored["document"]["status"] == "tuned"
+    assert stored["query"]["score"]["tuning_queries"] == 4 and stored["document"]["status"] == "tuned"
     assert (tmp_path / "r.md").read_text().startswith("## Retrieval tuning")
 
 

@@ -168,7 +168,7 @@ def test_cli_evaluate_retrieval_and_output_folder(backbone_path, tmp_path, capsy
     kinds = [row["kind"] for row in rows]
     assert kinds == ["mteb", "retrieval"]
     retrieval = rows[1]
-    assert retrieval["settings"]["split"] == "train" and retrieval["tasks"]["beir"]["n_queries"] == 3
+    assert retrieval["settings"]["split"] == "train" and retrieval["tasks"]["beir"]["n_queries"] == 4
     assert rows[0]["tasks"]["Localbeir"]["score"] == pytest.approx(retrieval["tasks"]["beir"]["score"], abs=1e-3)
     assert len(list((tmp_path / "mteb" / "results").glob("*/*/Localbeir.json"))) == 1
     assert main(["evaluate", "--model", str(backbone_path), "--retrieval", str(BEIR), "--output-folder", "x"]) == 1

@@ -29,17 +29,17 @@ QUERY_ANGLES = {"q1": 0, "q2": 100, "q3": 45, "q4": 60, "q5": 80}
 #   q1 (0 deg):   ranking d1 d2 d3 d4 d5 d6, relevant d2 (gain 2) and d4 (gain 1)
 #   q2 (100 deg): ranking d6 ..., relevant d6 (rank 1)
 #   q3 (45 deg):  ranking d3 d4 d2 d5 d1 d6, relevant d1 (rank 5)
-#   q4 is judged 0 only (not evaluated), q5 has no train qrels.
+#   q4 (60 deg) is judged 0 only: evaluated and scores 0 everywhere, as in MTEB; q5 has no train qrels.
 NDCG10_Q1 = (2 / math.log2(3) + 1 / math.log2(5)) / (2 / math.log2(2) + 1 / math.log2(3))
 NDCG10_Q3 = 1 / math.log2(6)
-HAND = {
-    "ndcg_at_10": (NDCG10_Q1 + 1.0 + NDCG10_Q3) / 3,
-    "ndcg_at_3": (2 / math.log2(3) / (2 + 1 / math.log2(3)) + 1.0 + 0.0) / 3,
-    "mrr_at_10": (1 / 2 + 1 + 1 / 5) / 3,
-    "mrr_at_3": (1 / 2 + 1 + 0) / 3,
-    "recall_at_1": (0 + 1 + 0) / 3,
-    "recall_at_3": (1 / 2 + 1 + 0) / 3,
-    "recall_at_10": 1.0,
+HAND = {  # q1, q2, q3, q4 (q4: 0)
+    "ndcg_at_10": (NDCG10_Q1 + 1.0 + NDCG10_Q3 + 0) / 4,
+    "ndcg_at_3": (2 / math.log2(3) / (2 + 1 / math.log2(3)) + 1.0 + 0.0 + 0) / 4,
+    "mrr_at_10": (1 / 2 + 1 + 1 / 5 + 0) / 4,
+    "mrr_at_3": (1 / 2 + 1 + 0 + 0) / 4,
+    "recall_at_1": (0 + 1 + 0 + 0) / 4,
+    "recall_at_3": (1 / 2 + 1 + 0 + 0) / 4,
+    "recall_at_10": (1 + 1 + 1 + 0) / 4,
 }
 
 
@@ -67,12 +67,13 @@ class AngleEncoder:
         return self._vectors(texts)
 
 
-def test_load_beir_reads_the_layout_and_keeps_queries_with_positives():
-    """Splits come from qrels/; only queries with a relevant document are kept; documents are title + text."""
+def test_load_beir_reads_the_layout_and_keeps_judged_queries():
+    """Splits come from qrels/; queries with a judgment are kept (also one judged 0 only, as in MTEB), those without
+    are not; documents are title + text."""
     assert list_beir_splits(BEIR) == ["test", "train"]
     assert resolve_beir_split(BEIR) == "test"
     data = load_beir(BEIR, "train")
-    assert list(data.queries) == ["q1", "q2", "q3"] and data.qrels["q1"] == {"d2": 2, "d4": 1}
+    assert list(data.queries) == ["q1", "q2", "q3", "q4"] and data.qrels["q1"] == {"d2": 2, "d4": 1}
     assert data.corpus_size == 6 and data.doc_ids[0] == "d1"
     docs = data.documents()
     assert docs[0] == "Guitars A man is playing a guitar on the stage."
@@ -92,7 +93,8 @@ def test_metrics_equal_the_hand_computed_values():
         assert task.metrics[key] == pytest.approx(100 * value, abs=1e-6), key
     assert result.avg == pytest.approx(100 * HAND["ndcg_at_10"])
     assert task.per_query["q3"]["ndcg_at_10"] == pytest.approx(NDCG10_Q3)
-    assert (task.n_queries, task.n_docs, task.split) == (3, 6, "train")
+    assert task.per_query["q4"] == {key: 0.0 for key in task.per_query["q1"]}
+    assert (task.n_queries, task.n_docs, task.split) == (4, 6, "train")
 
 
 def test_ranking_metrics_match_pytrec_eval_on_random_graded_rankings():
@@ -116,13 +118,37 @@ def test_ranking_metrics_match_pytrec_eval_on_random_graded_rankings():
         assert means[f"recall_at_{k}"] == pytest.approx(np.mean([s[f"recall_{k}"] for s in scores.values()]))
 
 
+def test_queries_judged_zero_only_score_zero_like_mteb():
+    """A query whose judgments are all 0 is scored 0 (not dropped) and one without judgments is skipped, so the means
+    equal pytrec_eval's (MTEB 2.x's backend) over MTEB's query set: every query with at least one qrels row."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    qrels = {"a": {"d1": 1, "d3": 2}, "zero": {"d2": 0, "d4": 0}, "empty": {}}
+    run = {qid: {"d1": 0.9, "d2": 0.8, "d3": 0.7, "d4": 0.1} for qid in ("a", "zero", "empty", "unjudged")}
+    rankings = {qid: sorted(scores, key=scores.get, reverse=True) for qid, scores in run.items()}
+    means, per_query = ranking_metrics(rankings, qrels, (1, 3))
+    assert set(per_query) == {"a", "zero"}
+    assert per_query["zero"] == {key: 0.0 for key in per_query["a"]}
+    mteb_qrels = {qid: docs for qid, docs in qrels.items() if docs}  # mteb's _filter_queries_without_positives
+    scores = pytrec_eval.RelevanceEvaluator(mteb_qrels, {"ndcg_cut.1,3", "recall.1,3"}).evaluate(run)
+    assert set(scores) == {"a", "zero"}
+    for k in (1, 3):
+        assert means[f"ndcg_at_{k}"] == pytest.approx(np.mean([s[f"ndcg_cut_{k}"] for s in scores.values()]))
+        assert means[f"recall_at_{k}"] == pytest.approx(np.mean([s[f"recall_{k}"] for s in scores.values()]))
+    assert means["mrr_at_3"] == pytest.approx((1.0 + 0.0) / 2)
+
+
 def test_search_routes_encoders_goes_longest_first_and_chunking_does_not_change_scores():
     """Queries go to encode_query, documents to encode_document longest first in chunks; small chunks and a small
     top-k give the same metrics as one big chunk."""
     encoder = AngleEncoder()
     big = evaluate_retrieval(encoder, BEIR, "train", chunk_size=1000).tasks["beir"].metrics
     assert [kind for kind, _ in encoder.calls] == ["query", "document"]
-    assert encoder.calls[0][1] == ["Who is making music?", "Where does the cat sleep?", "What is the woman cutting?"]
+    assert encoder.calls[0][1] == [
+        "Who is making music?",
+        "Where does the cat sleep?",
+        "What is the woman cutting?",
+        "Is anybody playing a game?",
+    ]
     lengths = [len(t) for t in encoder.calls[1][1]]
     assert lengths == sorted(lengths, reverse=True)
 
@@ -167,6 +193,6 @@ def test_result_follows_the_report_schema_and_renders_tables():
     assert entry["score"] == entry["ndcg_at_10"] == pytest.approx(100 * HAND["ndcg_at_10"])
     assert entry["seconds_per_1000_docs"] is not None
     table = result.to_markdown()
-    assert "nDCG@10" in table and "R@100" in table and "| org/angles | beir (train) | 67.67 |" in table
+    assert "nDCG@10" in table and "R@100" in table and "| org/angles | beir (train) | 50.75 |" in table
     sub = evaluate_retrieval(AngleEncoder(), BEIR, "train", limit=1, corpus_sample=1)
     assert "3 of 6" in retrieval_table([("subset", sub)])
