@@ -13,15 +13,13 @@ the output layer, the prompt length limit and the settings per task::
 Both read only the public attributes of a
 :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (``template``, ``demonstrations``,
 ``tp_start``, ``tp_exit``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``output_layer``, ``task_settings``,
-``max_seq_length``, ...).
+``max_seq_length``, ...). Importing this module is cheap (no torch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from sentence_transformers_tp.module import template_label
 
 TEMPLATE_DISPLAY_NAMES: dict[str, str] = {
     "prompteol": "PromptEOL",
@@ -161,6 +159,8 @@ def template_display_name(template: str | Sequence[str]) -> str:
     Returns:
         The name.
     """
+    from sentence_transformers_tp.module import template_label  # imports torch: only when a label is made
+
     name = template_label(template)
     if name.startswith("custom-"):
         return name
