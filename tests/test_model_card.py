@@ -159,3 +159,26 @@ def test_push_to_hub_then_mteb_loads_it_from_a_local_hf_cache(saved, results, tm
     texts = ["A man is playing a guitar.", "The cat sleeps."]
     np.testing.assert_allclose(loaded.encode(texts), model.encode(texts), atol=1e-5)
     assert wrapper.mteb_model_meta.name == "org/tp-model" and wrapper.mteb_model_meta.revision == COMMIT
+
+
+def test_readme_data_and_publishing_commands_parse():
+    """The st-tp command lines of the README's data step and publishing section parse with the current CLI, and
+    the README no longer points at files outside the project."""
+    import re
+    import shlex
+
+    from sentence_transformers_tp.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "../shared" not in text and "docs/boosters.md" in text
+    parser = build_parser()
+    commands = []
+    for title in ("### Evaluation data\n", "## Publishing to the hub and the MTEB leaderboard\n"):
+        start = text.index(title)
+        section = text[start : text.index("\n## ", start + 1)]
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line.startswith("st-tp "):
+                    commands.append(parser.parse_args(shlex.split(line)[1:]).command)
+    assert commands == ["data", "data", "data", "evaluate", "mteb-meta", "evaluate"]

@@ -31,7 +31,7 @@ def fake_rows(dataset: str, config: str | None, split: str, revision: str | None
             {"sentence1": f"One {i} .", "sentence2": f"Two {i} .", "label": "equivalent", "idx": i} for i in range(3)
         ]
     column = "sentence" if dataset.startswith(("jxm/", "stanfordnlp/")) else "text"
-    return [{column: f"{dataset} {split} {i} .", "label": i % 2} for i in range(3)]
+    return [{column: f"{dataset} {split} {i} .", "label": i % 2} for i in range(6)]
 
 
 def test_conversion_writes_the_layout_the_evaluators_read(tmp_path):
@@ -48,7 +48,7 @@ def test_conversion_writes_the_layout_the_evaluators_read(tmp_path):
     dev = load_sts(tmp_path, "STS-B", "dev")
     assert dev.scores == [0.0, 1.5, 3.0] and dev.sentence2[1] == 'He said "1" then left.'
     assert list_transfer_tasks(tmp_path) == ["mr", "cr", "subj", "mpqa", "sst2", "trec", "mrpc"]
-    assert len(load_transfer(tmp_path, "MR")["all"]) == 6  # train + test
+    assert len(load_transfer(tmp_path, "MR")["all"]) == 12  # train + test
     assert len(load_transfer(tmp_path, "MRPC")["train"]) == 6  # GLUE train + validation
     assert load_transfer(tmp_path, "TREC")["test"].labels == ["NUM"] * 3
     beir = load_beir(tmp_path / "retrieval" / "scifact", "test")
@@ -130,3 +130,14 @@ def test_hub_errors_become_the_one_line_message(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
     with pytest.raises(OSError, match="unreachable here \\(mteb/stsbenchmark-sts train: Couldn't reach"):
         download.hub_rows("mteb/stsbenchmark-sts", None, "train", None)
+
+
+def test_evaluate_and_tune_read_the_fetched_layout(tiny_llama, tmp_path, capsys):
+    """The README's evaluate commands (STS-B dev; the test suite; transfer) run on the layout st-tp data writes."""
+    download_data(tmp_path, load=fake_rows)
+    base = ["evaluate", "--model", str(tiny_llama), "--data-dir", str(tmp_path), "--no-progress"]
+    assert main([*base, "--tp-start", "1", "--tp-exit", "3", "--tasks", "stsb", "--split", "dev"]) == 0
+    assert main(base) == 0
+    table = capsys.readouterr().out
+    assert "| STS12 | STS13 | STS14 | STS15 | STS16 | STS-B | SICK-R | Avg |" in table
+    assert main([*base, "--tasks", "CR", "--kfold", "2"]) == 0
