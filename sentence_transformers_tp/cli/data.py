@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sentence_transformers_tp.cli.options import require_module
 
@@ -30,21 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"tasks ({', '.join(SOURCES)}) or groups (sts, transfer, retrieval); default: all",
     )
     parser.add_argument("--force", action="store_true", help="fetch tasks already present again")
-    parser.add_argument("--list", action="store_true", help="list the tasks and their Hub datasets, fetch nothing")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the tasks (present, partial or missing in DIR) and their Hub datasets; fetch nothing",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Fetch the data (or list the sources)."""
-    from pathlib import Path
-
     from sentence_transformers_tp.evaluation.download import SOURCES, download_data, resolve_tasks, task_paths
 
     tasks = resolve_tasks(args.tasks)
     if args.list:
         for task in tasks:
-            present = all(path.is_file() for path in task_paths(args.out, task))
-            state = "present" if present else "missing"
+            found = [path.is_file() for path in task_paths(args.out, task)]
+            state = "present" if all(found) else "partial" if any(found) else "missing"
             print(f"{task:8s} {SOURCES[task].kind:15s} {state:8s} {', '.join(SOURCES[task].datasets)}")
         return 0
     require_module("datasets", "st-tp data", "sentence-transformers-tp[eval]")

@@ -111,13 +111,10 @@ def test_cli_fetches_with_the_hub_loader_and_lists(tmp_path, monkeypatch, capsys
     printed = capsys.readouterr().out
     assert f"st-tp evaluate --model smollm2 --data-dir {out} --split dev" in printed
     assert (out / "sts" / "sickr" / "test.tsv").is_file()
-    assert main(["data", "--out", str(out), "--list", "--tasks", "stsb", "mr"]) == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert listed[0].split()[:3] == ["stsb", "sts", "present"] and listed[1].split()[:3] == [
-        "mr",
-        "classification",
-        "missing",
-    ]
+    (out / "sts" / "stsb" / "test.tsv").unlink()
+    assert main(["data", "--out", str(out), "--list", "--tasks", "stsb", "sickr", "mr"]) == 0
+    states = [line.split()[:3] for line in capsys.readouterr().out.splitlines()]
+    assert states == [["stsb", "sts", "partial"], ["sickr", "sts", "present"], ["mr", "classification", "missing"]]
 
 
 def test_hub_errors_become_the_one_line_message(monkeypatch):
