@@ -125,7 +125,7 @@ def label(model_or_description: Any, notes: Sequence[str] = ()) -> str:
     The parts: the template (``+``-joined for an ensemble; ``custom-<hash>`` for a user template), the number of
     demonstrations, Contrastive Prompting (``CP L<layer> <mode>`` and the ``ns`` scale), the TP band
     (``TP <start>:<exit>``, decoder layers ``start`` to ``exit - 1``), the output layer, ``(no TP)`` when TP is off,
-    and in brackets what each task changes (``[query: TP 1:3; document: retrieval_document]``).
+    and in brackets what each task changes against that (``[query: TP 1:3; document: retrieval_document]``).
 
     Args:
         model_or_description: A ``SentenceTransformer`` with a TP module, the module, or a :func:`describe` dict.
@@ -203,25 +203,22 @@ def _task_parts(description: Mapping[str, Any]) -> list[str]:
 
 
 def _task_text(description: Mapping[str, Any], values: Mapping[str, Any]) -> str:
-    """What one task's settings change, in label form."""
+    """What one task's settings change against the default setting, in label form."""
     parts: list[str] = []
-    if "template" in values:
+    if "template" in values and _plain(values["template"]) != description["template"]:
         parts.append(template_display_name(values["template"]))
-    if "demonstrations" in values:
-        demos = values["demonstrations"] or []
+    demos = _plain(values.get("demonstrations") or [])
+    if "demonstrations" in values and demos != (description.get("demonstrations") or []):
         parts.append(_plural(len(demos), "demo") if demos else "no demos")
-    if "cp_layer" in values or "cp_mode" in values or "cp_alpha" in values:
-        cp_layer = values.get("cp_layer", description.get("cp_layer"))
-        mode = values.get("cp_mode", description.get("cp_mode"))
-        alpha = values.get("cp_alpha", description.get("cp_alpha"))
-        parts.append("no CP" if cp_layer is None else _cp_text(cp_layer, mode, alpha))
-    if "tp_start" in values or "tp_exit" in values:
-        start = values.get("tp_start", description["tp_start"])
-        end = values.get("tp_exit", description["tp_exit"])
-        parts.append(f"TP {start}:{end}" if end > start else "no TP")
-    if "output_layer" in values:
+    cp = tuple(values.get(key, description.get(key)) for key in ("cp_layer", "cp_mode", "cp_alpha"))
+    if cp != tuple(description.get(key) for key in ("cp_layer", "cp_mode", "cp_alpha")):
+        parts.append("no CP" if cp[0] is None else _cp_text(*cp))
+    band = (values.get("tp_start", description["tp_start"]), values.get("tp_exit", description["tp_exit"]))
+    if band != (description["tp_start"], description["tp_exit"]):
+        parts.append(f"TP {band[0]}:{band[1]}" if band[1] > band[0] else "no TP")
+    if "output_layer" in values and values["output_layer"] != description["output_layer"]:
         parts.append(f"L{values['output_layer']}")
-    if values.get("max_seq_length") is not None:
+    if values.get("max_seq_length") is not None and values["max_seq_length"] != description.get("max_seq_length"):
         parts.append(f"max {values['max_seq_length']} tokens")
     return " + ".join(parts) or "as the default"
 

@@ -80,3 +80,23 @@ def test_models_without_tp_module_are_refused():
     """describe() of something without TP settings is a one-line ValueError."""
     with pytest.raises(ValueError, match="no TokenPrependingTransformer"):
         describe(object())
+
+
+def test_smollm2_default_is_recorded_with_its_demonstration_and_task_settings():
+    """The SmolLM2 default (preset combination + retrieval task settings) is not recorded as plain "knowledge":
+    the label names the demonstration and what query / document change."""
+    from types import SimpleNamespace
+
+    from sentence_transformers_tp.presets import get_preset
+
+    preset = get_preset("smollm2")
+    module = SimpleNamespace(
+        **{"cp_layer": None, "cp_alpha": 1.0, "cp_mode": "ns", "max_seq_length": 512, "num_layers": 30},
+        **preset.combination_settings(),
+        task_settings=preset.task_settings_config(),
+        backbone_name="smollm2",
+    )
+    assert label(module) == (
+        "Knowledge + 1 demo, L28 (no TP) [query: L29; document: retrieval_document + no demos + L29]"
+    )
+    assert describe(module)["demonstrations"] == [["A man is playing on a guitar and singing.", "Music"]]
