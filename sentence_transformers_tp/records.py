@@ -125,7 +125,8 @@ def label(model_or_description: Any, notes: Sequence[str] = ()) -> str:
     The parts: the template (``+``-joined for an ensemble; ``custom-<hash>`` for a user template), the number of
     demonstrations, Contrastive Prompting (``CP L<layer> <mode>`` and the ``ns`` scale), the TP band
     (``TP <start>:<exit>``, decoder layers ``start`` to ``exit - 1``), the output layer, ``(no TP)`` when TP is off,
-    and in brackets what each task changes against that (``[query: TP 1:3; document: retrieval_document]``).
+    and in brackets what each task changes against that (``[query: TP 1:3; document: retrieval_document]``; a
+    task that changes nothing of this setting is left out).
 
     Args:
         model_or_description: A ``SentenceTransformer`` with a TP module, the module, or a :func:`describe` dict.
@@ -192,14 +193,15 @@ def _core(description: Mapping[str, Any]) -> str:
 
 
 def _task_parts(description: Mapping[str, Any]) -> list[str]:
-    """``"<task>: <what it changes>"`` for each task (the template shorthands included)."""
+    """``"<task>: <what it changes>"`` for each task that changes something (the template shorthands included)."""
     entries: dict[str, dict[str, Any]] = {}
     for task, key in (("query", "query_template"), ("document", "document_template")):
         if description.get(key) is not None:
             entries[task] = {"template": description[key]}
     for task, values in (description.get("task_settings") or {}).items():
         entries[task] = {**entries.get(task, {}), **dict(values)}
-    return [f"{task}: {_task_text(description, values)}" for task, values in entries.items()]
+    texts = {task: _task_text(description, values) for task, values in entries.items()}
+    return [f"{task}: {text}" for task, text in texts.items() if text]
 
 
 def _task_text(description: Mapping[str, Any], values: Mapping[str, Any]) -> str:
@@ -220,7 +222,7 @@ def _task_text(description: Mapping[str, Any], values: Mapping[str, Any]) -> str
         parts.append(f"L{values['output_layer']}")
     if values.get("max_seq_length") is not None and values["max_seq_length"] != description.get("max_seq_length"):
         parts.append(f"max {values['max_seq_length']} tokens")
-    return " + ".join(parts) or "as the default"
+    return " + ".join(parts)
 
 
 def _plain(value: Any) -> Any:

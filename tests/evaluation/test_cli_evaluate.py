@@ -215,7 +215,7 @@ def test_records_name_demonstrations_cp_and_task_settings(tiny_llama, tmp_path, 
     assert code == 0
     assert [r["label"] for r in rows] == [
         "Knowledge + 1 demo + CP L1 ns 1 + TP 1:3, L-2 [query: no TP]",
-        "Knowledge + 1 demo + CP L1 ns 1, L-2 (no TP, usual layer) [query: no TP]",
+        "Knowledge + 1 demo + CP L1 ns 1, L-2 (no TP, usual layer)",  # the query's TP-off changes nothing here
     ]
     config = rows[0]["config"]
     assert config["demonstrations"] == [["A man is playing on a guitar and singing.", "Music"]]
