@@ -5,10 +5,8 @@ model with :func:`describe` (a plain-JSON dict) and :func:`label` (a short human
 out part of the setting: template(s), in-context demonstrations, the Token Prepending band, Contrastive Prompting,
 the output layer, the prompt length limit and the settings per task::
 
-    >>> label(model)  # the SmolLM2 default
-    'Knowledge + 1 demo, L28 (no TP)'
-    >>> label(model)  # a tuned retrieval model
-    'PromptEOL, L-1 (no TP) [query: TP 1:3; document: retrieval_document]'
+    >>> label(model)  # the SmolLM2 default: preset combination + retrieval task settings
+    'Knowledge + 1 demo, L28 (no TP) [query: L29; document: retrieval_document + no demos + L29]'
 
 Both read only the public attributes of a
 :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (``template``, ``demonstrations``,
