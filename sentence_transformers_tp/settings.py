@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import numbers
 import operator
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +25,7 @@ from typing import Any
 from sentence_transformers_tp.contrastive import CP_MODES, CP_PROMPT
 from sentence_transformers_tp.demonstrations import Demonstration, parse_demonstrations, to_config
 from sentence_transformers_tp.interventions import ForwardSettings
-from sentence_transformers_tp.templates import resolve_templates, template_names, with_demonstrations
+from sentence_transformers_tp.templates import resolve_templates, template_label, template_names, with_demonstrations
 
 __all__ = [
     "COMBINATION_KEYS",
@@ -64,22 +62,6 @@ def _as_int(value: Any) -> Any:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def template_label(template: str | Sequence[str]) -> str:
-    """A short label for a template spec: the built-in name(s), or ``custom-<hash>`` for user templates.
-
-    Args:
-        template: A template spec as accepted by :func:`~sentence_transformers_tp.templates.resolve_templates`.
-
-    Returns:
-        The label, e.g. ``"prompteol"``, ``"pretended_cot+knowledge"`` or ``"custom-1a2b3c4d"``.
-    """
-    names = template_names(template)
-    if names is not None:
-        return "+".join(names)
-    payload = json.dumps(template if isinstance(template, str) else list(template))
-    return "custom-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,6 +13,8 @@ When TP is off, the placeholder slot is removed together with one adjacent space
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -317,3 +319,19 @@ def render(template: str, sentence: str, placeholder: str | None) -> RenderedPro
     return RenderedPrompt(
         text=text, sentence_start=max(start, 0), sentence_end=max(end, 0), placeholder_start=ph_start
     )
+
+
+def template_label(template: str | Sequence[str]) -> str:
+    """A short label for a template spec: the built-in name(s), or ``custom-<hash>`` for user templates.
+
+    Args:
+        template: A template spec as accepted by :func:`~sentence_transformers_tp.templates.resolve_templates`.
+
+    Returns:
+        The label, e.g. ``"prompteol"``, ``"pretended_cot+knowledge"`` or ``"custom-1a2b3c4d"``.
+    """
+    names = template_names(template)
+    if names is not None:
+        return "+".join(names)
+    payload = json.dumps(template if isinstance(template, str) else list(template))
+    return "custom-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:8]

@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "center",
     "demo",
     "cache",
+    "data",
 )
 
 

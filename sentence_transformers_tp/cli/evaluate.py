@@ -91,6 +91,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --mteb: write the MTEB results as DIR/results/<org__name>/<revision>/<Task>.json plus "
         "model_meta.json (the layout of the MTEB results repository; mteb.ResultCache(DIR) loads it)",
     )
+    parser.add_argument(
+        "--hub-name",
+        metavar="ORG/REPO",
+        help="with --mteb: the hub repository the model is published to; its MTEB results (the model row, not the "
+        "--compare-vanilla rows) are filed under this name and --hub-revision with to_model_meta (default: the "
+        "automatic local name and a settings hash)",
+    )
+    parser.add_argument(
+        "--hub-revision", help="with --hub-name: the hub commit of the published model ('none': any revision)"
+    )
     parser.add_argument("--no-sts", action="store_true", help="skip the direct STS evaluation")
     parser.add_argument("--json", metavar="FILE", help="write every result (one entry per row) as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -163,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         plan_variants,
         result_to_dict,
     )
+    from sentence_transformers_tp.evaluation.model_meta import check_hub_name
+    from sentence_transformers_tp.evaluation.variants import ROLE_MODEL
 
     for name in ("limit", "sample"):
         value = getattr(args, name)
@@ -179,6 +191,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to evaluate: the selected tasks and --no-sts leave no evaluation")
     if args.output_folder and not args.mteb:
         raise ValueError("--output-folder writes MTEB results: add --mteb")
+    if (args.hub_name or args.hub_revision) and not args.mteb:
+        raise ValueError("--hub-name / --hub-revision name the MTEB results: add --mteb")
+    if args.hub_name and args.hub_revision is None:
+        raise ValueError("--hub-name needs --hub-revision: the hub commit of the published model (or 'none')")
+    if args.hub_revision and not args.hub_name:
+        raise ValueError("--hub-revision belongs to --hub-name (the hub repository of the published model)")
+    if args.hub_name:
+        check_hub_name(args.hub_name)
     if args.data_dir is None and (run_sts or run_mteb_sts or run_transfer):
         raise ValueError("--data-dir is required for STS and transfer tasks (or give only --retrieval FOLDER)")
     if run_sts or run_mteb_sts or run_transfer:
@@ -225,7 +245,9 @@ def run(args: argparse.Namespace) -> int:
             rows["retrieval"].append((variant.label, _run_retrieval(configured, args, variant.config, common)))
         if run_mteb:
             tasks_for_mteb = sts_tasks if run_mteb_sts else []
-            rows["mteb"].append((variant.label, _run_mteb(configured, args, tasks_for_mteb, variant.config, common)))
+            published = args.hub_name is not None and ROLE_MODEL in variant.roles
+            data = _run_mteb(configured, args, tasks_for_mteb, variant.config, common, published=published)
+            rows["mteb"].append((variant.label, data))
         if run_transfer:
             start = time.perf_counter()
             result = evaluate_transfer(
@@ -283,9 +305,16 @@ def _entry(data: dict[str, Any], common: dict[str, Any], start: float) -> dict[s
 
 
 def _run_mteb(
-    model: Any, args: argparse.Namespace, sts_tasks: list[str] | None, config: dict[str, Any], common: dict[str, Any]
+    model: Any,
+    args: argparse.Namespace,
+    sts_tasks: list[str] | None,
+    config: dict[str, Any],
+    common: dict[str, Any],
+    *,
+    published: bool = False,
 ) -> dict[str, Any]:
-    """Run the local STS suite through ``mteb.evaluate`` (no result cache) and convert the result."""
+    """Run the local STS suite through ``mteb.evaluate`` and convert the result (``published``: under the hub
+    name and revision of ``--name`` / ``--revision``)."""
     import mteb
 
     from sentence_transformers_tp.evaluation import local_sts_tasks, mteb_result_to_dict
@@ -315,20 +344,23 @@ def _run_mteb(
                 corpus_sample=args.corpus_sample,
             )
         )
-    from sentence_transformers_tp.evaluation.model_meta import evaluate_to_results_folder, wrap_for_mteb
+    from sentence_transformers_tp.evaluation.model_meta import evaluate_to_results_folder, to_model_meta, wrap_for_mteb
 
+    revision = None if (args.hub_revision or "").lower() == "none" else args.hub_revision
+    meta = to_model_meta(model, name=args.hub_name, revision=revision) if published else None
     if args.output_folder:
         result = evaluate_to_results_folder(
             model,
             tasks,
             args.output_folder,
+            meta=meta,
             encode_kwargs={"batch_size": args.batch_size},
             show_progress_bar=not args.no_progress,
         )
     else:
-        # The model's own ModelMeta (to_model_meta): mteb's default wrapper derives it with deprecated calls.
+        # The model's own ModelMeta: mteb's default wrapper derives it with deprecated calls.
         result = mteb.evaluate(
-            wrap_for_mteb(model),
+            wrap_for_mteb(model, meta),
             tasks,
             cache=None,
             show_progress_bar=not args.no_progress,

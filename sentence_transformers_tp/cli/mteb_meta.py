@@ -1,4 +1,4 @@
-"""``st-tp mteb-meta``: the ``mteb.ModelMeta`` of a TP model, as JSON (``model_meta.json``) or Python code."""
+"""``st-tp mteb-meta``: the ``mteb.ModelMeta`` of a TP model published on the hub, as JSON or Python code."""
 
 from __future__ import annotations
 
@@ -12,14 +12,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``mteb-meta`` subcommand."""
     parser = subparsers.add_parser(
         "mteb-meta",
-        help="print the mteb.ModelMeta of a model (MTEB leaderboard metadata) as JSON or Python",
-        description="Build the mteb.ModelMeta of a TP model offline: unique name, revision (hash of backbone + TP "
-        "settings), parameters, embedding size, max tokens, license / languages / adapted_from of the backbone, "
-        "the datasets its settings were tuned on, and a loader that rebuilds it (meta.load_model()).",
+        help="print the mteb.ModelMeta of a model published on the hub (MTEB leaderboard metadata) as JSON or Python",
+        description="Build, offline, the mteb.ModelMeta of a TP model pushed to the hub as --name at commit "
+        "--revision: parameters, embedding size, max tokens, license / languages / adapted_from of the backbone, "
+        "the datasets its settings were tuned on, and mteb's own sentence-transformers loader with "
+        "trust_remote_code=True (so upstream mteb loads the repository with its saved settings). --model is the "
+        "model as pushed (e.g. the saved folder).",
     )
     add_model_options(parser)
-    parser.add_argument("--name", help="model name 'org/name' (default: the model's own name)")
-    parser.add_argument("--revision", help="model revision (default: tp-<hash of backbone and TP settings>)")
+    parser.add_argument(
+        "--name", required=True, metavar="ORG/REPO", help="the hub repository the model is published to"
+    )
+    parser.add_argument(
+        "--revision",
+        required=True,
+        help="the hub commit of that repository (the hash in the URL push_to_hub returns); 'none' declares the "
+        "metadata valid for every revision",
+    )
     parser.add_argument("--release-date", help="YYYY-MM-DD (default: today, UTC)")
     parser.add_argument(
         "--training-dataset",
@@ -43,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     meta = to_model_meta(
         model,
         name=args.name,
-        revision=args.revision,
+        revision=None if args.revision.lower() == "none" else args.revision,
         release_date=args.release_date,
         training_datasets=args.training_dataset,
     )

@@ -1,20 +1,24 @@
-"""MTEB leaderboard metadata for Token Prepending models: :func:`to_model_meta` and an MTEB loader.
+"""MTEB leaderboard metadata for Token Prepending models: :func:`to_model_meta` (hub) and :func:`local_model_meta`.
 
-``to_model_meta(model)`` builds an ``mteb.ModelMeta`` describing a ``SentenceTransformer`` whose first module is a
-:class:`~sentence_transformers_tp.module.TokenPrependingTransformer`, without fetching anything from the Hub:
+``to_model_meta(model, name="org/repo", revision=...)`` builds the ``mteb.ModelMeta`` of a TP model **published on
+the Hugging Face Hub** (``model.push_to_hub("org/repo")``), offline, the way upstream mteb runs it:
 
-* ``name``: the model's ``model_card_data.model_name`` (``sentence-transformers-tp/<backbone>-<template>-<tp>-L<n>``
-  unless the user named it), so results of different TP settings never collide;
-* ``revision``: ``tp-<hash>``, a hash of the backbone name and the module's TP settings (the same settings give the
-  same revision on every machine), unless given;
+* ``name`` / ``revision``: the hub repository and commit the user gives (required: there is no default
+  organisation and no invented revision; ``revision=None`` explicitly means "valid for every revision");
+* ``loader``: mteb's own sentence-transformers loader (``SentenceTransformerEncoderWrapper``, what the deprecated
+  ``sentence_transformers_loader`` calls) with ``loader_kwargs={"trust_remote_code": True}``, so
+  ``meta.load_model()`` is ``SentenceTransformer(name, revision=revision, trust_remote_code=True)``: the saved TP
+  settings come from the repository, and nothing refers to this package's functions or to local paths;
 * ``n_parameters`` / ``n_embedding_parameters`` / ``memory_usage_mb`` / ``embed_dim`` / ``max_tokens`` from the loaded
-  model; ``license``, ``languages`` and ``adapted_from`` from the backbone (named backbones know their hub id);
+  model; ``license``, ``languages`` and ``adapted_from`` from the backbone (its hub id; never a local path);
 * ``training_datasets``: the data the settings were tuned on (TP itself trains nothing): the MTEB names of the tuning
   tasks recorded in the backbone's preset (``score.task``, e.g. STS-B dev -> ``STSBenchmark``, SciFact train ->
-  ``SciFact``) when the model uses that preset's settings, else empty;
-* ``loader`` (:func:`load_tp_model`) + ``loader_kwargs`` (backbone and TP settings, plain JSON) so that
-  ``meta.load_model()`` rebuilds the model and returns it wrapped for MTEB
-  (:class:`TokenPrependingEncoderWrapper`; the ``SentenceTransformer`` is its ``.model``).
+  ``SciFact``) when the model uses that preset's settings, else empty.
+
+``local_model_meta(model)`` is the metadata of a model that lives only here (``st-tp evaluate --mteb`` without a
+hub name): its automatic name (``sentence-transformers-tp/<backbone>-<template>-<tp>-L<n>``), a revision hashed from
+backbone + settings (``tp-<hash>``), and :func:`load_tp_model`, a loader that rebuilds it from its settings. It
+files local results apart per setting; it is not for the leaderboard.
 
 ``mteb`` is imported only when these functions run.
 """
@@ -41,12 +45,28 @@ TP_CITATION = """@inproceedings{fu2025token,
 """BibTeX of the Token Prepending paper (the method's citation in the metadata)."""
 
 NAMED_BACKBONE_SOURCES: dict[str, dict[str, Any]] = {
-    "smollm2": {"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "languages": ["eng-Latn"], "license": "apache-2.0"},
-    "gemma3-270m": {"hub_id": "google/gemma-3-270m", "languages": None, "license": "gemma"},
-    "qwen2.5-coder-0.5b": {"hub_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "languages": None, "license": "apache-2.0"},
-    "qwen2.5-coder-1.5b": {"hub_id": "Qwen/Qwen2.5-Coder-1.5B-Instruct", "languages": None, "license": "apache-2.0"},
+    "smollm2": {
+        "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "languages": ["eng-Latn"],
+        "card_language": ["en"],
+        "license": "apache-2.0",
+    },
+    "gemma3-270m": {"hub_id": "google/gemma-3-270m", "languages": None, "card_language": None, "license": "gemma"},
+    "qwen2.5-coder-0.5b": {
+        "hub_id": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "languages": None,
+        "card_language": None,
+        "license": "apache-2.0",
+    },
+    "qwen2.5-coder-1.5b": {
+        "hub_id": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        "languages": None,
+        "card_language": None,
+        "license": "apache-2.0",
+    },
 }
-"""Hub model, languages and MTEB license id of each named offline backbone (the GGUF files are quantized copies)."""
+"""Hub model, MTEB languages, model-card languages (ISO 639-1), and license id of each named offline backbone (the
+GGUF files are quantized copies)."""
 
 TUNING_TASK_NAMES: dict[str, str] = {
     "stsb": "STSBenchmark",
@@ -144,6 +164,19 @@ def backbone_license(module: Any) -> str | None:
     return None
 
 
+def backbone_card_language(module: Any) -> list[str] | None:
+    """The backbone's languages as a model card lists them (``["en"]``), if known (named backbones).
+
+    Args:
+        module: The TP module.
+
+    Returns:
+        ISO 639-1 codes, or ``None`` when unknown.
+    """
+    entry = NAMED_BACKBONE_SOURCES.get(backbone_key(module))
+    return list(entry["card_language"]) if entry and entry.get("card_language") else None
+
+
 def tuning_datasets(module: Any) -> set[str]:
     """MTEB names of the datasets the module's settings were tuned on (from its backbone's preset).
 
@@ -235,41 +268,11 @@ def loader_kwargs(model: Any) -> dict[str, Any]:
     }
 
 
-def to_model_meta(
-    model: Any,
-    *,
-    name: str | None = None,
-    revision: str | None = None,
-    release_date: str | None = None,
-    languages: list[str] | None = None,
-    training_datasets: Iterable[str] | None = None,
-    **overrides: Any,
-) -> Any:
-    """Build the ``mteb.ModelMeta`` of a TP model (offline; see the module docstring for each field).
-
-    Args:
-        model: A ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer``.
-        name: ``org/name`` (default: ``model.model_card_data.model_name``).
-        revision: Model revision (default: :func:`model_revision`, a hash of backbone + settings).
-        release_date: ``YYYY-MM-DD`` (default: today, UTC).
-        languages: ISO language-script codes (default: the named backbone's, else ``None``).
-        training_datasets: Extra datasets the settings were tuned on (MTEB names), added to those the preset
-            records.
-        **overrides: Any other ``ModelMeta`` field (``contacts``, ``reference``, ``public_training_code``...).
-
-    Returns:
-        The validated ``mteb.ModelMeta``; ``meta.load_model()`` rebuilds the model for MTEB.
-
-    Raises:
-        ValueError: If the model has no TP module, or it has no ``org/name`` name and none is given.
-    """
-    from mteb.models import ModelMeta
-
+def _meta_fields(
+    model: Any, languages: list[str] | None, training_datasets: Iterable[str] | None, release_date: str | None
+) -> dict[str, Any]:
+    """The ``ModelMeta`` fields measured on the model and its backbone (everything but name, revision, loader)."""
     module = tp_module(model)
-    card = getattr(model, "model_card_data", None)
-    name = name or getattr(card, "model_name", None)
-    if not name or "/" not in name:
-        raise ValueError(f"the model needs a name of the form 'org/name' for MTEB, got {name!r}; pass name=...")
     parameters = list(model.parameters())
     n_parameters = sum(p.numel() for p in parameters)
     memory_mb = sum(p.numel() * p.element_size() for p in parameters) / 2**20
@@ -279,11 +282,7 @@ def to_model_meta(
     if languages is None and key in NAMED_BACKBONE_SOURCES:
         languages = NAMED_BACKBONE_SOURCES[key]["languages"]
     license_id = backbone_license(module)
-    fields: dict[str, Any] = {
-        "loader": load_tp_model,
-        "loader_kwargs": loader_kwargs(model),
-        "name": name,
-        "revision": revision or model_revision(module),
+    return {
         "release_date": release_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
         "languages": languages,
         "n_parameters": int(n_parameters),
@@ -303,6 +302,117 @@ def to_model_meta(
         "modalities": ["text"],
         "model_type": ["dense"],
         "citation": TP_CITATION,
+    }
+
+
+def check_hub_name(name: Any) -> str:
+    """Check a hub repository name ``org/repo`` (the name a model is published and run under).
+
+    Args:
+        name: The candidate.
+
+    Returns:
+        The name.
+
+    Raises:
+        ValueError: Naming what is expected, for a missing name or one that is not ``org/repo``.
+    """
+    if not name:
+        raise ValueError(
+            "to_model_meta needs name='org/repo': the hub repository you publish the model to "
+            "(model.push_to_hub('org/repo')); there is no default organisation"
+        )
+    if not isinstance(name, str) or name.count("/") != 1 or not all(name.split("/")) or os.path.isabs(name):
+        raise ValueError(f"name must be a hub repository 'org/repo' (as for push_to_hub), got {name!r}")
+    return name
+
+
+def to_model_meta(
+    model: Any,
+    *,
+    name: str | None = None,
+    revision: str | None,
+    release_date: str | None = None,
+    languages: list[str] | None = None,
+    training_datasets: Iterable[str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """Build the ``mteb.ModelMeta`` of a TP model published on the hub (offline; see the module docstring).
+
+    Args:
+        model: A ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer`` (as pushed).
+        name: The hub repository ``org/repo`` the model is published to (required).
+        revision: The hub commit of that repository (the hash in the URL ``push_to_hub`` returns), or ``None`` to
+            declare the metadata valid for every revision; required, so that no revision is invented.
+        release_date: ``YYYY-MM-DD`` (default: today, UTC).
+        languages: ISO language-script codes (default: the named backbone's, else ``None``).
+        training_datasets: Extra datasets the settings were tuned on (MTEB names), added to those the preset
+            records.
+        **overrides: Any other ``ModelMeta`` field (``contacts``, ``reference``, ``public_training_code``...).
+
+    Returns:
+        The validated ``mteb.ModelMeta``; its loader is mteb's own ``SentenceTransformerEncoderWrapper`` with
+        ``trust_remote_code=True`` (upstream mteb runs it; the package must be installed where it runs).
+
+    Raises:
+        ValueError: If the model has no TP module, or ``name`` is missing or not ``org/repo``.
+    """
+    from mteb.models import ModelMeta, SentenceTransformerEncoderWrapper
+
+    tp_module(model)
+    name = check_hub_name(name)
+    fields: dict[str, Any] = {
+        "loader": SentenceTransformerEncoderWrapper,
+        "loader_kwargs": {"trust_remote_code": True},
+        "name": name,
+        "revision": revision,
+        "reference": f"https://huggingface.co/{name}",
+        **_meta_fields(model, languages, training_datasets, release_date),
+    }
+    fields.update(overrides)
+    return ModelMeta(**fields)
+
+
+def local_model_meta(
+    model: Any,
+    *,
+    name: str | None = None,
+    revision: str | None = None,
+    release_date: str | None = None,
+    languages: list[str] | None = None,
+    training_datasets: Iterable[str] | None = None,
+    **overrides: Any,
+) -> Any:
+    """The ``mteb.ModelMeta`` of a model that is not on the hub (local MTEB runs; not for the leaderboard).
+
+    Args:
+        model: A ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer``.
+        name: ``org/name`` (default: ``model.model_card_data.model_name``, the automatic per-setting name).
+        revision: Model revision (default: :func:`model_revision`, a hash of backbone + settings).
+        release_date: ``YYYY-MM-DD`` (default: today, UTC).
+        languages: ISO language-script codes (default: the named backbone's, else ``None``).
+        training_datasets: Extra datasets the settings were tuned on (MTEB names).
+        **overrides: Any other ``ModelMeta`` field.
+
+    Returns:
+        The ``mteb.ModelMeta``; ``meta.load_model()`` rebuilds the model here with :func:`load_tp_model`.
+
+    Raises:
+        ValueError: If the model has no TP module, or it has no ``org/name`` name and none is given.
+    """
+    from mteb.models import ModelMeta
+
+    module = tp_module(model)
+    card = getattr(model, "model_card_data", None)
+    name = name or getattr(card, "model_name", None)
+    if not name or "/" not in name:
+        raise ValueError(f"the model needs a name of the form 'org/name' for MTEB, got {name!r}; pass name=...")
+    fields: dict[str, Any] = {
+        "loader": load_tp_model,
+        "loader_kwargs": loader_kwargs(model),
+        "name": name,
+        "revision": revision or model_revision(module),
+        **_meta_fields(model, languages, training_datasets, release_date),
     }
     fields.update(overrides)
     return ModelMeta(**fields)
@@ -339,16 +449,16 @@ def encoder_wrapper_class() -> type:
         Retrieval queries go to ``encode_query``, documents to ``encode_document``, other tasks to ``encode``, as
         for any ``SentenceTransformer``. Unlike ``SentenceTransformerEncoderWrapper(model)`` it does not derive the
         metadata with ``ModelMeta.from_sentence_transformer_model`` (which calls the deprecated
-        ``get_sentence_embedding_dimension``) but uses :func:`to_model_meta`.
+        ``get_sentence_embedding_dimension``) but uses :func:`local_model_meta` (or the meta it is given).
 
         Args:
             model: The ``SentenceTransformer``.
-            meta: Its metadata (default: :func:`to_model_meta` of the model).
+            meta: Its metadata (default: :func:`local_model_meta` of the model).
         """
 
         def __init__(self, model: Any, meta: Any = None) -> None:
             self.model = model
-            self.mteb_model_meta = meta if meta is not None else to_model_meta(model)
+            self.mteb_model_meta = meta if meta is not None else local_model_meta(model)
             prompts = getattr(model, "prompts", None) or None
             self.model_prompts, invalid = AbsEncoder.validate_task_to_prompt_name(
                 prompts, raise_for_invalid_keys=False
@@ -367,7 +477,7 @@ def wrap_for_mteb(model: Any, meta: Any = None) -> Any:
 
     Args:
         model: The ``SentenceTransformer``.
-        meta: Its metadata (default: :func:`to_model_meta`).
+        meta: Its metadata (default: :func:`local_model_meta`; :func:`to_model_meta` for a published model).
 
     Returns:
         A :class:`TokenPrependingEncoderWrapper`.
@@ -385,7 +495,7 @@ def load_tp_model(
     max_seq_length: int | None = None,
     **kwargs: Any,
 ) -> Any:
-    """MTEB loader of TP models (``ModelMeta.loader``): rebuild the model and wrap it for MTEB.
+    """MTEB loader of local TP models (:func:`local_model_meta`): rebuild the model and wrap it for MTEB.
 
     Args:
         model_name: The ``ModelMeta`` name; becomes ``model_card_data.model_name``.
@@ -409,7 +519,7 @@ def load_tp_model(
     module = TokenPrependingTransformer(backbone, **options)
     model = SentenceTransformer(modules=[module], device=device)
     model.model_card_data.model_name = model_name
-    return wrap_for_mteb(model, to_model_meta(model, name=model_name, revision=revision))
+    return wrap_for_mteb(model, local_model_meta(model, name=model_name, revision=revision))
 
 
 def __getattr__(name: str) -> Any:
@@ -422,12 +532,15 @@ __all__ = [
     "NAMED_BACKBONE_SOURCES",
     "TP_CITATION",
     "TUNING_TASK_NAMES",
+    "backbone_card_language",
     "backbone_license",
     "backbone_source",
+    "check_hub_name",
     "encoder_wrapper_class",
     "evaluate_to_results_folder",
     "load_tp_model",
     "loader_kwargs",
+    "local_model_meta",
     "model_meta_to_json",
     "model_revision",
     "to_model_meta",
@@ -455,7 +568,8 @@ def evaluate_to_results_folder(
         model: A TP ``SentenceTransformer``.
         tasks: MTEB task instances (e.g. the local STS or retrieval tasks).
         output_folder: Root of the results (created).
-        meta: The model's metadata (default: :func:`to_model_meta`).
+        meta: The model's metadata (default: :func:`local_model_meta`; pass :func:`to_model_meta` for a published
+            model so the results are filed under its hub name and commit).
         encode_kwargs: Passed to ``mteb.evaluate`` (e.g. ``{"batch_size": 16}``).
         show_progress_bar: Show MTEB's progress bars.
 

@@ -6,7 +6,8 @@ Every evaluation result serialises (``to_dict()`` / :func:`result_to_dict`) to o
       "kind": "sts" | "transfer" | "mteb",         # which evaluator produced it
       "metric": "spearman" | "accuracy" | "main_score",
       "model": "org/name" | null,                   # free text; model.model_card_data.model_name by default
-      "config": {...},                              # free-form model configuration (template, TP layers, ...)
+      "config": {...},                              # the model's setting: records.describe() (template, demos,
+                                                    #   TP band, CP, output layer, task settings, ...) or free-form
       "settings": {...},                            # how the evaluation ran (limit, folds, text variant, ...)
       "tasks": {
         "<task>": {                                 # display name: STS12..STS16, STS-B, SICK-R, MR, ..., MRPC
@@ -37,7 +38,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sentence_transformers_tp.records import SETTING_KEYS
+from sentence_transformers_tp.records import label as setting_label
+
 from .data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
+from .variants import ROLE_VANILLA_USUAL_LAYER
 
 SCORE_KEYS: tuple[str, ...] = ("spearman", "accuracy", "score")
 """Keys looked up, in order, for a task's main score."""
@@ -265,7 +270,8 @@ def compare(
 
     Args:
         results: ``(label, result)`` pairs; each result is anything accepted by :func:`result_to_dict`. An empty
-            label falls back to the result's ``"model"``.
+            label falls back to the label of the result's ``"config"`` when it is a
+            :func:`~sentence_transformers_tp.records.describe` dict, else to the result's ``"model"``.
         tasks: Columns to show (display names, in this order); default: every task present, in suite order.
         digits: Decimals shown.
         label_header: Header of the label column.
@@ -283,10 +289,33 @@ def compare(
     for (label, _), data in zip(results, dicts):
         values = [task_score(data["tasks"][c]) if c in data["tasks"] else None for c in columns]
         avg = _mean(values)
-        name = label or data.get("model") or "model"
+        name = label or config_label(data["config"]) or data.get("model") or "model"
         cells = [_format(v, digits) for v in [*values, avg]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def config_label(config: Mapping[str, Any]) -> str | None:
+    """The :func:`~sentence_transformers_tp.records.label` of a result's ``config``, if it describes a setting.
+
+    Args:
+        config: A result's ``"config"``.
+
+    Returns:
+        The label, or ``None`` for a free-form config.
+    """
+    needed = {"template", "tp_start", "tp_exit", "tp_enabled", "output_layer"}
+    if not needed <= set(config) or not set(config) <= {
+        *SETTING_KEYS,
+        "backbone",
+        "tp_enabled",
+        "num_layers",
+        "roles",
+    }:
+        return None
+    usual = ROLE_VANILLA_USUAL_LAYER in (config.get("roles") or []) and not config["tp_enabled"]
+    notes = ["usual layer"] if usual else []
+    return setting_label(config, notes)
 
 
 def to_markdown(result: Any, label: str | None = None, *, digits: int = 2) -> str:
@@ -307,6 +336,7 @@ __all__ = [
     "KNOWN_COLUMNS",
     "SCORE_KEYS",
     "compare",
+    "config_label",
     "load_result",
     "mteb_result_to_dict",
     "result_to_dict",

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentence_transformers_tp.settings import Setting, template_label
+from sentence_transformers_tp.records import TEMPLATE_DISPLAY_NAMES, describe, label, template_display_name
+from sentence_transformers_tp.settings import Setting
 
 ROLE_MODEL = "model"
 """Role of the model as configured (TP on or off)."""
@@ -36,14 +37,6 @@ ROLE_VANILLA_SAME_LAYER = "vanilla_same_layer"
 ROLE_VANILLA_USUAL_LAYER = "vanilla_usual_layer"
 """Role of the template without TP at the template's usual output layer."""
 ROLES: tuple[str, ...] = (ROLE_MODEL, ROLE_VANILLA_SAME_LAYER, ROLE_VANILLA_USUAL_LAYER)
-
-TEMPLATE_DISPLAY_NAMES: dict[str, str] = {
-    "prompteol": "PromptEOL",
-    "metaeol": "MetaEOL",
-    "pretended_cot": "Pretended CoT",
-    "knowledge": "Knowledge",
-}
-"""Table names of the built-in templates."""
 
 
 def tp_module(model: Any) -> Any:
@@ -72,19 +65,6 @@ def tp_module(model: Any) -> Any:
             f"need a sentence-transformers-tp model."
         )
     return first
-
-
-def template_display_name(template: str | Sequence[str]) -> str:
-    """Return a short table name of a template spec (``"PromptEOL"``, ``"Pretended CoT"``, ``"custom-1a2b3c4d"``).
-
-    Args:
-        template: A template spec as stored on the module (``module.template``).
-
-    Returns:
-        The name.
-    """
-    label = template_label(template)
-    return TEMPLATE_DISPLAY_NAMES.get(label, label)
 
 
 def usual_output_layer(template: str | Sequence[str]) -> int:
@@ -131,15 +111,6 @@ class Variant:
         return self.tp_exit > self.tp_start
 
 
-def _label(template: str, tp_start: int, tp_exit: int, output_layer: int, roles: Sequence[str]) -> str:
-    if tp_exit > tp_start:
-        return f"{template} + TP {tp_start}:{tp_exit}, L{output_layer}"
-    notes = ["no TP"]
-    if ROLE_VANILLA_USUAL_LAYER in roles:
-        notes.append("usual layer")
-    return f"{template}, L{output_layer} ({', '.join(notes)})"
-
-
 def plan_variants(model: Any, *, compare_vanilla: bool = True) -> list[Variant]:
     """Plan the model as configured and, optionally, its vanilla counterparts (see the module docstring).
 
@@ -170,21 +141,14 @@ def plan_variants(model: Any, *, compare_vanilla: bool = True) -> list[Variant]:
         entry = merged.setdefault(key(tp_start, tp_exit, output_layer), [tp_start, tp_exit, output_layer, []])
         entry[3].append(role)
 
-    name = template_display_name(module.template)
     variants: list[Variant] = []
     for tp_start, tp_exit, output_layer, roles in merged.values():
         config = {
-            "backbone": str(module.backbone_name),
-            "template": module.template,
-            "tp_start": tp_start,
-            "tp_exit": tp_exit,
-            "tp_enabled": tp_exit > tp_start,
-            "output_layer": output_layer,
-            "num_layers": module.num_layers,
+            **describe(module, tp_start=tp_start, tp_exit=tp_exit, output_layer=output_layer),
             "roles": list(roles),
         }
-        label = _label(name, tp_start, tp_exit, output_layer, roles)
-        variants.append(Variant(label, tp_start, tp_exit, output_layer, tuple(roles), config))
+        notes = ["usual layer"] if ROLE_VANILLA_USUAL_LAYER in roles and tp_exit <= tp_start else []
+        variants.append(Variant(label(config, notes), tp_start, tp_exit, output_layer, tuple(roles), config))
     return variants
 
 

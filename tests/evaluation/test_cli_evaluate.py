@@ -192,3 +192,35 @@ def test_transfer_rows(tiny_llama, tmp_path):
     for row in rows:
         validate_result_dict(row)
         assert list(row["tasks"]) == ["CR"] and 0.0 <= row["tasks"]["CR"]["accuracy"] <= 100.0
+
+
+def test_records_name_demonstrations_cp_and_task_settings(tiny_llama, tmp_path, capsys):
+    """Labels and JSON configs of a boosted model (demonstration, CP, task settings) name every booster, also in
+    the no-TP comparison rows (which keep the boosters)."""
+    saved = tmp_path / "boosted"
+    module = TokenPrependingTransformer(
+        str(tiny_llama),
+        "knowledge",
+        tp_start=1,
+        tp_exit=3,
+        output_layer=-2,
+        demonstrations=[["A man is playing on a guitar and singing.", "Music"]],
+        cp_layer=1,
+        task_settings={"query": {"tp_exit": 1}},
+    )
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(modules=[module], device="cpu").save(str(saved))
+    code, rows = _evaluate(tmp_path, "--model", str(saved), "--compare-vanilla", "--tasks", "STS-B", "--limit", "3")
+    assert code == 0
+    assert [r["label"] for r in rows] == [
+        "Knowledge + 1 demo + CP L1 ns 1 + TP 1:3, L-2 [query: no TP]",
+        "Knowledge + 1 demo + CP L1 ns 1, L-2 (no TP, usual layer)",  # the query's TP-off changes nothing here
+    ]
+    config = rows[0]["config"]
+    assert config["demonstrations"] == [["A man is playing on a guitar and singing.", "Music"]]
+    assert (config["cp_layer"], config["cp_alpha"], config["cp_mode"]) == (1, 1.0, "ns")
+    assert config["task_settings"] == {"query": {"tp_exit": 1}} and config["template"] == "knowledge"
+    assert rows[1]["config"]["demonstrations"] == config["demonstrations"] and rows[1]["config"]["cp_layer"] == 1
+    out = capsys.readouterr().out
+    assert all(f"| {r['label']} |" in out for r in rows)

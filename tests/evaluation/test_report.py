@@ -7,6 +7,7 @@ import pytest
 
 from sentence_transformers_tp.evaluation.report import (
     compare,
+    config_label,
     load_result,
     result_to_dict,
     save_result,
@@ -118,3 +119,32 @@ def test_to_markdown_single_result_and_mixed_kinds():
     only = compare([("t", transfer_result())], tasks=["SST2", "MR"])
     assert only.splitlines()[2] == "| t | 95.00 | 90.50 | 92.75 |"
     assert math.isclose(task_score({"score": 1.5}), 1.5) and task_score({"split": "x"}) is None
+
+
+def test_compare_labels_unlabelled_rows_from_their_setting():
+    """A row without label whose config is a records.describe() dict is labelled with the whole setting (demos,
+    CP, task settings); a free-form config falls back to the model name."""
+    config = {
+        "backbone": "smollm2",
+        "template": "knowledge",
+        "query_template": None,
+        "document_template": None,
+        "demonstrations": [["A man is playing on a guitar and singing.", "Music"]],
+        "tp_start": 1,
+        "tp_exit": 1,
+        "tp_enabled": False,
+        "output_layer": 28,
+        "cp_layer": None,
+        "cp_alpha": None,
+        "cp_mode": None,
+        "cp_prompt": None,
+        "max_seq_length": 512,
+        "task_settings": {"query": {"template": "prompteol"}},
+        "num_layers": 30,
+        "roles": ["model"],
+    }
+    data = {**sts_result().to_dict(), "config": config}
+    assert config_label(config) == "Knowledge + 1 demo, L28 (no TP) [query: PromptEOL]"
+    assert "| Knowledge + 1 demo, L28 (no TP) [query: PromptEOL] |" in compare([("", data)])
+    assert config_label(sts_result().to_dict()["config"]) is None
+    assert "| org/base |" in compare([("", sts_result())])
