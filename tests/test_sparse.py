@@ -355,3 +355,24 @@ def test_mteb_evaluates_it_as_a_sparse_model(sparse_models):
     )
     assert result.model_name == model.model_card_data.model_name
     assert 0.0 <= result.task_results[0].scores["train"][0]["ndcg_at_10"] <= 1.0
+
+
+def test_readme_sparse_example_runs(backbones, tmp_path, monkeypatch):
+    """The README's sparse example runs on a tiny backbone; its saved model loads back as a SparseEncoder."""
+    import re
+    from pathlib import Path
+
+    from sentence_transformers import SparseEncoder
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    match = re.search(
+        r"<!-- example: readme-sparse -->\n```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S
+    )
+    assert match is not None
+    monkeypatch.chdir(tmp_path)
+    code = match.group(1).replace('"smollm2"', repr(str(backbones["gemma3"])))
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(code, str(readme), "exec"), namespace)
+    assert namespace["scores"].shape == (1, 2)
+    assert namespace["dense"].shape == (1, 32) and namespace["sparse"].shape == (1, 401)
+    assert isinstance(SparseEncoder("smollm2-promptreps", trust_remote_code=True)[1], PromptRepsSparse)
