@@ -376,3 +376,14 @@ def test_readme_sparse_example_runs(backbones, tmp_path, monkeypatch):
     assert namespace["scores"].shape == (1, 2)
     assert namespace["dense"].shape == (1, 32) and namespace["sparse"].shape == (1, 401)
     assert isinstance(SparseEncoder("smollm2-promptreps", trust_remote_code=True)[1], PromptRepsSparse)
+
+
+def test_pickled_sparse_model_keeps_its_tied_head_on_its_own_backbone(sparse_models):
+    """A pickled copy (as multi-process pools send it) encodes the same, its tied head on the copy's embeddings."""
+    import pickle
+
+    model = sparse_models["gemma3"]
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy[1].head_weight() is copy[0].model.get_input_embeddings().weight
+    assert copy[1].head_weight() is not model[1].head_weight()
+    torch.testing.assert_close(copy.encode_document(TEXTS).to_dense(), model.encode_document(TEXTS).to_dense())
