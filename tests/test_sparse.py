@@ -387,3 +387,16 @@ def test_pickled_sparse_model_keeps_its_tied_head_on_its_own_backbone(sparse_mod
     assert copy[1].head_weight() is copy[0].model.get_input_embeddings().weight
     assert copy[1].head_weight() is not model[1].head_weight()
     torch.testing.assert_close(copy.encode_document(TEXTS).to_dense(), model.encode_document(TEXTS).to_dense())
+
+
+def test_saved_model_card_shows_trust_remote_code_usage(sparse_models, tmp_path):
+    """The saved model card loads the model with trust_remote_code=True after installing the package, and keeps
+    the sparse-encoder tags and the unique model name."""
+    model = sparse_models["llama"]
+    model.save(str(tmp_path / "model"))
+    card = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    assert "pip install -U sentence-transformers-tp" in card
+    assert 'SparseEncoder("path/to/this-model", trust_remote_code=True)' in card
+    assert "model.encode_query(" in card and "model.decode(" in card
+    assert "sparse-encoder" in card and "promptreps" in card and "token-prepending" in card
+    assert model.model_card_data.model_name.endswith("-promptreps")
