@@ -1,0 +1,176 @@
+"""Encoding for the dense and sparse channels, and the fingerprint that ties a saved index to its models.
+
+* Dense: a ``SentenceTransformer`` (or any object with ``encode_query`` / ``encode_document``); embeddings are
+  L2-normalised float32, so a dot product is the cosine similarity (MTEB's score for such models).
+* Sparse: a sentence-transformers ``SparseEncoder`` (or any object whose ``encode_query`` / ``encode_document``
+  return sparse torch tensors, dense tensors or arrays); vectors become scipy CSR matrices scored by dot product
+  (``SparseEncoder``'s similarity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+
+from sentence_transformers_tp.truncation import report_truncation
+
+
+def _method(model: Any, kind: str) -> Any:
+    method = getattr(model, f"encode_{kind}", None)
+    if not callable(method):
+        raise TypeError(
+            f"{type(model).__name__} has no encode_{kind}(); a channel model needs encode_query and encode_document"
+        )
+    return method
+
+
+def normalize_rows(array: Any) -> np.ndarray:
+    """L2-normalise the rows of a 2-D array (zero rows stay zero).
+
+    Args:
+        array: ``(n, dim)`` array-like.
+
+    Returns:
+        float32 array.
+    """
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"expected a 2-D embedding array, got shape {values.shape}")
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    return values / np.where(norms > 0, norms, 1.0)
+
+
+def encode_dense(
+    model: Any,
+    texts: Sequence[str],
+    kind: str,
+    *,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    encode_kwargs: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """Encode texts with ``encode_query`` (``kind="query"``) or ``encode_document`` (``"document"``).
+
+    Args:
+        model: The dense model.
+        texts: The texts.
+        kind: ``"query"`` or ``"document"``.
+        batch_size: Encode batch size.
+        show_progress_bar: Show the encoder's progress bar.
+        encode_kwargs: Further keyword arguments of the encode call.
+
+    Returns:
+        ``(len(texts), dim)`` unit-length float32 embeddings.
+    """
+    with report_truncation():
+        emb = _method(model, kind)(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=True,
+            **dict(encode_kwargs or {}),
+        )
+    emb = normalize_rows(emb)
+    if emb.shape[0] != len(texts):
+        raise ValueError(f"encode_{kind} returned {emb.shape[0]} rows for {len(texts)} texts")
+    return emb
+
+
+def to_csr(vectors: Any) -> scipy.sparse.csr_matrix:
+    """Convert encoder output (a sparse or dense torch tensor, a list of 1-D tensors, an array) to float32 CSR.
+
+    Args:
+        vectors: ``(n, vocab)`` vectors.
+
+    Returns:
+        The CSR matrix.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        torch = None
+    if isinstance(vectors, list | tuple):
+        if not vectors:
+            return scipy.sparse.csr_matrix((0, 0), dtype=np.float32)
+        return scipy.sparse.vstack(
+            [to_csr(v.unsqueeze(0) if hasattr(v, "unsqueeze") else [v]) for v in vectors]
+        ).tocsr()
+    if torch is not None and isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().to("cpu")
+        if vectors.dim() == 1:
+            vectors = vectors.unsqueeze(0)
+        if vectors.is_sparse:
+            coo = vectors.coalesce()
+            rows, cols = coo.indices().numpy()
+            values = coo.values().to(torch.float32).numpy()
+            return scipy.sparse.csr_matrix((values, (rows, cols)), shape=tuple(coo.shape), dtype=np.float32)
+        if vectors.layout == torch.sparse_csr:
+            vectors = vectors.to_dense()
+        return scipy.sparse.csr_matrix(vectors.to(torch.float32).numpy())
+    if scipy.sparse.issparse(vectors):
+        return scipy.sparse.csr_matrix(vectors, dtype=np.float32)
+    return scipy.sparse.csr_matrix(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
+
+
+def encode_sparse(
+    model: Any,
+    texts: Sequence[str],
+    kind: str,
+    *,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    encode_kwargs: Mapping[str, Any] | None = None,
+) -> scipy.sparse.csr_matrix:
+    """Encode texts with a ``SparseEncoder``'s ``encode_query`` / ``encode_document`` into a CSR matrix.
+
+    Args:
+        model: The sparse model.
+        texts: The texts.
+        kind: ``"query"`` or ``"document"``.
+        batch_size: Encode batch size.
+        show_progress_bar: Show the encoder's progress bar.
+        encode_kwargs: Further keyword arguments of the encode call.
+
+    Returns:
+        ``(len(texts), vocab)`` float32 CSR matrix.
+    """
+    with report_truncation():
+        vectors = _method(model, kind)(
+            list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar, **dict(encode_kwargs or {})
+        )
+    matrix = to_csr(vectors)
+    if matrix.shape[0] != len(texts):
+        raise ValueError(f"encode_{kind} returned {matrix.shape[0]} rows for {len(texts)} texts")
+    return matrix
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of what decides a model's embeddings: its class, its module description and prompts.
+
+    ``str(model)`` of a ``SentenceTransformer`` lists every module with its configuration (backbone, template, TP
+    layers...), so a changed model gets a different fingerprint and a saved index built with another model is
+    refused instead of silently mixing embeddings.
+
+    Args:
+        model: A channel model.
+
+    Returns:
+        A short hex digest.
+    """
+    description = {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "repr": str(model),
+        "prompts": getattr(model, "prompts", None),
+        "max_seq_length": getattr(model, "max_seq_length", None),
+        "similarity": str(getattr(model, "similarity_fn_name", None)),
+    }
+    text = json.dumps(description, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+__all__ = ["encode_dense", "encode_sparse", "model_fingerprint", "normalize_rows", "to_csr"]
