@@ -23,6 +23,9 @@ import numpy as np
 FUSIONS: tuple[str, ...] = ("rsf", "rrf")
 """The fusion rules."""
 
+CHANNELS: tuple[str, ...] = ("dense", "sparse", "bm25")
+"""Channel names of the hybrid retriever, in fusion order."""
+
 RRF_K: int = 60
 """The rank constant of reciprocal rank fusion (MTEB's and the RRF paper's default)."""
 
@@ -164,4 +167,4 @@ def fuse_rrf(
     return fuse(runs, weights, method="rrf", k=k, rrf_k=rrf_k, tie_key=tie_key)
 
 
-__all__ = ["FUSIONS", "RRF_K", "Run", "check_weights", "fuse", "fuse_rrf", "fuse_rsf", "min_max"]
+__all__ = ["CHANNELS", "FUSIONS", "RRF_K", "Run", "check_weights", "fuse", "fuse_rrf", "fuse_rsf", "min_max"]

@@ -39,11 +39,9 @@ from tqdm.auto import tqdm
 from sentence_transformers_tp.hybrid.bm25 import BM25_DEFAULTS, BM25Channel
 from sentence_transformers_tp.hybrid.corpus import corpus_hash, prepare_corpus
 from sentence_transformers_tp.hybrid.encoders import encode_dense, encode_sparse, model_fingerprint
-from sentence_transformers_tp.hybrid.fusion import FUSIONS, RRF_K, Run, check_weights, fuse
+from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, RRF_K, Run, check_weights, fuse
+from sentence_transformers_tp.hybrid.preset import preset_fusion
 from sentence_transformers_tp.hybrid.scoring import top_k_search
-
-CHANNELS: tuple[str, ...] = ("dense", "sparse", "bm25")
-"""Channel names, in fusion order."""
 
 INDEX_FORMAT = 1
 """Version of the saved index layout."""
@@ -127,6 +125,44 @@ class HybridRetriever:
         self.sparse_matrix: scipy.sparse.csr_matrix | None = None
         self.bm25: BM25Channel | None = None
         self.tie_key: np.ndarray | None = None
+
+    @classmethod
+    def from_model(cls, model: Any, sparse_model: Any = None, **kwargs: Any) -> HybridRetriever:
+        """The retriever of a TP model with its backbone preset's tuned fusion (the preset's ``hybrid`` block).
+
+        Without a tuned block (or with ``fusion`` / ``weights`` given), the channels are the model (dense), the
+        sparse model if given and BM25, with the given or equal weights.
+
+        Args:
+            model: A TP ``SentenceTransformer`` (the dense channel).
+            sparse_model: The sparse model, needed when the tuned fusion uses the sparse channel.
+            **kwargs: Further :class:`HybridRetriever` arguments.
+
+        Returns:
+            The retriever (not indexed yet).
+
+        Raises:
+            ValueError: If the tuned fusion uses the sparse channel and no ``sparse_model`` is given.
+        """
+        block = None if "fusion" in kwargs or "weights" in kwargs else preset_fusion(model)
+        if block is None:
+            return cls(model, sparse_model, **kwargs)
+        channels = block["channels"]
+        if "sparse" in channels and sparse_model is None:
+            raise ValueError(
+                f"the tuned fusion of this backbone ({block['fusion']} over {', '.join(channels)}) uses the sparse "
+                "channel: pass sparse_model"
+            )
+        bm25 = kwargs.pop("bm25", True) if "bm25" in channels else False
+        return cls(
+            model if "dense" in channels else None,
+            sparse_model if "sparse" in channels else None,
+            bm25=bm25,
+            fusion=block["fusion"],
+            weights=block["weights"],
+            rrf_k=block["rrf_k"],
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------------------------------------- settings
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from sentence_transformers_tp.evaluation.retrieval import ranking_metrics
-from sentence_transformers_tp.hybrid.fusion import FUSIONS, RRF_K, Run, fuse
+from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, RRF_K, Run, fuse
 
-CHANNEL_ORDER: tuple[str, ...] = ("dense", "sparse", "bm25")
+CHANNEL_ORDER: tuple[str, ...] = CHANNELS
 """Fusion order of the channels (a setting's weights are listed in this order)."""
 
 PAIR_WEIGHTS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
