@@ -149,12 +149,48 @@ def encode_sparse(
     return matrix
 
 
-def model_fingerprint(model: Any) -> str:
-    """A hash of what decides a model's embeddings: its class, its module description and prompts.
+VOLATILE_CONFIG_KEYS = frozenset({"embedding_dimension"})
+"""Module config keys that change when a model first encodes (e.g. ``SpladePooling``'s vocabulary size)."""
 
-    ``str(model)`` of a ``SentenceTransformer`` lists every module with its configuration (backbone, template, TP
-    layers...), so a changed model gets a different fingerprint and a saved index built with another model is
-    refused instead of silently mixing embeddings.
+
+def _module_description(model: Any) -> Any:
+    """Per module: class and configuration (volatile keys left out); the repr for objects without modules."""
+    try:
+        modules = list(model.children()) if hasattr(model, "children") else None
+    except TypeError:
+        modules = None
+    if not modules:
+        return str(model)
+    described = []
+    for module in modules:
+        config = module.get_config_dict() if callable(getattr(module, "get_config_dict", None)) else {}
+        config = {key: value for key, value in dict(config).items() if key not in VOLATILE_CONFIG_KEYS}
+        described.append([f"{type(module).__module__}.{type(module).__qualname__}", config])
+    return described
+
+
+def _weights_digest(model: Any) -> str | None:
+    """A digest of the parameters (name, shape and sum of each), so two models of one architecture differ."""
+    named = getattr(model, "named_parameters", None)
+    if not callable(named):
+        return None
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, parameter in named():
+            total = float(parameter.detach().to(torch.float64).sum().item())
+            digest.update(f"{name}:{tuple(parameter.shape)}:{total:.6e};".encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """A hash of what decides a model's embeddings: class, modules and their configuration, prompts, weights.
+
+    The configuration of every module (template, TP layers, pooling, ...) and a digest of the parameters are
+    included, so a saved index built with another model or other settings is refused instead of silently mixing
+    embeddings; keys that a model fills in when it first encodes are left out, so the fingerprint of a model is the
+    same before and after use.
 
     Args:
         model: A channel model.
@@ -164,10 +200,11 @@ def model_fingerprint(model: Any) -> str:
     """
     description = {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "repr": str(model),
+        "modules": _module_description(model),
         "prompts": getattr(model, "prompts", None),
         "max_seq_length": getattr(model, "max_seq_length", None),
         "similarity": str(getattr(model, "similarity_fn_name", None)),
+        "weights": _weights_digest(model),
     }
     text = json.dumps(description, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

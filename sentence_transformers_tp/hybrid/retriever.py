@@ -125,6 +125,7 @@ class HybridRetriever:
         self.sparse_matrix: scipy.sparse.csr_matrix | None = None
         self.bm25: BM25Channel | None = None
         self.tie_key: np.ndarray | None = None
+        self._fingerprints: dict[str, str] = {}
 
     @classmethod
     def from_model(cls, model: Any, sparse_model: Any = None, **kwargs: Any) -> HybridRetriever:
@@ -182,10 +183,11 @@ class HybridRetriever:
             A JSON-serialisable dict.
         """
         settings: dict[str, Any] = {"channels": list(self.channels)}
-        if self.dense_model is not None:
-            settings["dense"] = {"model": model_fingerprint(self.dense_model), "encode_kwargs": self.encode_kwargs}
-        if self.sparse_model is not None:
-            settings["sparse"] = {"model": model_fingerprint(self.sparse_model), "encode_kwargs": self.encode_kwargs}
+        for name, model in (("dense", self.dense_model), ("sparse", self.sparse_model)):
+            if model is not None:
+                if name not in self._fingerprints:
+                    self._fingerprints[name] = model_fingerprint(model)
+                settings[name] = {"model": self._fingerprints[name], "encode_kwargs": self.encode_kwargs}
         if self.bm25_settings is not None:
             settings["bm25"] = dict(self.bm25_settings)
         return json.loads(json.dumps(settings, sort_keys=True, default=str))
