@@ -22,6 +22,10 @@ _LAZY = {
     "BackboneNotInstalledError": "sentence_transformers_tp.backbones",
     "UnsupportedArchitectureError": "sentence_transformers_tp.prepending",
     "report_truncation": "sentence_transformers_tp.truncation",
+    "build_sparse_model": "sentence_transformers_tp.sparse",
+    "encode_dense_and_sparse": "sentence_transformers_tp.sparse",
+    "PromptRepsTransformer": "sentence_transformers_tp.sparse",
+    "PromptRepsSparse": "sentence_transformers_tp.sparse",
 }
 
 __all__ = [
@@ -36,6 +40,10 @@ __all__ = [
     "BackboneNotInstalledError",
     "UnsupportedArchitectureError",
     "report_truncation",
+    "build_sparse_model",
+    "encode_dense_and_sparse",
+    "PromptRepsTransformer",
+    "PromptRepsSparse",
 ]
 
 if TYPE_CHECKING:
@@ -44,6 +52,12 @@ if TYPE_CHECKING:
     from sentence_transformers_tp.model_card import TokenPrependingModelCardData
     from sentence_transformers_tp.module import TokenPrependingTransformer
     from sentence_transformers_tp.prepending import UnsupportedArchitectureError
+    from sentence_transformers_tp.sparse import (
+        PromptRepsSparse,
+        PromptRepsTransformer,
+        build_sparse_model,
+        encode_dense_and_sparse,
+    )
     from sentence_transformers_tp.templates import TEMPLATES, clean_sentence
     from sentence_transformers_tp.truncation import report_truncation
 
