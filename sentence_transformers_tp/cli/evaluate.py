@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="--hybrid: a saved SparseEncoder for the sparse channel (loaded with trust_remote_code=True)",
     )
+    parser.add_argument(
+        "--sparse",
+        action="store_true",
+        help="--hybrid: add the PromptReps sparse channel of the model's own backbone (from the same forward as the "
+        "dense embedding)",
+    )
     parser.add_argument("--fusion", choices=["rsf", "rrf"], help="--hybrid: the fusion rule (default: rsf)")
     parser.add_argument(
         "--fusion-weights",
@@ -401,6 +407,7 @@ def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[st
         flag
         for flag, value in (
             ("--sparse-model", args.sparse_model),
+            ("--sparse", args.sparse),
             ("--fusion", args.fusion),
             ("--fusion-weights", args.fusion_weights),
             ("--hybrid-index", args.hybrid_index),
@@ -415,6 +422,12 @@ def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[st
         raise ValueError("--hybrid needs --retrieval FOLDER")
     require_module("bm25s", "--hybrid", "sentence-transformers-tp[hybrid]")
     require_module("Stemmer", "--hybrid", "sentence-transformers-tp[hybrid]")
+    if args.sparse and args.sparse_model is not None:
+        raise ValueError("give --sparse (the model's own PromptReps channel) or --sparse-model PATH, not both")
+    if args.sparse and args.mteb:
+        raise ValueError(
+            "--mteb --hybrid runs MTEB's HybridSearch on saved models: use --sparse-model PATH, not --sparse"
+        )
     if args.sparse_model is not None and not Path(args.sparse_model).exists():
         raise FileNotFoundError(f"--sparse-model: {args.sparse_model} not found")
     if args.fusion_weights is None:
@@ -431,8 +444,8 @@ def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[st
             weights[name] = float(value)
         except ValueError:
             raise ValueError(f"--fusion-weights: {value!r} is not a number") from None
-    if "sparse" in weights and args.sparse_model is None:
-        raise ValueError("--fusion-weights names the sparse channel: add --sparse-model")
+    if "sparse" in weights and args.sparse_model is None and not args.sparse:
+        raise ValueError("--fusion-weights names the sparse channel: add --sparse or --sparse-model")
     return weights
 
 
@@ -455,7 +468,7 @@ def _run_hybrid(
     from sentence_transformers_tp.evaluation.hybrid_retrieval import evaluate_hybrid_retrieval
 
     start = time.perf_counter()
-    sparse = _load_sparse_model(args)
+    sparse = model if args.sparse else _load_sparse_model(args)
     channels = ["dense", *(["sparse"] if sparse is not None else []), "bm25"]
     if weights is not None and set(weights) != set(channels):
         raise ValueError(f"--fusion-weights must name exactly the channels of this run: {', '.join(channels)}")

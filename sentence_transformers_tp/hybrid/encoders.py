@@ -5,6 +5,8 @@
 * Sparse: a sentence-transformers ``SparseEncoder`` (or any object whose ``encode_query`` / ``encode_document``
   return sparse torch tensors, dense tensors or arrays); vectors become scipy CSR matrices scored by dot product
   (``SparseEncoder``'s similarity).
+* Joint: the dense embedding and the PromptReps sparse vector of a TP model from one forward
+  (:func:`encode_joint`), for a retriever whose sparse channel is its dense model's own backbone.
 """
 
 from __future__ import annotations
@@ -149,6 +151,39 @@ def encode_sparse(
     return matrix
 
 
+def encode_joint(
+    model: Any,
+    texts: Sequence[str],
+    kind: str,
+    *,
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+) -> tuple[np.ndarray, scipy.sparse.csr_matrix]:
+    """Dense embeddings and PromptReps sparse vectors of a TP model from ONE forward per batch.
+
+    Uses :func:`sentence_transformers_tp.sparse.encode_dense_and_sparse`: the dense embedding is what
+    ``encode_query`` / ``encode_document`` gives, the sparse vector the PromptReps vector of the same forward.
+
+    Args:
+        model: A ``SentenceTransformer`` whose first module is a ``TokenPrependingTransformer``.
+        texts: The texts.
+        kind: ``"query"`` or ``"document"``.
+        batch_size: Texts per forward.
+        show_progress_bar: Show a progress bar.
+
+    Returns:
+        ``(dense, sparse)``: unit-length float32 embeddings and a float32 CSR matrix.
+    """
+    # Imported here, not at the top: it loads torch and the TP module, which fusion and BM25 alone do not need.
+    from sentence_transformers_tp.sparse import encode_dense_and_sparse
+
+    with report_truncation():
+        dense, sparse = encode_dense_and_sparse(
+            model, list(texts), kind, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+    return normalize_rows(dense), to_csr(sparse)
+
+
 VOLATILE_CONFIG_KEYS = frozenset({"embedding_dimension"})
 """Module config keys that change when a model first encodes (e.g. ``SpladePooling``'s vocabulary size)."""
 
@@ -210,4 +245,4 @@ def model_fingerprint(model: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-__all__ = ["encode_dense", "encode_sparse", "model_fingerprint", "normalize_rows", "to_csr"]
+__all__ = ["encode_dense", "encode_joint", "encode_sparse", "model_fingerprint", "normalize_rows", "to_csr"]

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from sentence_transformers_tp.hybrid.bm25 import BM25_DEFAULTS, BM25Channel
 from sentence_transformers_tp.hybrid.corpus import corpus_hash, prepare_corpus
-from sentence_transformers_tp.hybrid.encoders import encode_dense, encode_sparse, model_fingerprint
+from sentence_transformers_tp.hybrid.encoders import encode_dense, encode_joint, encode_sparse, model_fingerprint
 from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, RRF_K, Run, check_weights, fuse
 from sentence_transformers_tp.hybrid.preset import preset_fusion
 from sentence_transformers_tp.hybrid.scoring import top_k_search
@@ -57,7 +57,9 @@ class HybridRetriever:
         dense_model: A ``SentenceTransformer`` (queries through ``encode_query``, documents through
             ``encode_document``, cosine similarity), or None for no dense channel.
         sparse_model: A sentence-transformers ``SparseEncoder`` (or any model whose ``encode_query`` /
-            ``encode_document`` return sparse vectors; dot product), or None for no sparse channel.
+            ``encode_document`` return sparse vectors; dot product), or None for no sparse channel. The dense model
+            itself (``sparse_model=dense_model``, a TP model) gives the PromptReps sparse channel of its own
+            backbone, with the dense embedding and the sparse vector from one forward per batch.
         bm25: Use the BM25 channel (bm25s, English stemmer and stopwords). True, False, or a dict of
             :class:`~sentence_transformers_tp.hybrid.bm25.BM25Channel` settings.
         fusion: ``"rsf"`` (per-query min-max normalisation, weighted sum) or ``"rrf"`` (reciprocal rank, ``rrf_k``).
@@ -132,28 +134,32 @@ class HybridRetriever:
         """The retriever of a TP model with its backbone preset's tuned fusion (the preset's ``hybrid`` block).
 
         Without a tuned block (or with ``fusion`` / ``weights`` given), the channels are the model (dense), the
-        sparse model if given and BM25, with the given or equal weights.
+        sparse model if given and BM25, with the given or equal weights. When the tuned fusion uses the sparse
+        channel and no ``sparse_model`` is given, it is the PromptReps channel of the model's own backbone, from
+        the same forward as the dense embedding (``sparse_model=model``).
 
         Args:
             model: A TP ``SentenceTransformer`` (the dense channel).
-            sparse_model: The sparse model, needed when the tuned fusion uses the sparse channel.
+            sparse_model: The sparse model (default for a tuned sparse channel: ``model`` itself).
             **kwargs: Further :class:`HybridRetriever` arguments.
 
         Returns:
             The retriever (not indexed yet).
 
         Raises:
-            ValueError: If the tuned fusion uses the sparse channel and no ``sparse_model`` is given.
+            ValueError: If the tuned fusion uses the sparse channel without the dense one and no ``sparse_model``.
         """
         block = None if "fusion" in kwargs or "weights" in kwargs else preset_fusion(model)
         if block is None:
             return cls(model, sparse_model, **kwargs)
         channels = block["channels"]
         if "sparse" in channels and sparse_model is None:
-            raise ValueError(
-                f"the tuned fusion of this backbone ({block['fusion']} over {', '.join(channels)}) uses the sparse "
-                "channel: pass sparse_model"
-            )
+            if "dense" not in channels:
+                raise ValueError(
+                    f"the tuned fusion of this backbone ({block['fusion']} over {', '.join(channels)}) uses the "
+                    "sparse channel without the dense one: pass sparse_model"
+                )
+            sparse_model = model
         bm25 = kwargs.pop("bm25", True) if "bm25" in channels else False
         return cls(
             model if "dense" in channels else None,
@@ -188,9 +194,16 @@ class HybridRetriever:
                 if name not in self._fingerprints:
                     self._fingerprints[name] = model_fingerprint(model)
                 settings[name] = {"model": self._fingerprints[name], "encode_kwargs": self.encode_kwargs}
+        if self.joint:
+            settings["sparse"]["joint"] = "promptreps"
         if self.bm25_settings is not None:
             settings["bm25"] = dict(self.bm25_settings)
         return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+    @property
+    def joint(self) -> bool:
+        """Whether the dense and sparse channels come from one forward of the same TP model."""
+        return self.dense_model is not None and self.sparse_model is self.dense_model
 
     @property
     def is_indexed(self) -> bool:
@@ -258,8 +271,11 @@ class HybridRetriever:
     def _build(self, doc_ids: list[str], texts: list[str], digest: str) -> None:
         self.ids, self.texts, self.corpus_hash = doc_ids, texts, digest
         self.tie_key = _tie_key(doc_ids)
-        self.dense_matrix = self._encode_corpus("dense") if self.dense_model is not None else None
-        self.sparse_matrix = self._encode_corpus("sparse") if self.sparse_model is not None else None
+        if self.joint:
+            self.dense_matrix, self.sparse_matrix = self._encode_corpus("joint")
+        else:
+            self.dense_matrix = self._encode_corpus("dense") if self.dense_model is not None else None
+            self.sparse_matrix = self._encode_corpus("sparse") if self.sparse_model is not None else None
         self.bm25 = None
         if self.bm25_settings is not None:
             self.bm25 = BM25Channel(**self.bm25_settings)
@@ -276,11 +292,16 @@ class HybridRetriever:
                 parts.append(self._encode(channel, chunk, "document"))
                 bar.update(len(chunk))
         inverse = np.argsort(np.asarray(order))
+        if channel == "joint":
+            dense = np.concatenate([part[0] for part in parts], axis=0)[inverse]
+            return dense, scipy.sparse.vstack(_same_width([part[1] for part in parts]), format="csr")[inverse]
         if channel == "dense":
             return np.concatenate(parts, axis=0)[inverse]
         return scipy.sparse.vstack(_same_width(parts), format="csr")[inverse]
 
     def _encode(self, channel: str, texts: list[str], kind: str) -> Any:
+        if channel == "joint":
+            return encode_joint(self.dense_model, texts, kind, batch_size=self.batch_size)
         common = {"batch_size": self.batch_size, "encode_kwargs": self.encode_kwargs}
         if channel == "dense":
             return encode_dense(self.dense_model, texts, kind, **common)
@@ -429,6 +450,9 @@ class HybridRetriever:
         Returns:
             ``{"dense": array, "sparse": csr}`` for the active model channels.
         """
+        if self.joint:
+            dense, sparse = self._encode("joint", list(queries), "query")
+            return {"dense": dense, "sparse": sparse}
         return {name: self._encode(name, list(queries), "query") for name in self.channels if name != "bm25"}
 
     def channel_runs(

@@ -77,7 +77,10 @@ def test_hybrid_with_a_saved_sparse_encoder_and_index(tiny_llama, tmp_path) -> N
         (["--fusion", "rrf"], "need(s) --hybrid"),
         (["--hybrid", "--fusion-weights", "dense=x"], "is not a number"),
         (["--hybrid", "--fusion-weights", "colbert=1"], "CHANNEL=WEIGHT"),
-        (["--hybrid", "--fusion-weights", "sparse=0.5,bm25=0.5"], "add --sparse-model"),
+        (["--hybrid", "--fusion-weights", "sparse=0.5,bm25=0.5"], "add --sparse or --sparse-model"),
+        (["--sparse"], "need(s) --hybrid"),
+        (["--hybrid", "--sparse", "--sparse-model", "x"], "not both"),
+        (["--hybrid", "--sparse", "--mteb"], "use --sparse-model PATH"),
         (["--hybrid", "--sparse-model", "/nonexistent/splade"], "not found"),
     ],
 )
@@ -86,6 +89,14 @@ def test_hybrid_option_errors(args, message, capsys) -> None:
     assert main(["evaluate", "--model", "/nonexistent/model", "--retrieval", str(BEIR), *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("st-tp evaluate: error: ") and message in err
+
+
+def test_hybrid_sparse_channel_of_the_model_itself(tiny_llama, tmp_path) -> None:
+    """--sparse adds the PromptReps sparse channel of the model's own backbone: dense, sparse, bm25 and hybrid rows."""
+    code, rows = _evaluate(tmp_path, "--model", str(tiny_llama), "--hybrid", "--sparse", "--fusion", "rsf")
+    assert code == 0
+    assert [row["label"].rsplit(" ", 1)[-1] for row in rows[:3]] == ["dense", "sparse", "bm25"]
+    assert rows[3]["settings"]["hybrid"]["channels"] == ["dense", "sparse", "bm25"]
 
 
 def test_hybrid_needs_retrieval(capsys) -> None:
