@@ -193,6 +193,7 @@ def choose_fusion(
     *,
     held_out_fraction: float = 0.5,
     seed: int = 0,
+    held_out: Sequence[str] | None = None,
     fusions: Sequence[str] = FUSIONS,
     pair_weights: Sequence[float] = PAIR_WEIGHTS,
     triple_step: float = TRIPLE_STEP,
@@ -207,6 +208,7 @@ def choose_fusion(
         doc_ids: Document ids of the corpus the runs index.
         held_out_fraction: Share of the queries kept out of the choice (drawn at random, seeded); 0: none.
         seed: Seed of that draw.
+        held_out: The held-out query ids themselves (e.g. a tuner's own split), instead of a random draw.
         fusions: Fusion rules to try.
         pair_weights: Grid of the first channel's weight in a pair.
         triple_step: Grid step for three channels.
@@ -225,11 +227,22 @@ def choose_fusion(
             raise ValueError(f"the {name} run has {np.asarray(indices).shape[0]} rows for {n} queries")
     if not 0 <= held_out_fraction < 1:
         raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
-    n_held = int(round(n * held_out_fraction))
-    if n - n_held < 1 or (held_out_fraction > 0 and n_held < 1):
-        raise ValueError(f"{n} queries are too few for a held-out fraction of {held_out_fraction}")
-    order = np.random.default_rng(seed).permutation(n)
-    held_rows, tune_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
+    if held_out is not None:
+        unknown = set(held_out) - set(query_ids)
+        if unknown:
+            raise ValueError(f"held-out query ids not among the queries: {sorted(unknown)[:5]}")
+        held_set = set(held_out)
+        held_rows = np.array([i for i, q in enumerate(query_ids) if q in held_set], dtype=np.int64)
+        tune_rows = np.array([i for i, q in enumerate(query_ids) if q not in held_set], dtype=np.int64)
+        n_held = len(held_rows)
+        if len(tune_rows) < 1:
+            raise ValueError("every query is held out: no query is left to choose on")
+    else:
+        n_held = int(round(n * held_out_fraction))
+        if n - n_held < 1 or (held_out_fraction > 0 and n_held < 1):
+            raise ValueError(f"{n} queries are too few for a held-out fraction of {held_out_fraction}")
+        order = np.random.default_rng(seed).permutation(n)
+        held_rows, tune_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
     order_ids = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i])
     tie_key = np.empty(len(doc_ids), dtype=np.int64)
     tie_key[np.asarray(order_ids, dtype=np.int64)] = np.arange(len(doc_ids))

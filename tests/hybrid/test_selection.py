@@ -78,3 +78,14 @@ def test_runs_of_the_wrong_length_are_an_error() -> None:
     runs, query_ids, qrels, doc_ids = _synthetic()
     with pytest.raises(ValueError, match="rows for"):
         choose_fusion(runs, query_ids[:-1], qrels, doc_ids)
+
+
+def test_explicit_held_out_queries() -> None:
+    """held_out= names the held-out queries (a tuner's own split); the others are the tuning queries."""
+    runs, query_ids, qrels, doc_ids = _synthetic()
+    choice = choose_fusion(runs, query_ids, qrels, doc_ids, held_out=query_ids[:10])
+    assert choice.n_held_out == 10 and choice.n_tuning == 30
+    with pytest.raises(ValueError, match="not among the queries"):
+        choose_fusion(runs, query_ids, qrels, doc_ids, held_out=["nope"])
+    with pytest.raises(ValueError, match="every query is held out"):
+        choose_fusion(runs, query_ids, qrels, doc_ids, held_out=query_ids)
