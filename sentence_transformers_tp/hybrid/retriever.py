@@ -251,6 +251,8 @@ class HybridRetriever:
                 return self
             if not overwrite:
                 raise ValueError(f"{path} holds a hybrid index of {problem}; use another folder or overwrite=True")
+        if path is not None:
+            _check_target(Path(path))  # before encoding, not after
         self._build(doc_ids, texts, digest)
         if path is not None:
             self.save(path)
@@ -320,10 +322,12 @@ class HybridRetriever:
 
         Raises:
             RuntimeError: If nothing is indexed.
+            ValueError: If ``path`` is a file or a non-empty folder that holds no hybrid index (never replaced).
         """
         if not self.is_indexed:
             raise RuntimeError("nothing to save: call index(corpus) first")
         path = Path(path)
+        _check_target(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         try:
@@ -575,6 +579,12 @@ def read_index_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not file.is_file():
         raise FileNotFoundError(f"{path} holds no hybrid index ({INDEX_FILE} not found)")
     return json.loads(file.read_text(encoding="utf-8"))
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to write an index over a file or a non-empty folder that holds no index (it would be replaced)."""
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / INDEX_FILE).is_file())):
+        raise ValueError(f"{path} exists and is not a hybrid index folder; choose a new or empty folder")
 
 
 def _tie_key(ids: Sequence[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ from tests.integrations.conftest import README, run_example
 
 pytest.importorskip("bm25s")
 
+
 @pytest.fixture(scope="module")
 def tp_backbone(tmp_path_factory):
     """A tiny random Llama checkpoint standing in for "smollm2"."""

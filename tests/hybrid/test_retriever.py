@@ -158,3 +158,22 @@ def test_real_sparse_encoder_channel(tiny_sparse_encoder) -> None:
     expected = (query @ docs.T).numpy()
     np.testing.assert_allclose(scores, np.take_along_axis(expected, indices, 1), rtol=1e-5)
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_a_folder_that_is_not_an_index_is_never_replaced(tmp_path) -> None:
+    """Saving into a non-empty folder without an index (or onto a file) is refused; its content stays."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    model = WordHashModel()
+    with pytest.raises(ValueError, match="not a hybrid index folder"):
+        HybridRetriever(model).index(CORPUS, path=folder)
+    assert not model.calls  # refused before encoding
+    assert (folder / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a hybrid index folder"):
+        HybridRetriever(WordHashModel()).index(CORPUS, path=tmp_path / "file")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    HybridRetriever(WordHashModel()).index(CORPUS, path=empty)
+    assert (empty / "hybrid_index.json").is_file()
