@@ -77,7 +77,7 @@ def test_index_is_saved_and_reused(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "weights",
-    [{"dense": 0.4, "bm25": 0.6}, {"dense": 0.5, "sparse": 0.2, "bm25": 0.3}],
+    [{"dense": 0.4, "bm25": 0.6}, {"dense": 0.2, "sparse": 0.3, "bm25": 0.5}],
 )
 @pytest.mark.parametrize("fusion", ["rsf", "rrf"])
 def test_mteb_hybrid_search_gives_the_same_ndcg(tiny_tp_model, fixture_sparse_encoder, fusion, weights) -> None:
