@@ -38,6 +38,7 @@ from sentence_transformers_tp.inputs import check_texts
 from sentence_transformers_tp.lm_head import head_is_tied, logit_softcap, output_embedding_key, read_lm_head
 from sentence_transformers_tp.model_card import MODEL_NAME_PREFIX
 from sentence_transformers_tp.module import TokenPrependingTransformer
+from sentence_transformers_tp.sparse_model_card import install_sparse_model_card_data
 from sentence_transformers_tp.word_ids import WordTokenIds
 
 __all__ = [
@@ -143,17 +144,15 @@ class PromptRepsTransformer(TokenPrependingTransformer):
         return features
 
     def on_model_ready(self, model: Any) -> None:
-        """The parent's setup; a ``SparseEncoder`` also gets a unique model name (for MTEB result folders).
+        """The parent's setup; a ``SparseEncoder`` also gets the PromptReps model card (usage with
+        ``trust_remote_code=True``) and a unique model name (for MTEB result folders).
 
         Args:
             model: The owning model.
         """
         super().on_model_ready(model)
-        card = getattr(model, "model_card_data", None)
-        if isinstance(model, SparseEncoder) and card is not None:
-            card.add_tags(["token-prepending", "sentence-transformers-tp", "promptreps"])
-            if not card.model_name:
-                card.model_name = f"{MODEL_NAME_PREFIX}/{self.model_slug()}-promptreps"
+        if isinstance(model, SparseEncoder):
+            install_sparse_model_card_data(model, f"{MODEL_NAME_PREFIX}/{self.model_slug()}-promptreps")
 
     def __repr__(self) -> str:
         return type(self).__name__ + super().__repr__()[len("TokenPrependingTransformer") :]

@@ -355,3 +355,48 @@ def test_mteb_evaluates_it_as_a_sparse_model(sparse_models):
     )
     assert result.model_name == model.model_card_data.model_name
     assert 0.0 <= result.task_results[0].scores["train"][0]["ndcg_at_10"] <= 1.0
+
+
+def test_readme_sparse_example_runs(backbones, tmp_path, monkeypatch):
+    """The README's sparse example runs on a tiny backbone; its saved model loads back as a SparseEncoder."""
+    import re
+    from pathlib import Path
+
+    from sentence_transformers import SparseEncoder
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    match = re.search(
+        r"<!-- example: readme-sparse -->\n```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.S
+    )
+    assert match is not None
+    monkeypatch.chdir(tmp_path)
+    code = match.group(1).replace('"smollm2"', repr(str(backbones["gemma3"])))
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(code, str(readme), "exec"), namespace)
+    assert namespace["scores"].shape == (1, 2)
+    assert namespace["dense"].shape == (1, 32) and namespace["sparse"].shape == (1, 401)
+    assert isinstance(SparseEncoder("smollm2-promptreps", trust_remote_code=True)[1], PromptRepsSparse)
+
+
+def test_pickled_sparse_model_keeps_its_tied_head_on_its_own_backbone(sparse_models):
+    """A pickled copy (as multi-process pools send it) encodes the same, its tied head on the copy's embeddings."""
+    import pickle
+
+    model = sparse_models["gemma3"]
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy[1].head_weight() is copy[0].model.get_input_embeddings().weight
+    assert copy[1].head_weight() is not model[1].head_weight()
+    torch.testing.assert_close(copy.encode_document(TEXTS).to_dense(), model.encode_document(TEXTS).to_dense())
+
+
+def test_saved_model_card_shows_trust_remote_code_usage(sparse_models, tmp_path):
+    """The saved model card loads the model with trust_remote_code=True after installing the package, and keeps
+    the sparse-encoder tags and the unique model name."""
+    model = sparse_models["llama"]
+    model.save(str(tmp_path / "model"))
+    card = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    assert "pip install -U sentence-transformers-tp" in card
+    assert 'SparseEncoder("path/to/this-model", trust_remote_code=True)' in card
+    assert "model.encode_query(" in card and "model.decode(" in card
+    assert "sparse-encoder" in card and "promptreps" in card and "token-prepending" in card
+    assert model.model_card_data.model_name.endswith("-promptreps")
