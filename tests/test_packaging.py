@@ -32,7 +32,7 @@ def test_test_extra_is_slim_and_all_holds_the_integrations():
     extras = PYPROJECT["project"]["optional-dependencies"]
     names = {requirement.split(">")[0].split("<")[0].split("[")[0].strip() for requirement in extras["test"]}
     assert names == {"pytest", "pytest-asyncio", "hypothesis", "gguf", "accelerate"}
-    assert extras["all"] == ["sentence-transformers-tp[gguf,eval,langchain,llamaindex,ray]"]
+    assert extras["all"] == ["sentence-transformers-tp[gguf,eval,langchain,llamaindex,ray,hybrid]"]
 
 
 def test_no_symlinks_in_the_package():

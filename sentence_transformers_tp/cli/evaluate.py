@@ -50,6 +50,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "by --seed; a quick run, scores are higher than on the full corpus)",
     )
     parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="with --retrieval: score BM25 (bm25s), the model (dense), the --sparse-model channel and their fusion "
+        "in one run sharing the encodings, one row each; the fusion is --fusion/--fusion-weights, else the "
+        "backbone preset's tuned 'hybrid' block, else chosen on half of the queries (held-out half recorded)",
+    )
+    parser.add_argument(
+        "--sparse-model",
+        metavar="PATH",
+        help="--hybrid: a saved SparseEncoder for the sparse channel (loaded with trust_remote_code=True)",
+    )
+    parser.add_argument(
+        "--sparse",
+        action="store_true",
+        help="--hybrid: add the PromptReps sparse channel of the model's own backbone (from the same forward as the "
+        "dense embedding)",
+    )
+    parser.add_argument("--fusion", choices=["rsf", "rrf"], help="--hybrid: the fusion rule (default: rsf)")
+    parser.add_argument(
+        "--fusion-weights",
+        metavar="CHANNEL=W,...",
+        help="--hybrid: fusion weights, e.g. dense=0.3,bm25=0.7 (channels: dense, sparse, bm25)",
+    )
+    parser.add_argument(
+        "--hybrid-index",
+        metavar="DIR",
+        help="--hybrid: save the index (embeddings, sparse vectors, bm25s index) to DIR, or reuse it when DIR holds "
+        "the index of the same corpus and models (a changed corpus or model is an error)",
+    )
+    parser.add_argument(
         "--tasks",
         nargs="+",
         metavar="TASK",
@@ -209,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         args.retrieval_split = resolve_beir_split(args.retrieval, args.retrieval_split)
         if args.corpus_sample is not None and args.corpus_sample < 0:
             raise ValueError(f"--corpus-sample must be non-negative, got {args.corpus_sample}")
+    hybrid_weights = _check_hybrid_args(args, run_retrieval)
     # Dependencies and output paths are checked before any work starts.
     if run_mteb:
         require_module("mteb", "--mteb", "sentence-transformers-tp[eval]")
@@ -241,13 +272,19 @@ def run(args: argparse.Namespace) -> int:
                 config=variant.config,
             )
             rows["sts"].append((variant.label, _entry(result_to_dict(result), common, start)))
-        if run_retrieval:
+        hybrid_setting = None
+        if run_retrieval and args.hybrid:
+            hybrid_rows, hybrid_setting = _run_hybrid(configured, args, hybrid_weights, variant.config, common)
+            rows["retrieval"].extend(hybrid_rows)
+        elif run_retrieval:
             rows["retrieval"].append((variant.label, _run_retrieval(configured, args, variant.config, common)))
         if run_mteb:
             tasks_for_mteb = sts_tasks if run_mteb_sts else []
             published = args.hub_name is not None and ROLE_MODEL in variant.roles
             data = _run_mteb(configured, args, tasks_for_mteb, variant.config, common, published=published)
             rows["mteb"].append((variant.label, data))
+        if run_mteb and hybrid_setting is not None:
+            rows["mteb"].append(_run_hybrid_mteb(configured, args, hybrid_setting, variant.config, common))
         if run_transfer:
             start = time.perf_counter()
             result = evaluate_transfer(
@@ -394,3 +431,123 @@ def _run_retrieval(
     )
     data = _entry(result.to_dict(), {**common, "data_dir": str(args.retrieval), "split": args.retrieval_split}, start)
     return data
+
+
+def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[str, float] | None:
+    """Validate the --hybrid options (before any model is loaded); return the parsed --fusion-weights."""
+    given = [
+        flag
+        for flag, value in (
+            ("--sparse-model", args.sparse_model),
+            ("--sparse", args.sparse),
+            ("--fusion", args.fusion),
+            ("--fusion-weights", args.fusion_weights),
+            ("--hybrid-index", args.hybrid_index),
+        )
+        if value
+    ]
+    if not args.hybrid:
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --hybrid")
+        return None
+    if not run_retrieval:
+        raise ValueError("--hybrid needs --retrieval FOLDER")
+    require_module("bm25s", "--hybrid", "sentence-transformers-tp[hybrid]")
+    require_module("Stemmer", "--hybrid", "sentence-transformers-tp[hybrid]")
+    if args.sparse and args.sparse_model is not None:
+        raise ValueError("give --sparse (the model's own PromptReps channel) or --sparse-model PATH, not both")
+    if args.sparse and args.mteb:
+        raise ValueError(
+            "--mteb --hybrid runs MTEB's HybridSearch on saved models: use --sparse-model PATH, not --sparse"
+        )
+    if args.sparse_model is not None and not Path(args.sparse_model).exists():
+        raise FileNotFoundError(f"--sparse-model: {args.sparse_model} not found")
+    if args.fusion_weights is None:
+        return None
+    weights: dict[str, float] = {}
+    for part in args.fusion_weights.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in ("dense", "sparse", "bm25") or not value:
+            raise ValueError(
+                f"--fusion-weights: expected CHANNEL=WEIGHT with channel dense, sparse or bm25, got {part!r}"
+            )
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--fusion-weights: {value!r} is not a number") from None
+    if "sparse" in weights and args.sparse_model is None and not args.sparse:
+        raise ValueError("--fusion-weights names the sparse channel: add --sparse or --sparse-model")
+    return weights
+
+
+def _load_sparse_model(args: argparse.Namespace) -> Any:
+    if args.sparse_model is None:
+        return None
+    from sentence_transformers import SparseEncoder
+
+    return SparseEncoder(args.sparse_model, trust_remote_code=True)
+
+
+def _run_hybrid(
+    model: Any,
+    args: argparse.Namespace,
+    weights: dict[str, float] | None,
+    config: dict[str, Any],
+    common: dict[str, Any],
+) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
+    """Score each channel alone and the hybrid on the --retrieval folder: one (label, result dict) per row."""
+    from sentence_transformers_tp.evaluation.hybrid_retrieval import evaluate_hybrid_retrieval
+
+    start = time.perf_counter()
+    sparse = model if args.sparse else _load_sparse_model(args)
+    channels = ["dense", *(["sparse"] if sparse is not None else []), "bm25"]
+    if weights is not None and set(weights) != set(channels):
+        raise ValueError(f"--fusion-weights must name exactly the channels of this run: {', '.join(channels)}")
+    result = evaluate_hybrid_retrieval(
+        model,
+        args.retrieval,
+        args.retrieval_split,
+        sparse_model=sparse,
+        fusion=args.fusion,
+        weights=weights,
+        limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
+        corpus_sample=args.corpus_sample,
+        batch_size=args.batch_size,
+        index_path=args.hybrid_index,
+        show_progress_bar=not args.no_progress,
+        model_name=common["label"],
+        config=config,
+    )
+    shared = {**common, "data_dir": str(args.retrieval), "split": args.retrieval_split}
+    rows = [(label, _entry(res.to_dict(), {**shared, "label": label}, start)) for label, res in result.rows]
+    return rows, result.setting
+
+
+def _run_hybrid_mteb(
+    model: Any, args: argparse.Namespace, setting: Any, config: dict[str, Any], common: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Run the hybrid setting through MTEB's own HybridSearch (MTEB's bm25s model) on the local retrieval task."""
+    from sentence_transformers_tp.evaluation import mteb_result_to_dict
+    from sentence_transformers_tp.evaluation.hybrid_retrieval import evaluate_hybrid_mteb
+
+    start = time.perf_counter()
+    result = evaluate_hybrid_mteb(
+        setting,
+        args.retrieval,
+        args.retrieval_split,
+        model=model,
+        sparse_model=_load_sparse_model(args),
+        limit=args.limit,
+        sample=args.sample,
+        sample_seed=args.seed,
+        corpus_sample=args.corpus_sample,
+        batch_size=args.batch_size,
+        show_progress_bar=not args.no_progress,
+    )
+    label = f"{common['label']} hybrid {setting.label} (MTEB HybridSearch)"
+    data = _entry(mteb_result_to_dict(result, config=config), {**common, "label": label}, start)
+    data["settings"]["hybrid"] = setting.to_dict()
+    return label, data
