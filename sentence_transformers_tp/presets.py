@@ -86,6 +86,8 @@ class Preset:
             / ``cp_alpha`` / ``cp_mode``, and ``status`` / ``score`` / ``command`` like a template entry), or None.
         task_settings: Tuned settings per task (``query``, ``document``, ...) that the default model gets as its
             ``task_settings`` (entries as the module takes them, plus ``status`` / ``score`` / ``command``), or None.
+        hybrid: The tuned fusion of the hybrid retriever (channels, fusion rule, weights; read and validated by
+            :func:`sentence_transformers_tp.hybrid.preset.preset_fusion`), or None.
     """
 
     name: str
@@ -99,6 +101,7 @@ class Preset:
     path: Path | None = None
     combination: dict[str, Any] | None = None
     task_settings: dict[str, dict[str, Any]] | None = None
+    hybrid: dict[str, Any] | None = None
 
     def task_settings_config(self) -> dict[str, dict[str, Any]] | None:
         """The ``task_settings`` constructor argument of the preset (records such as ``score`` left out), or None."""
@@ -154,6 +157,8 @@ class Preset:
             data["combination"] = dict(self.combination)
         if self.task_settings is not None:
             data["task_settings"] = {task: dict(values) for task, values in self.task_settings.items()}
+        if self.hybrid is not None:
+            data["hybrid"] = dict(self.hybrid)
         return data
 
 
@@ -210,6 +215,9 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
     task_settings = data.get("task_settings")
     if task_settings is not None:
         _validate_task_settings(task_settings, origin, data.get("num_layers"))
+    hybrid = data.get("hybrid")
+    if hybrid is not None and not isinstance(hybrid, dict):
+        raise ValueError(f"{origin}: 'hybrid' must be a mapping (channels, fusion, weights).")
     return Preset(
         name=str(data["name"]),
         backbone=str(data["backbone"]),
@@ -221,6 +229,7 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
         default_template=default_template,
         combination=dict(combination) if combination is not None else None,
         task_settings={str(k): dict(v) for k, v in task_settings.items()} if task_settings is not None else None,
+        hybrid=dict(hybrid) if hybrid is not None else None,
     )
 
 

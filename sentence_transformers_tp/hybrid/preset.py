@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, check_weights
+from sentence_transformers_tp.presets import find_preset_for_backbone
 
 HYBRID_KEY = "hybrid"
 """The preset key of the tuned fusion."""
@@ -91,20 +92,13 @@ def preset_fusion(model: Any) -> dict[str, Any] | None:
     Returns:
         The validated block (see :func:`validate_fusion_block`), or None (no backbone, no preset or no block).
     """
-    import yaml
-
-    from sentence_transformers_tp.presets import find_preset_for_backbone
-
     backbone = backbone_of(model)
     if backbone is None:
         return None
     preset = find_preset_for_backbone(backbone)
-    if preset is None or preset.path is None:
+    if preset is None or preset.hybrid is None:
         return None
-    with open(preset.path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    block = data.get(HYBRID_KEY)
-    return None if block is None else validate_fusion_block(block, str(preset.path))
+    return validate_fusion_block(preset.hybrid, str(preset.path or preset.name))
 
 
 __all__ = ["HYBRID_KEY", "backbone_of", "preset_fusion", "validate_fusion_block"]

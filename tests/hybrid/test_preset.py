@@ -6,6 +6,7 @@ from sentence_transformers_tp.hybrid import preset as preset_module
 from sentence_transformers_tp.hybrid import retriever as retriever_module
 from sentence_transformers_tp.hybrid.preset import backbone_of, preset_fusion, validate_fusion_block
 from sentence_transformers_tp.hybrid.retriever import HybridRetriever
+from sentence_transformers_tp.presets import load_preset_file, save_preset
 from tests.hybrid.helpers import WordHashModel, WordSparseModel
 
 
@@ -47,21 +48,18 @@ def test_preset_fusion_without_backbone_or_block() -> None:
 
 
 def test_preset_fusion_reads_the_hybrid_block(tmp_path, monkeypatch) -> None:
-    """preset_fusion reads and validates the 'hybrid' block of the backbone's preset file."""
+    """preset_fusion reads and validates the 'hybrid' block of the backbone's preset; the preset keeps it on save."""
     path = tmp_path / "p.yaml"
     path.write_text(
         "name: p\nbackbone: p\ntemplates: {prompteol: {tp_start: 1, tp_exit: 1, output_layer: -1}}\n"
         "hybrid: {channels: [dense, bm25], fusion: rrf, weights: {dense: 0.25, bm25: 0.75}}\n"
     )
-
-    class Found:
-        pass
-
-    found = Found()
-    found.path = path
-    monkeypatch.setattr("sentence_transformers_tp.presets.find_preset_for_backbone", lambda name: found)
+    found = load_preset_file(path)
+    monkeypatch.setattr(preset_module, "find_preset_for_backbone", lambda name: found)
     assert preset_fusion("p")["weights"] == {"dense": 0.25, "bm25": 0.75}
     assert preset_module.HYBRID_KEY == "hybrid"
+    saved = save_preset(found, tmp_path / "copy.yaml")
+    assert load_preset_file(saved).hybrid == found.hybrid
 
 
 def test_from_model_uses_the_tuned_fusion(monkeypatch) -> None:
