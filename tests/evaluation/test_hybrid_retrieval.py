@@ -53,7 +53,7 @@ def test_rows_per_channel_and_hybrid_share_one_encoding() -> None:
         "fusion": "rsf",
         "weights": {"dense": 0.4, "bm25": 0.6},
     }
-    assert hybrid["tasks"]["beir"]["n_queries"] == 3
+    assert hybrid["tasks"]["beir"]["n_queries"] == 4  # q4 is judged 0 only: evaluated and scored 0, as MTEB does
 
 
 def test_without_a_setting_the_fusion_is_tuned_with_a_held_out_check() -> None:

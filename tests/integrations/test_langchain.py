@@ -237,7 +237,8 @@ def test_huggingface_embeddings_arguments_have_the_stock_meaning(saved_model_dir
     ours = TokenPrependingEmbeddings(**arguments)
     assert ours.client[0].model.dtype == stock._client[0].model.dtype == torch.bfloat16
     documents = np.array(ours.embed_documents(TEXTS))
-    assert np.allclose(np.linalg.norm(documents, axis=1), 1.0, atol=1e-3)
+    # bfloat16 vectors (the model dtype, as stock returns them): unit norm to bfloat16 precision.
+    assert np.allclose(np.linalg.norm(documents, axis=1), 1.0, atol=1e-2)
     assert max_diff(documents, stock.embed_documents(TEXTS)) <= ATOL
     query = np.array(ours.embed_query(TEXTS[0]))
     assert abs(np.linalg.norm(query) - 1.0) > 1e-2  # query_encode_kwargs replaced encode_kwargs
