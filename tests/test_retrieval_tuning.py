@@ -112,7 +112,7 @@ def test_checkpoint_dir_reuses_finished_passes(module, tmp_path):
     """A rerun with the same checkpoint folder loads every pass instead of encoding again, with the same grid."""
     kwargs = dict(sample=None, corpus_sample=None, held_out=0.0, tp_bands=[], include_default=False)
     first = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, **kwargs)
-    assert len(list(tmp_path.glob("*.npy"))) == 4
+    assert len(list(tmp_path.glob("*.npz"))) == 4  # one file per pass (the tuning checkpoint format)
     lines: list[str] = []
     second = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, progress=lines.append, **kwargs)
     assert sum("reusing" in line for line in lines) == 4

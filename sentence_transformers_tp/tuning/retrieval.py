@@ -1,0 +1,467 @@
+"""The retrieval search (``st-tp tune-retrieval``): query and document Settings and the output layer on a BEIR-layout
+train split, by nDCG@10.
+
+The plan lists, per side, every template with TP off and with each band (and the module's own Setting); documents
+are embedded under ``max_seq_length``. One all-layer pass per Setting and side; every (query, document, layer) cell
+is scored on the tuning half of a seeded query sample (over its relevant documents plus ``corpus_sample`` random
+others), with the same layer on both sides. The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`,
+changes of both sides counted) is checked on the held-out half; last, per-query nDCG@10 of every document Setting by
+the token length of the relevant documents (terciles). All states stay in memory until the grid is scored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentence_transformers_tp.demonstrations import to_config
+from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
+from sentence_transformers_tp.presets import load_preset_file, update_preset
+from sentence_transformers_tp.settings import Setting
+from sentence_transformers_tp.templates import template_names
+from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner
+from sentence_transformers_tp.tuning.objectives import NDCGObjective
+from sentence_transformers_tp.tuning.passes import Search, as_module
+from sentence_transformers_tp.tuning.result import Result
+
+__all__ = ["RetrievalTuning", "Side", "choose_winner_cell", "task_entry", "task_settings_entry", "tune_retrieval"]
+
+DEFAULT_QUERY_TEMPLATES = ("prompteol", "retrieval_query")
+DEFAULT_DOCUMENT_TEMPLATES = ("prompteol", "retrieval_document")
+HEADLINE = ("ndcg_at_10", "mrr_at_10", "recall_at_100")
+
+
+def task_entry(setting: Setting, output_layer: int) -> dict[str, Any]:
+    """The ``task_settings`` entry of a Setting at one output layer (a preset's ``query`` / ``document`` keys)."""
+    template = setting.template if isinstance(setting.template, str) else list(setting.template)
+    entry: dict[str, Any] = {"template": template, "demonstrations": to_config(setting.demonstrations)}
+    entry.update(tp_start=setting.tp_start, tp_exit=setting.tp_exit, output_layer=output_layer)
+    if setting.cp_enabled:
+        entry.update(cp_layer=setting.cp_layer, cp_mode=setting.cp_mode, cp_alpha=setting.cp_alpha)
+    if setting.max_seq_length is not None:
+        entry["max_seq_length"] = setting.max_seq_length
+    return entry
+
+
+@dataclass(frozen=True)
+class Side:
+    """Deprecated (kept for one release): the old view of a retrieval Setting, with its report label.
+
+    Args:
+        template: A template spec (a tuple for an ensemble).
+        tp: ``(tp_start, tp_exit)``, or None for TP off.
+        demonstrations: ``((sentence, word), ...)``.
+    """
+
+    template: str | tuple[str, ...]
+    tp: tuple[int, int] | None = None
+    demonstrations: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_setting(cls, setting: Setting) -> Side:
+        """The side of a Setting."""
+        tp = (setting.tp_start, setting.tp_exit) if setting.tp_enabled else None
+        return cls(setting.template, tp, tuple((d.sentence, d.word) for d in setting.demonstrations))
+
+    def setting(self) -> Setting:
+        """The Setting of this side."""
+        start, end = self.tp or (1, 1)
+        demos = [list(pair) for pair in self.demonstrations]
+        return Setting(template=self.template, demonstrations=demos, tp_start=start, tp_exit=end)
+
+    def templates(self) -> tuple[str, ...]:
+        """The resolved template strings, with the demonstrations in front."""
+        return self.setting().templates()
+
+    @property
+    def changes(self) -> int:
+        """See :meth:`~sentence_transformers_tp.settings.Setting.changes`."""
+        return self.setting().changes()
+
+    def label(self) -> str:
+        """A short readable name, e.g. ``knowledge + demo 'Dog' + TP 1-2``."""
+        names = template_names(self.template)
+        text = "+".join(names) if names is not None else "user template"
+        if self.demonstrations:
+            text += " + demo " + ", ".join(repr(word) for _, word in self.demonstrations)
+        return text + (f" + TP {self.tp[0]}-{self.tp[1] - 1}" if self.tp is not None else "")
+
+    def entry(self, output_layer: int, max_seq_length: int | None = None) -> dict[str, Any]:
+        """The ``task_settings`` entry of this side at one output layer."""
+        return task_entry(self.setting().replace(max_seq_length=max_seq_length), output_layer)
+
+
+@dataclass
+class RetrievalTuning(Result):
+    """The result of :func:`tune_retrieval`.
+
+    Attributes:
+        backbone: Backbone name.
+        num_layers: Decoder layers.
+        settings: The data and search settings.
+        query_settings: Query Settings searched, in pass order.
+        document_settings: Document Settings searched, in pass order.
+        grid: nDCG@10 x 100 of the tuning queries, ``grid[query_index][document_index][layer]``.
+        seconds: Wall seconds of each pass (``{"query:<label>": s, "document:<label>": s}``).
+        winner: ``{"query": index, "document": index, "layer": k, "ndcg_at_10": ...}``.
+        vanilla: The same for vanilla PromptEOL (TP off on both sides) at its best layer.
+        default: The same for the module's own Setting on both sides, when searched.
+        held_out: Metrics x 100 on the held-out queries: ``{"winner": {...}, "vanilla": {...}, ...}``.
+        lengths: Document length buckets: ``{"edges": [...], "rows": [{"label", "ndcg_at_10": [...]}], ...}``.
+    """
+
+    backbone: str
+    num_layers: int
+    settings: dict[str, Any]
+    query_settings: list[Setting] = field(default_factory=list)
+    document_settings: list[Setting] = field(default_factory=list)
+    grid: list[list[list[float]]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    winner: dict[str, Any] = field(default_factory=dict)
+    vanilla: dict[str, Any] = field(default_factory=dict)
+    default: dict[str, Any] | None = None
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    lengths: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query_sides(self) -> list[Side]:
+        """The query Settings as :class:`Side` (labels of the report)."""
+        return [Side.from_setting(s) for s in self.query_settings]
+
+    @property
+    def document_sides(self) -> list[Side]:
+        """The document Settings as :class:`Side`."""
+        return [Side.from_setting(s) for s in self.document_settings]
+
+    @property
+    def output_layer(self) -> int:
+        """The winner's output layer (``-1`` for the final normed output)."""
+        return self.preset_layer(self.winner["layer"])
+
+    def task_settings(self) -> dict[str, dict[str, Any]]:
+        """The winner as the module's ``task_settings`` (``query`` and ``document`` entries)."""
+        query, document = self.query_settings[self.winner["query"]], self.document_settings[self.winner["document"]]
+        return {"query": task_entry(query, self.output_layer), "document": task_entry(document, self.output_layer)}
+
+    def label(self, cell: dict[str, Any], side: str) -> str:
+        """The label of a cell's ``"query"`` or ``"document"`` Setting."""
+        return (self.query_sides if side == "query" else self.document_sides)[cell[side]].label()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what ``st-tp tune-retrieval --json`` writes)."""
+
+        def cell(item: dict[str, Any] | None) -> dict[str, Any] | None:
+            if not item:
+                return None
+            return {**item, "query_label": self.label(item, "query"), "document_label": self.label(item, "document")}
+
+        return {
+            "backbone": self.backbone,
+            "num_layers": self.num_layers,
+            "settings": self.settings,
+            "query_sides": [side.label() for side in self.query_sides],
+            "document_sides": [side.label() for side in self.document_sides],
+            "grid": self.grid,
+            "seconds": self.seconds,
+            "winner": cell(self.winner),
+            "vanilla": cell(self.vanilla),
+            "default": cell(self.default),
+            "held_out": self.held_out,
+            "lengths": self.lengths,
+            "output_layer": self.output_layer,
+            "task_settings": self.task_settings(),
+        }
+
+    def preset_entry(self, command: str | None = None) -> dict[str, Any]:
+        """The preset ``task_settings`` ``query`` / ``document`` blocks (see :func:`task_settings_entry`)."""
+        return task_settings_entry(self.to_dict(), command)
+
+    def to_markdown(self) -> str:
+        """The report: the best layer of every cell, the winner, the held-out check and the length buckets."""
+        s, documents = self.settings, self.document_sides
+        lines = [
+            f"## Retrieval tuning: {self.backbone} on {s['data']} ({s['split']})",
+            "",
+            f"{s['tuning_queries']} tuning queries and {s['held_out_queries']} held-out queries (seed {s['seed']}) "
+            f"over {s['documents']} documents (their relevant documents + {s['corpus_sample']} random others of "
+            f"{s['corpus_size']}); documents truncated to {s['max_seq_length']} tokens. nDCG@10 x 100, best layer "
+            "per cell (tuning queries):",
+            "",
+            "| query \\ document | " + " | ".join(side.label() for side in documents) + " |",
+            "|---|" + "---|" * len(documents),
+        ]
+        for qi, side in enumerate(self.query_sides):
+            best = [(scores[best_layer(scores)], best_layer(scores)) for scores in self.grid[qi]]
+            lines.append(f"| {side.label()} | " + " | ".join(f"{v:.2f} (L{k})" for v, k in best) + " |")
+        lines += ["", "| setting | query | document | layer | tuning nDCG@10 | held-out nDCG@10 | MRR@10 | R@100 |"]
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, item in (
+            ("winner", self.winner),
+            ("vanilla PromptEOL", self.vanilla),
+            ("module default", self.default),
+        ):
+            if item:
+                held = self.held_out.get(name.split()[0], {})
+                metrics = " | ".join(f"{held.get(key, float('nan')):.2f}" for key in HEADLINE)
+                lines.append(
+                    f"| {name} | {self.label(item, 'query')} | {self.label(item, 'document')} | {item['layer']} | "
+                    f"{item['ndcg_at_10']:.2f} | {metrics} |"
+                )
+        if self.lengths.get("rows"):
+            edges = self.lengths["edges"]
+            buckets = [f"<= {edges[0]}", *(f"{a + 1}-{b}" for a, b in zip(edges, edges[1:])), f"> {edges[-1]}"]
+            lines += [
+                "",
+                f"nDCG@10 x 100 by the token length of the relevant documents (all {s['sampled_queries']} sampled "
+                f"queries, query side: {self.label(self.winner, 'query')}, layer {self.winner['layer']}):",
+                "",
+                "| document setting | "
+                + " | ".join(f"{b} tokens (n={n})" for b, n in zip(buckets, self.lengths["counts"]))
+                + " |",
+                "|---|" + "---|" * len(buckets),
+            ]
+            lines += [
+                f"| {r['label']} | " + " | ".join(f"{v:.2f}" for v in r["ndcg_at_10"]) + " |"
+                for r in self.lengths["rows"]
+            ]
+        lines += ["", "Pass times (all layers captured, wall seconds):", ""]
+        lines += [f"- {name}: {sec:.1f} s" for name, sec in self.seconds.items()]
+        return "\n".join(lines)
+
+
+def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, dict[str, Any]]:
+    """A preset ``task_settings`` block from a :meth:`RetrievalTuning.to_dict` summary: the winner's ``query`` and
+    ``document`` entries, each with its score next to vanilla PromptEOL's and the command.
+
+    Args:
+        summary: :meth:`RetrievalTuning.to_dict` output.
+        command: The command that produced it.
+
+    Returns:
+        ``{"query": {...}, "document": {...}}``.
+    """
+    s, held = summary["settings"], summary.get("held_out", {})
+    rounded = lambda value: None if value is None else round(float(value), 2)  # noqa: E731
+    score = {key: s[key] for key in ("split", "tuning_queries", "held_out_queries", "documents")}
+    score = {"task": s["data"], **score, "ndcg_at_10": round(summary["winner"]["ndcg_at_10"], 2)}
+    score["vanilla_prompteol_ndcg_at_10"] = round(summary["vanilla"]["ndcg_at_10"], 2)
+    score["vanilla_prompteol_layer"] = summary["vanilla"]["layer"]
+    score["held_out_ndcg_at_10"] = rounded(held.get("winner", {}).get("ndcg_at_10"))
+    score["held_out_vanilla_ndcg_at_10"] = rounded(held.get("vanilla", {}).get("ndcg_at_10"))
+    out = {}
+    for task, entry in summary["task_settings"].items():
+        out[task] = {**entry, "status": "tuned", "score": dict(score)}  # a copy each: no YAML anchors
+        if command:
+            out[task]["command"] = command
+    return out
+
+
+def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
+    """Store a retrieval search winner as the ``query`` / ``document`` task settings of an existing preset file
+    (other task settings and every other key are kept).
+
+    Args:
+        summary: :meth:`RetrievalTuning.to_dict` output.
+        preset_path: The preset YAML.
+        command: The command that produced the summary.
+
+    Returns:
+        The path written.
+    """
+    kept = load_preset_file(preset_path).task_settings or {}
+    return update_preset(preset_path, "task_settings", {**kept, **task_settings_entry(summary, command)})
+
+
+def choose_winner_cell(
+    cells: Sequence[dict[str, Any]], vanilla: dict[str, Any], changes: Callable[[dict[str, Any]], int], min_gain: float
+) -> dict[str, Any]:
+    """:func:`~sentence_transformers_tp.tuning.cells.choose_winner` over cell dicts scored by ``ndcg_at_10`` (the
+    old ``retrieval_tuning.choose_winner``)."""
+    return choose_winner(cells, vanilla, min_gain, changes=changes, score=lambda cell: cell["ndcg_at_10"])
+
+
+def _length_buckets(
+    module: Any, data: BEIRData, queries: np.ndarray, doc_states: list[np.ndarray], sides: list[Side], layer: int
+) -> dict[str, Any]:
+    """Per-query nDCG@10 of each document Setting, averaged within terciles of relevant-document token length."""
+    lengths = {
+        d: len(module.tokenizer(text, add_special_tokens=False)["input_ids"])
+        for d, text in zip(data.doc_ids, data.documents())
+    }
+    query_length = {}
+    for q in data.queries:
+        relevant = [lengths[d] for d, rel in data.qrels[q].items() if rel > 0 and d in lengths]
+        if relevant:
+            query_length[q] = float(np.mean(relevant))
+    if len(query_length) < 3:
+        return {}
+    edges = [int(round(v)) for v in np.quantile(list(query_length.values()), [1 / 3, 2 / 3])]
+    bucket = {q: int(np.searchsorted(edges, length, side="left")) for q, length in query_length.items()}
+    counts = [sum(1 for b in bucket.values() if b == i) for i in range(len(edges) + 1)]
+    objective, rows = NDCGObjective(data, list(data.queries)), []
+    for side, documents in zip(sides, doc_states):
+        per_query = objective.metrics(queries[:, layer], documents[:, layer])[1]
+        means = []
+        for i in range(len(edges) + 1):
+            scores = [per_query[q]["ndcg_at_10"] for q in per_query if bucket.get(q) == i]
+            means.append(float(np.mean(scores)) if scores else float("nan"))
+        rows.append({"label": side.label(), "template": side.template, "tp": side.tp, "ndcg_at_10": means})
+    return {"edges": edges, "counts": counts, "rows": rows, "layer": layer}
+
+
+def tune_retrieval(
+    model: Any,
+    folder: str | os.PathLike,
+    split: str = "train",
+    *,
+    sample: int | None = 200,
+    seed: int = 0,
+    corpus_sample: int | None = 800,
+    held_out: float = 0.5,
+    query_templates: Sequence[str | Sequence[str]] = DEFAULT_QUERY_TEMPLATES,
+    document_templates: Sequence[str | Sequence[str]] = DEFAULT_DOCUMENT_TEMPLATES,
+    tp_bands: Sequence[tuple[int, int]] | None = None,
+    include_default: bool = True,
+    max_seq_length: int | None = 512,
+    min_gain: float = 0.5,
+    batch_size: int = 16,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RetrievalTuning:
+    """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10.
+
+    Args:
+        model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a ``SentenceTransformer``
+            whose first module is one); its backbone is reused for every Setting.
+        folder: A BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
+        split: The qrels split to tune on (a train split: never the split you report).
+        sample: Queries drawn at random (seeded); None for all.
+        seed: Seed of the query draw, the corpus draw and the tuning / held-out split.
+        corpus_sample: Random documents added to the relevant documents of the sampled queries; None for all.
+        held_out: Fraction of the sampled queries kept out of the choice and used to check it.
+        query_templates: Query templates to search.
+        document_templates: Document templates to search.
+        tp_bands: ``(tp_start, tp_exit)`` bands tried on both sides (default ``(1, 4)``, clipped to the model).
+        include_default: Also search the module's own Setting on both sides.
+        max_seq_length: Token budget of a document prompt (also written into the document task settings); None
+            keeps the module's.
+        min_gain: nDCG@10 points a Setting with more changes from vanilla must gain over a simpler one.
+        batch_size: Texts per forward.
+        checkpoint_dir: Folder of finished passes; a rerun reuses them.
+        progress: Called with one line per pass (e.g. ``print``).
+
+    Returns:
+        The result; :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
+
+    Raises:
+        ValueError: If ``prompteol`` is missing from either template list, or an argument is out of range.
+    """
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out must be in [0, 1), got {held_out}.")
+    if max_seq_length is not None and max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be positive, got {max_seq_length}.")
+    module = as_module(model)
+    num_layers = module.num_layers
+    bands = [(s, e) for s, e in (tp_bands if tp_bands is not None else [(1, 4)]) if s < e <= num_layers]
+    own = module.setting.replace(output_layer=-1, max_seq_length=None)
+
+    def plan(templates: Sequence[str | Sequence[str]]) -> list[Setting]:
+        specs = [Setting(template=t if isinstance(t, str) else tuple(t)) for t in templates]
+        out = [spec.replace(tp_start=a, tp_exit=b) for spec in specs for a, b in [(1, 1), *bands]]
+        return out + [own] if include_default and own not in out else out
+
+    queries, documents = plan(query_templates), plan(document_templates)
+    if Setting() not in queries or Setting() not in documents:
+        raise ValueError(
+            "query_templates and document_templates must both include 'prompteol' (the vanilla baseline)."
+        )
+    documents = [s.replace(max_seq_length=max_seq_length) for s in documents]
+
+    data = load_beir(folder, split).subset(sample=sample, seed=seed, corpus_sample=corpus_sample)
+    ids = list(data.queries)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_held = int(round(len(ids) * held_out))
+    held_ids, tune_ids = (
+        [ids[i] for i in sorted(order[part].tolist())] for part in (slice(n_held), slice(n_held, None))
+    )
+    if not tune_ids:
+        raise ValueError("No tuning queries: sample more queries or lower held_out.")
+    result = RetrievalTuning(
+        backbone=str(module.backbone_name),
+        num_layers=num_layers,
+        settings={
+            "data": data.name,
+            "folder": str(folder),
+            "split": split,
+            "seed": seed,
+            "sampled_queries": len(ids),
+            "tuning_queries": len(tune_ids),
+            "held_out_queries": len(held_ids),
+            "documents": len(data.doc_ids),
+            "corpus_sample": corpus_sample,
+            "corpus_size": data.corpus_size,
+            "max_seq_length": max_seq_length,
+            "tp_bands": [list(b) for b in bands],
+            "min_gain": min_gain,
+        },
+        query_settings=queries,
+        document_settings=documents,
+    )
+    search = Search(module, checkpoint_dir, batch_size, progress)
+
+    def states(kind: str, settings: list[Setting], texts: list[str]) -> list[np.ndarray]:
+        out = []
+        for setting in settings:
+            array, result.seconds[f"{kind}:{Side.from_setting(setting).label()}"] = search.states(texts, setting, kind)
+            out.append(array)
+        return out
+
+    doc_states = states("document", documents, data.documents())
+    query_states = states("query", queries, [data.queries[q] for q in ids])
+    tuning = NDCGObjective(data, tune_ids)
+    cells = [
+        Scored((q, d), tuning(query_states[qi], doc_states[di]), data="tuning")
+        for qi, q in enumerate(queries)
+        for di, d in enumerate(documents)
+    ]
+    result.grid = [
+        [cells[qi * len(documents) + di].scores for di in range(len(documents))] for qi in range(len(queries))
+    ]
+
+    def as_cell(item: Scored) -> dict[str, Any]:
+        qi, di = divmod(cells.index(item), len(documents))
+        return {"query": qi, "document": di, "layer": item.best_layer, "ndcg_at_10": item.best}
+
+    vanilla = cells[
+        queries.index(Setting()) * len(documents) + documents.index(Setting(max_seq_length=max_seq_length))
+    ]
+    result.winner, result.vanilla = as_cell(choose_winner(cells, vanilla, min_gain)), as_cell(vanilla)
+    if include_default:
+        result.default = as_cell(
+            cells[queries.index(own) * len(documents) + documents.index(own.replace(max_seq_length=max_seq_length))]
+        )
+    search.say(
+        f"winner: {result.label(result.winner, 'query')} / {result.label(result.winner, 'document')} at layer "
+        f"{result.winner['layer']}: {result.winner['ndcg_at_10']:.2f} (vanilla PromptEOL "
+        f"{result.vanilla['ndcg_at_10']:.2f} at layer {result.vanilla['layer']})"
+    )
+    # Held-out queries: the winner and the baselines at the layers chosen on the tuning queries.
+    if held_ids:
+        check = NDCGObjective(data, held_ids)
+        for name, cell in (("winner", result.winner), ("vanilla", result.vanilla), ("module", result.default)):
+            if cell:
+                q, d, k = query_states[cell["query"]], doc_states[cell["document"]], cell["layer"]
+                means = check.metrics(q[:, k], d[:, k], k_values=(10, 100))[0]
+                result.held_out[name] = {key: means[key] for key in HEADLINE}
+    # Document length buckets: every document Setting with the winner's query Setting and layer.
+    winner_queries = query_states[result.winner["query"]]
+    sides = result.document_sides
+    result.lengths = _length_buckets(module, data, winner_queries, doc_states, sides, result.winner["layer"])
+    if result.lengths:
+        result.lengths["query"] = result.label(result.winner, "query")
+    return result
