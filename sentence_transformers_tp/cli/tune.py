@@ -160,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         from sentence_transformers import SentenceTransformer
 
-        module.tp_start, module.tp_exit, module.output_layer = (
-            best.tp_start,
-            best.tp_exit,
-            best.preset_output_layer,
-        )
+        module.set_setting(module.setting.replace(**best.settings()))
         model = SentenceTransformer(modules=[module], device=args.device)
         model.save(args.save)
         print(f"Saved the tuned model {module!r} to {args.save}", file=sys.stderr)

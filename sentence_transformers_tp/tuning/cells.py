@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from sentence_transformers_tp.demonstrations import parse_demonstrations, to_config
-from sentence_transformers_tp.settings import Setting
+from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.templates import template_names
 
 __all__ = ["Candidate", "Scored", "best_layer", "choose_winner", "combination_kwargs", "describe"]
@@ -84,15 +83,10 @@ def describe(setting: Setting) -> str:
 
 
 def combination_kwargs(setting: Setting, output_layer: int) -> dict[str, Any]:
-    """Constructor arguments of a module with ``setting`` at ``output_layer`` (a preset ``combination``'s keys)."""
-    template = setting.template if isinstance(setting.template, str) else list(setting.template)
-    kwargs: dict[str, Any] = {"template": template, "tp_start": setting.tp_start, "tp_exit": setting.tp_exit}
-    kwargs["output_layer"] = output_layer
-    if setting.demonstrations:
-        kwargs["demonstrations"] = to_config(setting.demonstrations)
-    if setting.cp_enabled:
-        kwargs.update(cp_layer=setting.cp_layer, cp_mode=setting.cp_mode, cp_alpha=setting.cp_alpha)
-    return kwargs
+    """Constructor arguments of a module with ``setting`` at ``output_layer``: a preset ``combination``'s keys, in
+    the order presets write them."""
+    keys = ["template", *LAYER_KEYS, *(["demonstrations"] if setting.demonstrations else [])]
+    return setting.replace(output_layer=output_layer).to_config([*keys, *(CP_KEYS if setting.cp_enabled else [])])
 
 
 @dataclass
@@ -156,7 +150,7 @@ class Candidate:
         """The Setting this candidate stands for."""
         tp_start, tp_exit = self.tp or (1, 1)
         cp = dict(zip(("cp_layer", "cp_mode", "cp_alpha"), self.cp)) if self.cp else {}
-        demos = parse_demonstrations([self.demonstration] if self.demonstration else None)
+        demos = [self.demonstration] if self.demonstration else []
         return Setting(template=self.template, demonstrations=demos, tp_start=tp_start, tp_exit=tp_exit, **cp)
 
     @classmethod

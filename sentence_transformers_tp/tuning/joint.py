@@ -29,13 +29,12 @@ import torch
 
 from sentence_transformers_tp.centering import Centering, read_sentences
 from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
-from sentence_transformers_tp.presets import update_preset
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.tuning.cells import Scored, choose_winner, combination_kwargs, describe
 from sentence_transformers_tp.tuning.layers import load_sts_split
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module
-from sentence_transformers_tp.tuning.result import Result, json_float
+from sentence_transformers_tp.tuning.result import Result, json_float, write_preset_block
 
 __all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
 
@@ -168,17 +167,8 @@ def combination_entry(summary: dict[str, Any], command: str | None = None) -> di
 
 
 def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
-    """Store a joint search winner as the ``combination`` of an existing preset file (other keys are kept).
-
-    Args:
-        summary: :meth:`JointResult.to_dict` output.
-        preset_path: The preset YAML.
-        command: The command that produced the summary.
-
-    Returns:
-        The path written.
-    """
-    return update_preset(preset_path, "combination", combination_entry(summary, command))
+    """Store a :meth:`JointResult.to_dict` winner as a preset file's ``combination`` (:func:`write_preset_block`)."""
+    return write_preset_block(preset_path, "combination", combination_entry(summary, command))
 
 
 def centering_gain(

@@ -8,12 +8,31 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Result", "json_float"]
+from sentence_transformers_tp.presets import load_preset_file, update_preset
+
+__all__ = ["Result", "json_float", "write_preset_block"]
 
 
 def json_float(value: float, digits: int = 6) -> float | None:
     """A JSON-safe rounded float (``nan`` as None)."""
     return None if value != value else round(float(value), digits)
+
+
+def write_preset_block(preset_path: str | os.PathLike, key: str, block: dict[str, Any]) -> Path:
+    """Store a search's winner in an existing preset file, keeping every other key: the ``combination`` block is
+    replaced, ``task_settings`` entries are merged into the file's (other tasks are kept).
+
+    Args:
+        preset_path: The preset YAML.
+        key: ``"combination"`` or ``"task_settings"``.
+        block: The block (:meth:`Result.preset_entry`).
+
+    Returns:
+        The path written.
+    """
+    if key == "task_settings":
+        block = {**(load_preset_file(preset_path).task_settings or {}), **block}
+    return update_preset(preset_path, key, block)
 
 
 class Result:

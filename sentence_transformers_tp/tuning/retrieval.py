@@ -19,15 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from sentence_transformers_tp.demonstrations import to_config
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
-from sentence_transformers_tp.presets import load_preset_file, update_preset
-from sentence_transformers_tp.settings import Setting
+from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.templates import template_names
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module
-from sentence_transformers_tp.tuning.result import Result
+from sentence_transformers_tp.tuning.result import Result, write_preset_block
 
 __all__ = ["RetrievalTuning", "Side", "choose_winner_cell", "task_entry", "task_settings_entry", "tune_retrieval"]
 
@@ -38,14 +36,9 @@ HEADLINE = ("ndcg_at_10", "mrr_at_10", "recall_at_100")
 
 def task_entry(setting: Setting, output_layer: int) -> dict[str, Any]:
     """The ``task_settings`` entry of a Setting at one output layer (a preset's ``query`` / ``document`` keys)."""
-    template = setting.template if isinstance(setting.template, str) else list(setting.template)
-    entry: dict[str, Any] = {"template": template, "demonstrations": to_config(setting.demonstrations)}
-    entry.update(tp_start=setting.tp_start, tp_exit=setting.tp_exit, output_layer=output_layer)
-    if setting.cp_enabled:
-        entry.update(cp_layer=setting.cp_layer, cp_mode=setting.cp_mode, cp_alpha=setting.cp_alpha)
-    if setting.max_seq_length is not None:
-        entry["max_seq_length"] = setting.max_seq_length
-    return entry
+    keys = ["template", "demonstrations", *LAYER_KEYS, *(CP_KEYS if setting.cp_enabled else [])]
+    keys += ["max_seq_length"] if setting.max_seq_length is not None else []
+    return setting.replace(output_layer=output_layer).to_config(keys)
 
 
 @dataclass(frozen=True)
@@ -262,19 +255,9 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
 
 
 def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
-    """Store a retrieval search winner as the ``query`` / ``document`` task settings of an existing preset file
-    (other task settings and every other key are kept).
-
-    Args:
-        summary: :meth:`RetrievalTuning.to_dict` output.
-        preset_path: The preset YAML.
-        command: The command that produced the summary.
-
-    Returns:
-        The path written.
-    """
-    kept = load_preset_file(preset_path).task_settings or {}
-    return update_preset(preset_path, "task_settings", {**kept, **task_settings_entry(summary, command)})
+    """Store a :meth:`RetrievalTuning.to_dict` winner as a preset file's ``query`` / ``document`` task settings
+    (:func:`~sentence_transformers_tp.tuning.result.write_preset_block`)."""
+    return write_preset_block(preset_path, "task_settings", task_settings_entry(summary, command))
 
 
 def choose_winner_cell(
@@ -330,14 +313,14 @@ def tune_retrieval(
     max_seq_length: int | None = 512,
     min_gain: float = 0.5,
     batch_size: int = 16,
-    checkpoint_dir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> RetrievalTuning:
     """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10.
 
     Args:
-        model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a ``SentenceTransformer``
-            whose first module is one); its backbone is reused for every Setting.
+        model: The :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a
+            ``SentenceTransformer`` starting with one) whose backbone embeds every query and document Setting.
         folder: A BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         split: The qrels split to tune on (a train split: never the split you report).
         sample: Queries drawn at random (seeded); None for all.
