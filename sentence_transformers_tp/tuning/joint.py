@@ -1,19 +1,14 @@
-"""The joint booster search (``st-tp tune-boosters``): templates (single, ensemble, with an in-context
-demonstration), Token Prepending band, Contrastive Prompting, output layer and centering on STS data.
+"""The joint booster search (``st-tp tune-boosters``): templates (single, ensemble, with a demonstration), TP band,
+Contrastive Prompting, output layer and centering on STS data. The plan lists Settings by stage:
 
-Every pass is one all-layer pass of a Setting, so one pass scores every output layer. The plan lists Settings by
-stage:
-
-1. **templates x TP** on a seeded sample of the tuning pairs: every template with TP off and with every band;
-2. **demonstrations**: the ``top_k`` best Settings of stage 1, each with every candidate demonstration;
-3. **Contrastive Prompting** on the best Setting so far: every ``cp_layers`` x (``"ns"`` with each of
-   ``cp_alphas``, and ``"nr"``);
-4. **full tuning data**: vanilla PromptEOL, the best Setting of each stage, then the next best overall, up to
-   ``finalists``; the winner follows :func:`~sentence_transformers_tp.tuning.cells.choose_winner` (never below
-   vanilla PromptEOL, fewer changes within ``min_gain``);
-5. **centering**: a :class:`~sentence_transformers_tp.centering.Centering` module fitted on the winner's layer over
-   ``centering_sentences`` unlabeled sentences (drawn as ``st-tp center`` draws them), scored on all pairs;
-6. **second dev set**: the winner and vanilla PromptEOL on another split.
+1. every template with TP off and every band, on a seeded sample of the tuning pairs;
+2. the ``top_k`` best of stage 1, each with every candidate demonstration;
+3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
+4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs: the winner is
+   :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s;
+5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` module fitted at its layer on unlabeled
+   sentences drawn as ``st-tp center`` draws them;
+6. the winner and vanilla PromptEOL on a second dev set.
 """
 
 from __future__ import annotations

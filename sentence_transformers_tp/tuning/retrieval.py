@@ -398,36 +398,33 @@ def tune_retrieval(
     search = Search(module, checkpoint_dir, batch_size, progress)
 
     def states(kind: str, settings: list[Setting], texts: list[str]) -> list[np.ndarray]:
-        out = []
-        for setting in settings:
-            array, result.seconds[f"{kind}:{Side.from_setting(setting).label()}"] = search.states(texts, setting, kind)
-            out.append(array)
-        return out
+        out = [search.states(texts, setting, kind) for setting in settings]
+        result.seconds.update({f"{kind}:{Side.from_setting(s).label()}": sec for s, (_, sec) in zip(settings, out)})
+        return [array for array, _ in out]
 
     doc_states = states("document", documents, data.documents())
     query_states = states("query", queries, [data.queries[q] for q in ids])
-    tuning = NDCGObjective(data, tune_ids)
+    tuning, n = NDCGObjective(data, tune_ids), len(documents)
     cells = [
-        Scored((q, d), tuning(query_states[qi], doc_states[di]), data="tuning")
-        for qi, q in enumerate(queries)
-        for di, d in enumerate(documents)
+        Scored((q, d), tuning(qs, ds), data="tuning")
+        for q, qs in zip(queries, query_states)
+        for d, ds in zip(documents, doc_states)
     ]
-    result.grid = [
-        [cells[qi * len(documents) + di].scores for di in range(len(documents))] for qi in range(len(queries))
-    ]
+    result.grid = [[cell.scores for cell in cells[i : i + n]] for i in range(0, len(cells), n)]
 
-    def as_cell(item: Scored) -> dict[str, Any]:
-        qi, di = divmod(cells.index(item), len(documents))
-        return {"query": qi, "document": di, "layer": item.best_layer, "ndcg_at_10": item.best}
+    def as_cell(index: int) -> dict[str, Any]:
+        return {
+            "query": index // n,
+            "document": index % n,
+            "layer": cells[index].best_layer,
+            "ndcg_at_10": cells[index].best,
+        }
 
-    vanilla = cells[
-        queries.index(Setting()) * len(documents) + documents.index(Setting(max_seq_length=max_seq_length))
-    ]
-    result.winner, result.vanilla = as_cell(choose_winner(cells, vanilla, min_gain)), as_cell(vanilla)
+    vanilla = queries.index(Setting()) * n + documents.index(Setting(max_seq_length=max_seq_length))
+    result.vanilla = as_cell(vanilla)
+    result.winner = as_cell(cells.index(choose_winner(cells, cells[vanilla], min_gain)))
     if include_default:
-        result.default = as_cell(
-            cells[queries.index(own) * len(documents) + documents.index(own.replace(max_seq_length=max_seq_length))]
-        )
+        result.default = as_cell(queries.index(own) * n + documents.index(own.replace(max_seq_length=max_seq_length)))
     search.say(
         f"winner: {result.label(result.winner, 'query')} / {result.label(result.winner, 'document')} at layer "
         f"{result.winner['layer']}: {result.winner['ndcg_at_10']:.2f} (vanilla PromptEOL "
