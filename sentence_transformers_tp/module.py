@@ -15,10 +15,8 @@ from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
-from transformers import AutoConfig
 from transformers.utils import logging
 
-from sentence_transformers_tp import engine
 from sentence_transformers_tp.backbones import resolve_backbone
 from sentence_transformers_tp.engine import (
     Plan,
@@ -30,9 +28,17 @@ from sentence_transformers_tp.engine import (
 from sentence_transformers_tp.inputs import Features, check_texts
 from sentence_transformers_tp.interventions import ForwardSettings
 from sentence_transformers_tp.model_card import install_model_card_data
-from sentence_transformers_tp.prefix_cache import PrefixGroup, PrefixKVCache, unsupported_reason
+from sentence_transformers_tp.prefix_cache import PrefixKVCache, unsupported_reason
 from sentence_transformers_tp.presets import get_preset, resolve_settings
 from sentence_transformers_tp.prompting import Prompter, add_placeholder_token
+from sentence_transformers_tp.runner import plan_depth, run_rows
+from sentence_transformers_tp.saving import (
+    REBUILD_ADVICE,
+    add_requirement,
+    check_saved_config,
+    load_arguments,
+    with_safe_attention,
+)
 from sentence_transformers_tp.settings import MODULE_KEYS, TASK_SETTING_KEYS, Setting, TaskSettings, template_label
 from sentence_transformers_tp.templates import DEFAULT_PLACEHOLDER, clean_sentence, resolve_templates
 from sentence_transformers_tp.truncation import record_truncation, truncation_message
@@ -46,10 +52,6 @@ __all__ = [
 ]
 
 logger = logging.get_logger(__name__)
-
-#: Version of the saved-model format; saved models require ``sentence-transformers-tp>=`` this version.
-FORMAT_VERSION = "0.1.0"
-PACKAGE_NAME = "sentence-transformers-tp"
 
 #: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
 #: reaches per-task settings).
@@ -259,7 +261,7 @@ class TokenPrependingTransformer(Transformer):
 
         self.backbone_name = arguments.get("backbone_name") or model_name_or_path
         path = resolve_backbone(model_name_or_path, cache_dir=cache_dir)
-        model_kwargs = _with_safe_attention(path, model_kwargs, config_kwargs)
+        model_kwargs = with_safe_attention(path, model_kwargs, config_kwargs)
         for key in ("modality_config", "module_output_name", "unpad_inputs"):
             arguments.pop(key, None)
         transformer_kwargs = {k: v for k, v in arguments.items() if k in Transformer.config_keys}
@@ -337,10 +339,6 @@ class TokenPrependingTransformer(Transformer):
             revision=revision,
             local_files_only=local_files_only,
         )
-        unknown = sorted(set(config) - set(cls.config_keys) - {"model_args", "tokenizer_args", "config_args"})
-        if unknown:
-            logger.warning(f"Ignoring unknown settings {unknown} in the saved config of {model_name_or_path}.")
-        arguments = {key: value for key, value in config.items() if key not in unknown}
         hub = {
             "subfolder": subfolder,
             "token": token,
@@ -349,15 +347,8 @@ class TokenPrependingTransformer(Transformer):
             "local_files_only": local_files_only,
             "trust_remote_code": trust_remote_code,
         }
-        # Priority as in Transformer.load: the caller's kwargs > hub kwargs > saved values (old key names accepted).
-        for old, new, given in (
-            ("model_args", "model_kwargs", model_kwargs),
-            ("tokenizer_args", "processor_kwargs", processor_kwargs),
-            ("config_args", "config_kwargs", config_kwargs),
-        ):
-            arguments[new] = {**arguments.pop(old, {}), **arguments.get(new, {}), **hub, **(given or {})}
-        for key, value in (init_defaults or {}).items():
-            arguments.setdefault(key, value)
+        loader = {"model_kwargs": model_kwargs, "processor_kwargs": processor_kwargs, "config_kwargs": config_kwargs}
+        arguments = load_arguments(config, cls.config_keys, hub, loader, init_defaults)
         return cls(model_name_or_path=model_name_or_path, backend=backend, **arguments)
 
     @classmethod
@@ -699,9 +690,10 @@ class TokenPrependingTransformer(Transformer):
             **kwargs: Ignored (accepted for sentence-transformers compatibility).
 
         Returns:
-            ``features`` with ``sentence_embedding`` of shape ``(n_inputs, hidden_size)``.
+            ``features`` with ``sentence_embedding`` of shape ``(n_inputs, hidden_size)``, in the backbone's dtype
+            (as a stock ``Transformer`` + ``Pooling`` gives: float16 for ``.half()``, bfloat16 for a bf16 model).
         """
-        features["sentence_embedding"] = self.embed(features)[:, 0]
+        features["sentence_embedding"] = self.embed(features)[:, 0].to(self.model.dtype)
         return features
 
     def embed(self, features: dict[str, Any], layers: int | Sequence[int] | str | None = None) -> torch.Tensor:
@@ -715,11 +707,13 @@ class TokenPrependingTransformer(Transformer):
 
         Args:
             features: The output of :meth:`preprocess`.
-            layers: None (the module's ``output_layer``, or the task's from ``task_settings``), ``"all"`` (``0 .. num_layers``), one layer or a list, in
-                Hugging Face ``hidden_states`` indexing.
+            layers: None (the output layer the features were prepared for), ``"all"`` (``0 .. num_layers``), one
+                layer or a list, in Hugging Face ``hidden_states`` indexing.
 
         Returns:
-            ``(n_inputs, n_layers, hidden_size)`` float32 embeddings, layers in the requested order.
+            ``(n_inputs, n_layers, hidden_size)`` embeddings, layers in the requested order, always float32 (the
+            template mean and the tuners' all-layer scores are computed in full precision; :meth:`forward` returns
+            the model's dtype).
         """
         settings: ForwardSettings = features.get("settings") or self.setting.forward_settings()
         capture = capture_layers(layers, features.get("output_layer", self.setting.output_layer), self.num_layers)
@@ -775,69 +769,10 @@ class TokenPrependingTransformer(Transformer):
         self._prefix_kv.clear()
 
     def _run_rows(self, features: dict[str, Any], plan: Plan) -> torch.Tensor:
-        """Run every row of preprocessed features through the engine with ``plan``; each prefix group runs on top of
-        its cached prefix (built on first use) when the cache is active, other rows as they are.
-
-        Args:
-            features: Rows from :meth:`preprocess` (the main or the auxiliary prompts).
-            plan: The engine plan (interventions restricted per sub-batch with :meth:`Plan.take`).
-
-        Returns:
-            Per row in batch order: the captured layer states ``(rows, n_capture, hidden)``, or the captured attention
-            inputs ``(rows, d)`` for an auxiliary plan.
-        """
-        device = self.model.device
-        input_ids = features["input_ids"].to(device)
-        attention = plan.capture_attention_input is not None
-        depth = plan.capture_attention_input + 1 if attention else max(plan.capture)
-
-        def run(rows: torch.Tensor | None, **inputs: Any) -> torch.Tensor:
-            captured = engine.run(self.model, self._layers, plan if rows is None else plan.take(rows), **inputs)
-            return captured.attention_input if attention else captured.layers
-
-        if "prefix_groups" not in features or not self.prefix_cache_active(depth):
-            return run(
-                None,
-                input_ids=input_ids,
-                attention_mask=features["attention_mask"].to(device),
-                placeholder_positions=features["placeholder_positions"].to(device),
-                last_positions=features["last_positions"].to(device),
-            )
-        groups: list[PrefixGroup] = features["prefix_groups"]
-        context = self._prefix_kv.sync(self.model)
-        results: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for group in groups:
-            # The forward runs decoder layers 0..depth-1: those are the prefix layers needed.
-            entry = self._prefix_kv.get_or_build(self.model, self._layers, group.prefix_ids, depth, context, device)
-            group = group.to(device)
-            n, p = group.input_ids.shape[0], group.prefix_length
-            mask = group.attention_mask
-            states = run(
-                group.rows,
-                input_ids=group.input_ids,
-                attention_mask=torch.cat([mask.new_ones((n, p)), mask], dim=1),
-                placeholder_positions=group.placeholder_positions,
-                last_positions=group.last_positions,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0) + p,
-                cache=entry.batch_cache(n, self.model.config),
-            )
-            results.append((group.rows, states))
-        rest = features["prefix_rest"]
-        if rest:
-            rows = torch.tensor(rest, dtype=torch.long, device=device)
-            states = run(
-                rows,
-                input_ids=input_ids[rows],
-                attention_mask=features["attention_mask"].to(device)[rows],
-                placeholder_positions=features["placeholder_positions"].to(device)[rows],
-                last_positions=features["last_positions"].to(device)[rows],
-            )
-            results.append((rows, states))
-        first = results[0][1]
-        out = first.new_empty((input_ids.shape[0], *first.shape[1:]))
-        for rows, states in results:
-            out[rows.to(out.device)] = states.to(out.device)
-        return out
+        """Run rows through the engine (:func:`~sentence_transformers_tp.runner.run_rows`), on their cached template
+        prefixes when :meth:`prefix_cache_active`."""
+        cache = self._prefix_kv if self.prefix_cache_active(plan_depth(plan)) else None
+        return run_rows(self.model, self._layers, features, plan, cache)
 
     @classmethod
     def load_config(
@@ -869,7 +804,6 @@ class TokenPrependingTransformer(Transformer):
         """
         filename = config_filename or cls.config_file_name
         where = os.path.join(str(model_name_or_path), subfolder, filename)
-        advice = "Re-save the model, or rebuild it from its backbone (st-tp build or TokenPrependingTransformer(...))."
         try:
             config = super().load_config(
                 model_name_or_path,
@@ -881,12 +815,8 @@ class TokenPrependingTransformer(Transformer):
                 local_files_only=local_files_only,
             )
         except json.JSONDecodeError as error:
-            raise ValueError(f"{where} is not valid JSON ({error}). {advice}") from error
-        if not config or "template" not in config:
-            raise ValueError(
-                f"{where} is missing or holds no TokenPrependingTransformer settings ('template', 'tp_start', ...), "
-                f"so the model cannot be rebuilt as it was saved. {advice}"
-            )
+            raise ValueError(f"{where} is not valid JSON ({error}). {REBUILD_ADVICE}") from error
+        check_saved_config(config, where)
         return config
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
@@ -975,48 +905,7 @@ class TokenPrependingTransformer(Transformer):
         self._prefix_kv = PrefixKVCache()
 
 
-#: Families whose SDPA attention gave wrong, batch-dependent embeddings on CUDA (Gemma-3-270M, transformers 5.23;
-#: docs/tuning.md): eager attention is their default unless the caller chooses one.
-_EAGER_ATTENTION_FAMILIES = {"gemma2", "gemma3", "gemma3_text"}
-
-
-def _with_safe_attention(
-    model_name_or_path: str, model_kwargs: dict[str, Any] | None, config_kwargs: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Default ``attn_implementation="eager"`` for the families in :data:`_EAGER_ATTENTION_FAMILIES`."""
-    if model_kwargs and "attn_implementation" in model_kwargs:
-        return model_kwargs
-    try:
-        model_type = AutoConfig.from_pretrained(model_name_or_path, **(config_kwargs or {})).model_type
-    except Exception:  # the real load reports any problem with the checkpoint
-        return model_kwargs
-    if model_type not in _EAGER_ATTENTION_FAMILIES:
-        return model_kwargs
-    logger.info(f"Using eager attention for {model_type} (SDPA gave wrong, batch-dependent embeddings on CUDA).")
-    return {**(model_kwargs or {}), "attn_implementation": "eager"}
-
-
 def _as_config_value(template: str | Sequence[str] | None) -> str | list[str] | None:
     if template is None or isinstance(template, str):
         return template
     return list(template)
-
-
-def add_requirement(output_path: str) -> None:
-    """Declare ``sentence-transformers-tp`` in ``config_sentence_transformers.json`` so that loading a saved model
-    without the package installed fails with an install hint.
-
-    Args:
-        output_path: A saved model folder (nothing happens if it has no ``config_sentence_transformers.json``).
-    """
-    path = os.path.join(output_path, "config_sentence_transformers.json")
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    config.setdefault("requirements", {})[PACKAGE_NAME] = {
-        "specifier": f">={FORMAT_VERSION}",
-        "reason": "the model uses the TokenPrependingTransformer module of sentence-transformers-tp",
-    }
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, sort_keys=True)

@@ -24,7 +24,7 @@ def reference_cp(module, sentences, tp, cp_layer, alpha, mode, target):
     placeholder = module.placeholder if tp[1] > tp[0] else None
     sentences = [clean_sentence(s) for s in sentences]
     aux_features = module.prompting.prepare(sentences, resolve_templates(CP_PROMPT), placeholder)
-    aux = reference_rows(module, aux_features, tp, len(module._layers), attention_capture=cp_layer)
+    aux = reference_rows(module, aux_features, tp, len(module.decoder_layers), attention_capture=cp_layer)
     features = module.prompting.prepare(sentences, module.templates, placeholder)
     k = features["num_prompts"]
     aux = aux.repeat_interleave(k, dim=0)
@@ -93,7 +93,7 @@ def test_boosters_cached_equal_uncached_and_batch_invariant(tiny_backbones, fami
     torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-5)
     alone = torch.cat([_embed(module, [s], inference=True) for s in SENTENCES])
     torch.testing.assert_close(alone, cached, rtol=0, atol=1e-5)
-    assert len(module._prefix_kv) >= 3  # the two CK prompts and the auxiliary prompt
+    assert len(module.prefix_kv) >= 3  # the two CK prompts and the auxiliary prompt
 
 
 def test_cp_auxiliary_pass_stops_at_its_layer(tiny_llama):
@@ -101,7 +101,7 @@ def test_cp_auxiliary_pass_stops_at_its_layer(tiny_llama):
     module = TokenPrependingTransformer(str(tiny_llama), tp_start=1, tp_exit=1, output_layer=3, cp_layer=1).eval()
     calls = []
     handles = [
-        layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, layer in enumerate(module._layers)
+        layer.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, layer in enumerate(module.decoder_layers)
     ]
     try:
         _embed(module, ["A dog runs."])

@@ -345,3 +345,34 @@ def test_preprocess_reports_truncation_once_with_a_count(tiny_llama, caplog, cap
     reports = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert len(reports) == 1 and reports[0].startswith("2 of 3 texts")
     assert "Token indices sequence length" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("dtype", "numpy_dtype"), [(torch.float16, np.float16), (torch.bfloat16, np.float32)])
+def test_half_and_bf16_models_return_the_model_dtype_like_stock(tiny_llama, dtype, numpy_dtype):
+    """A float16 / bfloat16 model returns tensors in its dtype (numpy: float16, and float32 for bfloat16), as stock
+    sentence-transformers does."""
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    backbone = Transformer(str(tiny_llama))
+    stock = SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension())]).to(dtype)
+    ours = make_model(tiny_llama).to(dtype)
+    for model in (stock, ours):
+        assert model.encode(SENTENCES[:2], convert_to_tensor=True).dtype == dtype
+        assert model.encode(SENTENCES[:2]).dtype == numpy_dtype
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("64", "must be a positive integer"), (0, "must be a positive integer"), (4.0, "integer"), (5, "too small")],
+)
+def test_max_seq_length_setter_rejects_values_that_would_fail_later(tiny_llama, value, message):
+    """Setting max_seq_length to a non-integer, a value below 1 or one too small for the template raises a one-line
+    ValueError at once, and keeps the old value."""
+    model = make_model(tiny_llama)
+    before = model.max_seq_length
+    with pytest.raises(ValueError, match=message) as info:
+        model.max_seq_length = value
+    assert "\n" not in str(info.value) and model.max_seq_length == before
+    model.max_seq_length = 64
+    assert model[0].max_seq_length == 64
