@@ -269,7 +269,7 @@ def tune_joint(
 
     # Stage 1: templates x TP.
     specs = [Setting(template=spec if isinstance(spec, str) else tuple(spec)) for spec in templates]
-    plan1 = [s.replace(tp_start=a, tp_exit=b) for s in specs for a, b in [(1, 1), *bands]]
+    plan1 = [t for s in specs for t in [s.without_tp(), *(s.replace(tp_start=a, tp_exit=b) for a, b in bands)]]
     stage1 = [search.score(on_sample, s, "sample") for s in plan1]
     # Stage 2: demonstrations on the top settings.
     top = [p.setting for p in sorted(stage1, key=lambda p: -p.best)[:top_k]]

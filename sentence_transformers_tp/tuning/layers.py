@@ -476,7 +476,7 @@ def tune(
             )
         bands += [(start, e) for e in exits if e > start]
     # The plan: the module's Setting with TP off, then with every band, simpler first.
-    base = module.setting.replace(tp_start=starts[0], tp_exit=starts[0])
+    base = module.setting.replace(tp_start=starts[0]).without_tp()
     plan = [
         (TP_OFF, base),
         *((band, base.replace(tp_start=band[0], tp_exit=band[1])) for band in sorted(bands, key=_simplicity)),

@@ -355,7 +355,7 @@ def tune_retrieval(
 
     def plan(templates: Sequence[str | Sequence[str]]) -> list[Setting]:
         specs = [Setting(template=t if isinstance(t, str) else tuple(t)) for t in templates]
-        out = [spec.replace(tp_start=a, tp_exit=b) for spec in specs for a, b in [(1, 1), *bands]]
+        out = [t for s in specs for t in [s.without_tp(), *(s.replace(tp_start=a, tp_exit=b) for a, b in bands)]]
         return out + [own] if include_default and own not in out else out
 
     queries, documents = plan(query_templates), plan(document_templates)
