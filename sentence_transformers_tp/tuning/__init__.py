@@ -1,19 +1,15 @@
 """Tuning: one all-layer pass per :class:`~sentence_transformers_tp.settings.Setting`, scored at every output layer.
 
-* :mod:`~sentence_transformers_tp.tuning.passes`: the pass (``module.using(setting)`` + ``preprocess`` + ``embed``
-  at every layer, as ``encode``), the checkpoint store of finished passes and :class:`Search`, which runs a plan;
-* :mod:`~sentence_transformers_tp.tuning.objectives`: what a pass is scored on (Spearman over STS pairs, nDCG over
-  queries x documents);
-* :mod:`~sentence_transformers_tp.tuning.cells`: scored passes and the one winner rule;
-* :mod:`~sentence_transformers_tp.tuning.result`: the result type;
-* the searches, each a plan of Settings by stage: :func:`tune` (the layer grid, ``st-tp tune``), :func:`tune_joint`
-  (the boosters, ``st-tp tune-boosters``) and :func:`tune_retrieval` (query / document Settings,
-  ``st-tp tune-retrieval``).
+:mod:`~.passes` runs passes (``module.using(setting)`` + ``preprocess`` + ``embed`` at every layer, as ``encode``)
+through one checkpoint store; :mod:`~.objectives` scores them (Spearman over STS pairs, nDCG over queries x documents);
+:mod:`~.cells` holds scored passes and the one winner rule; :mod:`~.result` the result base and report tables. The
+searches are plans of Settings by stage: :func:`tune` (the layer grid, ``st-tp tune``), :func:`tune_joint` (the
+boosters, ``st-tp tune-boosters``) and :func:`tune_retrieval` (query / document Settings, ``st-tp tune-retrieval``).
 """
 
 from __future__ import annotations
 
-from sentence_transformers_tp.tuning.cells import Candidate, Scored, best_layer, choose_winner, describe
+from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.joint import JointResult, combination_entry, tune_joint, write_combination
 from sentence_transformers_tp.tuning.layers import (
     DEFAULT_MAX_TP_EXIT,
@@ -30,42 +26,13 @@ from sentence_transformers_tp.tuning.passes import PassStore, Search, as_module,
 from sentence_transformers_tp.tuning.result import Result
 from sentence_transformers_tp.tuning.retrieval import (
     RetrievalTuning,
-    Side,
     task_settings_entry,
     tune_retrieval,
     write_task_settings,
 )
 
-__all__ = [
-    "DEFAULT_MAX_TP_EXIT",
-    "TP_OFF",
-    "Candidate",
-    "Choice",
-    "GridKey",
-    "JointResult",
-    "NDCGObjective",
-    "Objective",
-    "PassStore",
-    "Result",
-    "RetrievalTuning",
-    "Scored",
-    "Search",
-    "Side",
-    "SpearmanObjective",
-    "TuningResult",
-    "as_module",
-    "best_layer",
-    "choose_winner",
-    "combination_entry",
-    "default_tp_exits",
-    "describe",
-    "encode_all_layers",
-    "parse_int_list",
-    "score_layers",
-    "task_settings_entry",
-    "tune",
-    "tune_joint",
-    "tune_retrieval",
-    "write_combination",
-    "write_task_settings",
-]
+__all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "JointResult", "NDCGObjective", "Objective"]
+__all__ += ["PassStore", "Result", "RetrievalTuning", "Scored", "Search", "SpearmanObjective", "TuningResult"]
+__all__ += ["as_module", "best_layer", "choose_winner", "combination_entry", "default_tp_exits", "describe"]
+__all__ += ["encode_all_layers", "parse_int_list", "score_layers", "task_settings_entry", "tune", "tune_joint"]
+__all__ += ["tune_retrieval", "write_combination", "write_task_settings"]

@@ -1,12 +1,11 @@
-"""The joint booster search (``st-tp tune-boosters``): templates (single, ensemble, with a demonstration), TP band,
-Contrastive Prompting, output layer and centering on STS data. The plan lists Settings by stage:
+"""The joint booster search (``st-tp tune-boosters``) on STS data, as a plan of Settings by stage:
 
 1. every template with TP off and every band, on a seeded sample of the tuning pairs;
 2. the ``top_k`` best of stage 1, each with every candidate demonstration;
 3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
 4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs: the winner is
    :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s;
-5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` module fitted at its layer on unlabeled
+5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` fitted at its layer on unlabeled
    sentences drawn as ``st-tp center`` draws them;
 6. the winner and vanilla PromptEOL on a second dev set.
 """
@@ -25,11 +24,11 @@ import torch
 from sentence_transformers_tp.centering import Centering, read_sentences
 from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
 from sentence_transformers_tp.settings import Setting
-from sentence_transformers_tp.tuning.cells import Scored, choose_winner, combination_kwargs, describe
+from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe
 from sentence_transformers_tp.tuning.layers import load_sts_split
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module
-from sentence_transformers_tp.tuning.result import Result, json_float, write_preset_block
+from sentence_transformers_tp.tuning.result import Result, json_float, table, write_preset_block
 
 __all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
 
@@ -69,18 +68,16 @@ class JointResult(Result):
         return self.preset_layer(self.winner.best_layer) if self.winner else -1
 
     def module_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments that build the winner."""
+        """Constructor arguments that build the winner (a preset ``combination``)."""
         if self.winner is None:
             raise ValueError("The search chose no winner.")
-        return combination_kwargs(self.winner.setting, self.output_layer)
+        return self.winner.setting.replace(output_layer=self.output_layer).combination()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (every pass with its per-layer scores)."""
 
         def scored(item: Scored | None) -> dict[str, Any] | None:
-            if item is None:
-                return None
-            return {
+            return item and {
                 "label": describe(item.setting),
                 "setting": item.setting.to_config(),
                 "data": item.data,
@@ -109,16 +106,13 @@ class JointResult(Result):
         return combination_entry(self.to_dict(), command)
 
     def to_markdown(self) -> str:
-        """A readable report: the passes ranked per data set, then the winner."""
+        """The passes ranked per data set, then the winner, the centering gain and the second dev set."""
         lines = [f"## Joint tuning: {self.backbone}", ""]
         for data in ("sample", "full", "second"):
             items = sorted((p for p in self.passes if p.data == data), key=lambda p: -p.best)
             if items:
-                lines += [f"### {data}", "", "| setting | best layer | Spearman x100 | seconds |", "|---|---|---|---|"]
-                lines += [
-                    f"| {describe(p.setting)} | {p.best_layer} | {p.best:.2f} | {p.seconds:.0f} |" for p in items
-                ]
-                lines.append("")
+                rows = [(describe(p.setting), p.best_layer, f"{p.best:.2f}", f"{p.seconds:.0f}") for p in items]
+                lines += [f"### {data}", "", *table(("setting", "best layer", "Spearman x100", "seconds"), rows), ""]
         if self.winner is not None and self.vanilla is not None:
             lines.append(
                 f"Winner: **{describe(self.winner.setting)}**, layer {self.output_layer}: {self.winner.best:.2f} "
@@ -134,16 +128,9 @@ class JointResult(Result):
 
 
 def combination_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
-    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary: the winner's constructor arguments,
-    its scores next to vanilla PromptEOL's, the second dev set and the centering gain, and the command.
-
-    Args:
-        summary: :meth:`JointResult.to_dict` output (e.g. read back from ``st-tp tune-boosters --json``).
-        command: The command that produced it.
-
-    Returns:
-        The block for :attr:`~sentence_transformers_tp.presets.Preset.combination`.
-    """
+    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary (e.g. read back from
+    ``st-tp tune-boosters --json``): the winner's constructor arguments, its scores next to vanilla PromptEOL's, the
+    second dev set, the centering gain and ``command``."""
     winner, vanilla, settings = summary["winner"], summary["vanilla"], summary["settings"]
     layer = summary["output_layer"] % (summary["num_layers"] + 1)
     score: dict[str, Any] = {"task": settings["task"], "split": settings["split"], "n_pairs": settings["n_pairs"]}
@@ -209,10 +196,9 @@ def tune_joint(
         model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a ``SentenceTransformer``
             whose first module is one); its backbone is reused for every Setting.
         data_dir: Data directory (``sts/<task>/<split>.tsv``).
-        task: Tuning task (default STS-B).
-        split: Tuning split (default dev).
-        sample: Pairs of the seeded sample for stages 1-3.
-        sample_seed: Seed of that sample (and of the centering draw).
+        task: Tuning task.
+        split: Tuning split.
+        sample: Pairs of the seeded sample of stages 1-3 (``sample_seed`` also seeds the centering draw).
         templates: Template specs of stage 1 (names, or tuples of names for ensembles).
         tp_bands: ``(tp_start, tp_exit)`` bands of stage 1 (default ``(1, 3), (1, 4), (1, 7)``, clipped to the model).
         demonstrations: Candidates of stage 2 (default: the paper's six); empty to skip the stage.
@@ -220,15 +206,14 @@ def tune_joint(
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
         finalists: Settings rescored on all pairs in stage 4 besides vanilla PromptEOL.
-        final_sample: Pairs of a seeded sample (drawn independently of the stage 1-3 sample) standing in for "all
-            pairs" in stages 4-6, for slow machines; None uses every pair. The second dev set is sampled alike.
+        final_sample: A seeded sample (drawn apart from the stage 1-3 one) standing in for "all pairs" and the second
+            dev set in stages 4-6, for slow machines; None uses every pair.
         centering_task: Task of the unlabeled centering sentences (labels unused).
-        centering_split: Split of those sentences (default STS-B train: not the tuning data).
-        centering_sentences: How many (0 to skip stage 5).
+        centering_split: Their split (default STS-B train: not the tuning data).
+        centering_sentences: How many (0 skips stage 5).
         second_task: Task of the second dev set (stage 6; empty to skip).
         second_split: Its split.
-        min_gain: A Setting with more changes must beat a simpler one by more than this to win; centering must gain
-            more than this to be chosen.
+        min_gain: Points a Setting with more changes must gain over a simpler one, and centering to be chosen.
         batch_size: Sentences per forward.
         checkpoint: Folder of finished passes; a rerun skips them.
         progress: Called with one line per pass (e.g. ``print``).

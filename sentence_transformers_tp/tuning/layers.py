@@ -1,12 +1,11 @@
 """The layer grid (``st-tp tune``): TP off and TP bands x every output layer on STS data.
 
-Token Prepending has two hyperparameters that must be tuned per backbone and prompt: the TP band (``tp_start`` /
-``tp_exit``) and the output layer (the paper picks them on STS-B dev, TP_REFERENCE §4). The plan lists the module's
-Setting with TP off, then with every ``(tp_start, tp_exit)`` candidate (narrower bands first); one all-layer pass
-each scores every output layer ``0 .. num_layers`` (``hidden_states`` indexing; ``num_layers`` = the final normed
-output, written -1 in presets) as ``evaluate_sts`` scores a model. The winner follows
-:func:`~sentence_transformers_tp.tuning.cells.choose_winner`: never below the best vanilla layer, TP only when it
-gains more than ``min_gain``, ties to TP off, then the narrower band, then the deeper layer.
+TP's band (``tp_start`` / ``tp_exit``) and the output layer are tuned per backbone and prompt (the paper uses STS-B
+dev, TP_REFERENCE §4). The plan lists the module's Setting with TP off, then with every band (narrower first); one
+all-layer pass each scores every output layer ``0 .. num_layers`` (``num_layers``: the final normed output, -1 in
+presets) as ``evaluate_sts`` would. The winner is :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s:
+never below the best vanilla layer, TP only when it gains more than ``min_gain``, ties to TP off, then the narrower
+band, then the deeper layer.
 """
 
 from __future__ import annotations
@@ -23,18 +22,10 @@ from sentence_transformers_tp.templates import canonical_template_name
 from sentence_transformers_tp.tuning.cells import best_layer, choose_winner, finite
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module
-from sentence_transformers_tp.tuning.result import Result, json_float
+from sentence_transformers_tp.tuning.result import Result, json_float, table
 
-__all__ = [
-    "DEFAULT_MAX_TP_EXIT",
-    "TP_OFF",
-    "Choice",
-    "GridKey",
-    "TuningResult",
-    "default_tp_exits",
-    "parse_int_list",
-    "tune",
-]
+__all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "TuningResult", "default_tp_exits", "tune"]
+__all__ += ["parse_int_list"]
 
 #: Grid key of the vanilla setting (TP off, the prompt without placeholder).
 TP_OFF = "off"
@@ -46,27 +37,13 @@ GridKey = str | tuple[int, int]
 
 
 def default_tp_exits(num_layers: int, tp_start: int = 1) -> list[int]:
-    """The default ``tp_exit`` candidates ``tp_start + 1 .. min(12, num_layers)`` (the paper's bands end before layer
-    3-7; 12 leaves room for deeper bands at about ten passes).
-
-    Args:
-        num_layers: Number of decoder layers of the backbone.
-        tp_start: First decoder layer (0-based) whose placeholder is replaced.
-
-    Returns:
-        The candidates, ascending.
-    """
+    """The default ``tp_exit`` candidates ``tp_start + 1 .. min(12, num_layers)``, ascending (the paper's bands end
+    before layer 3-7; 12 leaves room for deeper bands at about ten passes)."""
     return list(range(tp_start + 1, min(DEFAULT_MAX_TP_EXIT, num_layers) + 1))
 
 
 def parse_int_list(text: str) -> list[int]:
-    """Parse ``"2-12"``, ``"2,3,4,8"`` or ``"2-6,8,10"`` into a sorted list of distinct integers.
-
-    Args:
-        text: Comma-separated integers or inclusive ranges ``a-b``.
-
-    Returns:
-        The integers, ascending.
+    """Parse ``"2-12"``, ``"2,3,4,8"`` or ``"2-6,8,10"`` (integers or inclusive ranges) into sorted distinct integers.
 
     Raises:
         ValueError: On anything else.
@@ -113,7 +90,7 @@ def _key_from_text(text: str) -> GridKey:
 
 @dataclass(frozen=True)
 class Choice:
-    """One cell of the grid: a TP setting and an output layer with its score.
+    """One cell of the grid: a TP setting at an output layer, with its score.
 
     Args:
         tp_start: First decoder layer (0-based) whose placeholder is replaced.
@@ -141,7 +118,7 @@ class Choice:
 
     @property
     def preset_output_layer(self) -> int:
-        """The output layer as written in presets and module configs (-1 for the final normed output)."""
+        """The output layer as presets and module configs write it (-1 for the final normed output)."""
         return -1 if self.output_layer == self.num_layers else self.output_layer
 
     def settings(self) -> dict[str, int]:
@@ -150,10 +127,8 @@ class Choice:
 
     def label(self) -> str:
         """E.g. ``"TP 1..3 (tp_exit 4), layer -1"`` or ``"TP off, layer 28"``."""
-        layer = f"layer {self.preset_output_layer}"
-        if not self.tp_enabled:
-            return f"TP off, {layer}"
-        return f"TP {self.tp_start}..{self.tp_exit - 1} (tp_exit {self.tp_exit}), {layer}"
+        tp = f"TP {self.tp_start}..{self.tp_exit - 1} (tp_exit {self.tp_exit})" if self.tp_enabled else "TP off"
+        return f"{tp}, layer {self.preset_output_layer}"
 
     def changes(self) -> int:
         """Changes from the vanilla prompt (TP on)."""
@@ -162,7 +137,7 @@ class Choice:
 
 @dataclass
 class TuningResult(Result):
-    """The score grid of :func:`tune`.
+    """The score grid of :func:`tune` and its winner.
 
     Args:
         grid: ``{"off" or (tp_start, tp_exit): [Spearman x 100 per output layer 0..num_layers]}``.
@@ -176,7 +151,7 @@ class TuningResult(Result):
         limit: ``limit`` used when loading the data (None: all pairs).
         sample: ``sample`` used when loading the data (None: no random draw).
         sample_seed: Seed of the ``sample`` draw.
-        min_gain: TP is chosen only if it beats the best vanilla cell by more than this (Spearman points).
+        min_gain: TP wins only if it beats the best vanilla cell by more than this (Spearman points).
         seconds: Wall time of each pass, by grid key.
         data_dir: The data directory, if the data came from one.
     """
@@ -201,8 +176,7 @@ class TuningResult(Result):
         return sorted(self.grid, key=lambda key: (key != TP_OFF, key if key != TP_OFF else (0, 0)))
 
     def cell(self, key: GridKey, output_layer: int) -> Choice:
-        """The cell of a TP setting (``"off"`` or ``(tp_start, tp_exit)``) at an output layer (negatives count from
-        the end)."""
+        """The cell of a grid key at an output layer (negatives count from the end)."""
         layer = output_layer % (self.num_layers + 1)
         off = min([k[0] for k in self.grid if k != TP_OFF], default=1)
         start, exit_ = (off, off) if key == TP_OFF else key
@@ -212,6 +186,10 @@ class TuningResult(Result):
         """The best output layer of one TP setting (ties: the deeper layer)."""
         return self.cell(key, best_layer(self.grid[key]))
 
+    def rows(self, tp_only: bool = False) -> list[Choice]:
+        """The best cell of every TP setting, in plan order (simpler first)."""
+        return [self.best_for(key) for key in sorted(self.grid, key=_simplicity) if not (tp_only and key == TP_OFF)]
+
     @property
     def best_vanilla(self) -> Choice:
         """The best cell with TP off."""
@@ -220,20 +198,17 @@ class TuningResult(Result):
     @property
     def best_tp(self) -> Choice | None:
         """The best cell with TP on (None when no TP setting was searched)."""
-        rows = [self.best_for(key) for key in sorted(self.grid, key=_simplicity) if key != TP_OFF]
-        return max(rows, key=lambda choice: finite(choice.spearman), default=None)
+        return max(self.rows(tp_only=True), key=lambda choice: finite(choice.spearman), default=None)
 
     @property
     def best(self) -> Choice:
         """The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner` over each setting's best
         layer)."""
-        rows = [self.best_for(key) for key in sorted(self.grid, key=_simplicity)]
-        return choose_winner(rows, self.best_vanilla, self.min_gain, score=lambda choice: choice.spearman)
+        return choose_winner(self.rows(), self.best_vanilla, self.min_gain, score=lambda choice: choice.spearman)
 
     def ranking(self) -> list[Choice]:
         """The best cell of every TP setting, best first (ties: simpler first)."""
-        rows = [self.best_for(key) for key in self.grid]
-        return sorted(rows, key=lambda choice: (-finite(choice.spearman), _simplicity(choice.key)))
+        return sorted(self.rows(), key=lambda choice: (-finite(choice.spearman), _simplicity(choice.key)))
 
     def score_entry(self) -> dict[str, Any]:
         """The ``score`` mapping written into a preset for the winner."""
@@ -266,15 +241,12 @@ class TuningResult(Result):
         """The winner as a preset (status ``tuned``).
 
         Args:
-            name: Preset name; defaults to ``base``'s name, else the backbone.
-            backbone: The preset's backbone; defaults to ``base``'s backbone, else :attr:`backbone`.
-            base: An existing preset to update: its other templates are kept and this template's entry is replaced.
+            name: Preset name (default: ``base``'s, else the backbone's).
+            backbone: The preset's backbone (default: ``base``'s, else :attr:`backbone`).
+            base: A preset to update: this template's entry is replaced, the others kept.
             command: The command that reproduces the tuning, stored with the entry.
             aliases: Aliases of a new preset.
-            source: The preset's ``source`` text (default: kept from ``base``, else a generated description).
-
-        Returns:
-            The preset.
+            source: The preset's ``source`` text (default: ``base``'s, else a generated description).
 
         Raises:
             ValueError: If the template is not built in, or ``base`` has a different number of layers.
@@ -299,15 +271,9 @@ class TuningResult(Result):
             preset.name, preset.backbone, preset.num_layers = name or preset.name, backbone, self.num_layers
             if aliases:
                 preset.aliases = list(dict.fromkeys([*preset.aliases, *aliases]))
-            if source is not None:
-                preset.source = source
-            if preset.status != "paper":
-                preset.status = "tuned"
+            preset.source = preset.source if source is None else source
+            preset.status = "paper" if preset.status == "paper" else "tuned"
         else:
-            default_source = (
-                f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine similarities): "
-                "TP off and TP bands searched with every output layer; see docs/tuning.md."
-            )
             preset = Preset(
                 name=name or (os.path.basename(os.path.normpath(str(backbone))) or "model").lower(),
                 backbone=backbone,
@@ -315,7 +281,10 @@ class TuningResult(Result):
                 aliases=list(aliases or []),
                 num_layers=self.num_layers,
                 status="tuned",
-                source=source if source is not None else default_source,
+                source=source
+                if source is not None
+                else f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine similarities): "
+                "TP off and TP bands searched with every output layer; see docs/tuning.md.",
                 default_template=template,
             )
         validate_preset(preset.to_dict(), origin=f"tuned preset {preset.name!r}")
@@ -323,8 +292,8 @@ class TuningResult(Result):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (grid keys as ``"off"`` / ``"1-4"``; ``nan`` as None)."""
-        best, vanilla = self.best, self.best_vanilla
         keys = ("backbone", "template", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "sample_seed")
+        cell = lambda choice: {**choice.settings(), "spearman": json_float(choice.spearman)}  # noqa: E731
         return {
             **{key: getattr(self, key) for key in keys},
             "data_dir": self.data_dir,
@@ -332,8 +301,8 @@ class TuningResult(Result):
             "min_gain": self.min_gain,
             "grid": {_key_text(key): [json_float(v) for v in self.grid[key]] for key in self.keys()},
             "seconds": {_key_text(key): round(value, 3) for key, value in self.seconds.items()},
-            "best": {**best.settings(), "spearman": json_float(best.spearman)},
-            "best_vanilla": {**vanilla.settings(), "spearman": json_float(vanilla.spearman)},
+            "best": cell(self.best),
+            "best_vanilla": cell(self.best_vanilla),
         }
 
     @classmethod
@@ -351,16 +320,9 @@ class TuningResult(Result):
         )
 
     def to_markdown(self, *, grid: bool = True, decimals: int = 2) -> str:
-        """Markdown tables: one row per TP setting (best layer and score), then the per-layer grid.
-
-        Args:
-            grid: Include the per-layer grid (rows = output layers, columns = TP settings, best layer in bold).
-            decimals: Decimals of the scores.
-
-        Returns:
-            The markdown text.
-        """
-        best, vanilla, d = self.best, self.best_vanilla, decimals
+        """One row per TP setting (best layer and score), then with ``grid`` the per-layer grid (rows: layers,
+        columns: TP settings, best layer in bold); scores with ``decimals`` decimals."""
+        best, vanilla, d, keys = self.best, self.best_vanilla, decimals, self.keys()
         template = self.template if isinstance(self.template, str) else f"{len(self.template)} user templates"
         data = f"{self.task} {self.split}, {self.n_pairs} pairs, {self.n_sentences} distinct sentences"
         lines = [
@@ -369,37 +331,34 @@ class TuningResult(Result):
             f"Winner: **{best.label()}**: {best.spearman:.{d}f} (best vanilla: {vanilla.label()}: "
             f"{vanilla.spearman:.{d}f}; {best.spearman - vanilla.spearman:+.{d}f}).",
             "",
-            "| setting | tp_start | tp_exit | best layer | Spearman | vs best vanilla | at layer -1 | pass (s) |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        keys = self.keys()
-        for key in keys:
-            choice = self.best_for(key)
+        rows = []
+        for key, choice in ((key, self.best_for(key)) for key in keys):
+            b = "**" if (choice.key, choice.output_layer) == (best.key, best.output_layer) else ""
             name = "TP off (vanilla)" if key == TP_OFF else f"TP {key[0]}..{key[1] - 1}"
-            start, exit_ = ("-", "-") if key == TP_OFF else key
-            bold = "**" if (choice.key, choice.output_layer) == (best.key, best.output_layer) else ""
             seconds = self.seconds.get(key)
-            lines.append(
-                f"| {bold}{name}{bold} | {start} | {exit_} | {choice.preset_output_layer} "
-                f"| {bold}{choice.spearman:.{d}f}{bold} | {choice.spearman - vanilla.spearman:+.{d}f} "
-                f"| {self.grid[key][self.num_layers]:.{d}f} | {'' if seconds is None else f'{seconds:.0f}'} |"
+            rows.append(
+                [f"{b}{name}{b}", *(("-", "-") if key == TP_OFF else key), choice.preset_output_layer]
+                + [f"{b}{choice.spearman:.{d}f}{b}", f"{choice.spearman - vanilla.spearman:+.{d}f}"]
+                + [f"{self.grid[key][self.num_layers]:.{d}f}", "" if seconds is None else f"{seconds:.0f}"]
             )
+        header = ["setting", "tp_start", "tp_exit", "best layer", "Spearman", "vs best vanilla", "at layer -1"]
+        lines += table([*header, "pass (s)"], rows)
         if grid:
-            header = ["layer", *("off" if key == TP_OFF else f"{key[0]}..{key[1] - 1}" for key in keys)]
             lines += [
                 "",
                 "Per-layer grid (rows: output layer, `hidden_states` index, L = final normed output; "
                 "columns: TP off or TP before layers `tp_start..tp_exit-1`):",
                 "",
-                "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header),
             ]
-            best_layers = {key: self.best_for(key).output_layer for key in keys}
-            for layer in range(self.num_layers + 1):
-                cells = [f"{self.grid[key][layer]:.{max(d - 1, 0)}f}" for key in keys]
-                cells = [f"**{c}**" if best_layers[key] == layer else c for key, c in zip(keys, cells)]
-                label = f"{layer} (L)" if layer == self.num_layers else str(layer)
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            top = {key: self.best_for(key).output_layer for key in keys}
+            value = lambda key, layer: f"{self.grid[key][layer]:.{max(d - 1, 0)}f}"  # noqa: E731
+            rows = [
+                [f"{layer} (L)" if layer == self.num_layers else layer]
+                + [f"**{value(key, layer)}**" if top[key] == layer else value(key, layer) for key in keys]
+                for layer in range(self.num_layers + 1)
+            ]
+            lines += table(["layer", *("off" if key == TP_OFF else f"{key[0]}..{key[1] - 1}" for key in keys)], rows)
         return "\n".join(lines) + "\n"
 
 
@@ -428,12 +387,11 @@ def tune(
     Args:
         model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`, a ``SentenceTransformer``
             whose first module is one, or a backbone name/path (a module is then built with ``template``).
-        data_dir: Data directory in the layout of :mod:`sentence_transformers_tp.evaluation.data` (not needed when
-            ``data`` is given).
-        template: Template to tune when ``model`` is a backbone (default ``"prompteol"``); for a module it must be
-            None or the module's template.
-        task: STS task of the tuning data (any alias; default ``"stsb"``).
-        split: Split of the tuning data (default ``"dev"``, as the paper).
+        data_dir: Data directory (:mod:`sentence_transformers_tp.evaluation.data` layout), unless ``data`` is given.
+        template: Template to tune when ``model`` is a backbone (default ``"prompteol"``); for a module, None or the
+            module's template.
+        task: STS task of the tuning data (any alias).
+        split: Split of the tuning data (dev, as the paper).
         data: The pairs themselves, instead of ``data_dir``/``task``/``split``.
         limit: Use only the first ``limit`` pairs.
         sample: Use ``sample`` pairs drawn at random instead (seeded, kept in file order).
@@ -444,13 +402,9 @@ def tune(
         min_gain: TP must beat the best vanilla cell by more than this many points to win.
         batch_size: Sentences per forward pass.
         show_progress_bar: Accepted for compatibility (passes always show a batch progress bar).
-        checkpoint: Folder of finished passes (:class:`~sentence_transformers_tp.tuning.passes.PassStore`); a
-            rerun with the same data and settings skips the passes found there.
+        checkpoint: Folder of finished passes (:class:`~sentence_transformers_tp.tuning.passes.PassStore`).
         progress: Called with one line of text after every pass (e.g. ``print``).
         **module_kwargs: Further constructor arguments when a module is built from a backbone name.
-
-    Returns:
-        The grid and its winner.
 
     Raises:
         ValueError: On bad candidates or an empty data set.
@@ -475,13 +429,8 @@ def tune(
                 f"tp_exit candidates {[e for e in exits if e > num_layers]} exceed the {num_layers} decoder layers."
             )
         bands += [(start, e) for e in exits if e > start]
-    # The plan: the module's Setting with TP off, then with every band, simpler first.
-    base = module.setting.replace(tp_start=starts[0]).without_tp()
-    plan = [
-        (TP_OFF, base),
-        *((band, base.replace(tp_start=band[0], tp_exit=band[1])) for band in sorted(bands, key=_simplicity)),
-    ]
-
+    base = module.setting.replace(tp_start=starts[0]).without_tp()  # the plan: TP off, then every band, simpler first
+    plan = [(TP_OFF, base), *((b, base.replace(tp_start=b[0], tp_exit=b[1])) for b in sorted(bands, key=_simplicity))]
     objective = SpearmanObjective(data)
     result = TuningResult(
         grid={},

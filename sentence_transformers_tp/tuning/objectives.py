@@ -1,11 +1,7 @@
-"""What a tuning pass is scored on, in the style of sentence-transformers' evaluators (one base, one overridable
-hook) and of mteb's split of raw similarity scores and the metric computed from them.
-
-:class:`Objective` scores all-layer states layer by layer; a subclass overrides :meth:`Objective.score_layer`, which
-turns the embeddings of one layer into raw scores (pair cosines, document rankings) and those into the metric
-(Spearman x 100, nDCG@10 x 100). The scores equal what ``evaluate_sts`` / ``evaluate_retrieval`` report for a model
-built at that layer.
-"""
+"""What a pass is scored on, as sentence-transformers' evaluators (one base, one overridable hook) and mteb (raw
+similarity scores, then the metric): :meth:`Objective.score_layer` turns one layer's embeddings into pair cosines or
+rankings and those into Spearman x 100 or nDCG@10 x 100, equal to what ``evaluate_sts`` / ``evaluate_retrieval``
+report for a model built at that layer."""
 
 from __future__ import annotations
 
@@ -81,16 +77,8 @@ class NDCGObjective(Objective):
     def metrics(
         self, queries: np.ndarray, documents: np.ndarray, k_values: Sequence[int] = (10,)
     ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """Mean and per-query metrics x 100 (raw cosine rankings, then the metric).
-
-        Args:
-            queries: Embeddings of all ``data.queries`` (one layer).
-            documents: Embeddings of the corpus (one layer).
-            k_values: Cut-offs.
-
-        Returns:
-            ``(means, per_query)``.
-        """
+        """``(means, per_query)`` metrics x 100 at ``k_values`` of one layer's embeddings of all ``data.queries`` and
+        of the corpus (raw cosine rankings, then the metric)."""
         rankings = rank_documents(queries[self.rows], documents, self.data.doc_ids, top_k=max(k_values))
         qrels = {q: self.data.qrels[q] for q in self.query_ids}
         means, per_query = ranking_metrics(dict(zip(self.query_ids, rankings)), qrels, k_values=k_values)
@@ -103,17 +91,8 @@ class NDCGObjective(Objective):
 
 
 def score_layers(states: np.ndarray, index1: np.ndarray, index2: np.ndarray, gold: Sequence[float]) -> list[float]:
-    """Spearman x 100 of the pair cosines vs gold at every layer of :func:`encode_all_layers` output.
-
-    Args:
-        states: ``(n_sentences, n_layers, hidden)`` embeddings.
-        index1: Row of the first sentence of each pair.
-        index2: Row of the second sentence of each pair.
-        gold: Gold score of each pair.
-
-    Returns:
-        One score per layer (``nan`` where undefined).
-    """
+    """Deprecated (use :class:`SpearmanObjective`): Spearman x 100 of the pairs ``(index1, index2)`` of
+    ``(n, num_layers + 1, hidden)`` states vs ``gold`` at every layer."""
     return [pair_spearman(states[index1, layer], states[index2, layer], gold) for layer in range(states.shape[1])]
 
 

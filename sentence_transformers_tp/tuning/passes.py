@@ -1,10 +1,6 @@
-"""One all-layer pass over texts under a :class:`~sentence_transformers_tp.settings.Setting`, the checkpoint store of
-finished passes, and :class:`Search`, which runs the Settings of a plan through both.
-
-A pass is what ``encode`` does (``module.using(setting)``, ``preprocess``, ``embed``), capturing every output layer
-at once, so one pass scores a Setting at every layer. The store keeps one ``<key>.npz`` per finished pass in a
-folder, the key being a digest of the backbone, the data and the Setting: a rerun with the same folder skips them.
-"""
+"""One all-layer pass over texts under a :class:`~sentence_transformers_tp.settings.Setting` (what ``encode`` does,
+capturing every output layer at once), the checkpoint store of finished passes (one ``<key>.npz`` each in a folder,
+keyed by the backbone, the data and the Setting: a rerun skips them) and :class:`Search`, which runs a plan."""
 
 from __future__ import annotations
 
@@ -41,9 +37,6 @@ def as_module(model: Any, template: str | Sequence[str] | None = None, **module_
         template: For a given module: None or the module's template.
         **module_kwargs: Constructor arguments when a module is built.
 
-    Returns:
-        The module.
-
     Raises:
         ValueError: If the model holds no such module, or ``template`` differs from the module's.
     """
@@ -72,11 +65,9 @@ def encode_all_layers(
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> np.ndarray:
-    """Embed texts at every output layer in one forward pass per batch.
-
-    Row ``i``, layer ``k`` equals what ``encode`` of the module returns for text ``i`` under ``setting`` with
-    ``output_layer=k``: both run ``module.using(setting)``, ``preprocess`` and ``embed`` (same interventions, same
-    prefix cache; batches formed as ``SentenceTransformer.encode`` forms them: longest texts first).
+    """Embed texts at every output layer in one forward pass per batch: row ``i``, layer ``k`` equals ``encode`` of
+    text ``i`` under ``setting`` with ``output_layer=k`` (both run ``module.using(setting)``, ``preprocess`` and
+    ``embed``; batches formed as ``SentenceTransformer.encode`` forms them, longest texts first).
 
     Args:
         module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`.
@@ -145,7 +136,7 @@ class PassStore:
 
 
 class Search:
-    """Runs the Settings of a plan on one loaded module: every pass is checkpointed, reported and recorded.
+    """Runs the Settings of a plan on one loaded module; every pass is checkpointed, reported and recorded.
 
     Args:
         module: The module (its backbone is reused for every Setting).
@@ -173,12 +164,8 @@ class Search:
     def run(
         self, texts: Sequence[str], setting: Setting, data: str, reduce: Callable[[np.ndarray], np.ndarray]
     ) -> tuple[np.ndarray, float, bool]:
-        """One checkpointed pass: ``reduce`` of the states, keyed by the backbone, the token budget, ``data`` (a key
-        of the data) and the Setting.
-
-        Returns:
-            ``(value, seconds, from the checkpoint)``.
-        """
+        """One checkpointed pass: ``(reduce(states), seconds, whether from the checkpoint)``, keyed by the backbone,
+        the token budget, ``data`` (a key of the data) and the Setting."""
         module = self.module
         length = setting.max_seq_length or module.max_seq_length
         config = setting.replace(output_layer=-1).to_config()  # a pass captures every layer
@@ -193,17 +180,9 @@ class Search:
         return value, seconds, False
 
     def score(self, objective: Objective, setting: Setting, data: str, keep: bool = False) -> Scored:
-        """Score a Setting at every layer on an objective (a checkpointed pass over its texts).
-
-        Args:
-            objective: The data and metric.
-            setting: The Setting.
-            data: The name the pass is recorded under (``"sample"``, ``"full"``, ...).
-            keep: Keep the states in memory (:attr:`kept`, by ``(data, setting)``) when the pass runs.
-
-        Returns:
-            The scored pass (also appended to :attr:`passes`).
-        """
+        """Score a Setting at every layer on an objective (a checkpointed pass over its texts), recorded in
+        :attr:`passes` under ``data`` (``"sample"``, ``"full"``, ...); ``keep`` keeps the states of a pass that runs
+        in :attr:`kept` by ``(data, setting)``."""
 
         def reduce(states: np.ndarray) -> np.ndarray:
             if keep:

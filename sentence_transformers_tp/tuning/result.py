@@ -1,16 +1,17 @@
-"""The result type every search returns: :class:`Result`, with ``to_dict`` / ``to_markdown`` / ``preset_entry``;
-each search's result subclasses it with its own views (the layer grid, the joint passes, the retrieval grid)."""
+"""The base of every search's result (``to_dict`` / ``to_markdown`` / ``preset_entry``), its markdown table writer
+and the preset writer."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers_tp.presets import load_preset_file, update_preset
 
-__all__ = ["Result", "json_float", "write_preset_block"]
+__all__ = ["Result", "json_float", "table", "write_preset_block"]
 
 
 def json_float(value: float, digits: int = 6) -> float | None:
@@ -18,9 +19,15 @@ def json_float(value: float, digits: int = 6) -> float | None:
     return None if value != value else round(float(value), digits)
 
 
+def table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """The lines of a markdown table (every report's tables)."""
+    line = lambda cells: "| " + " | ".join(str(cell) for cell in cells) + " |"  # noqa: E731
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
+
+
 def write_preset_block(preset_path: str | os.PathLike, key: str, block: dict[str, Any]) -> Path:
-    """Store a search's winner in an existing preset file, keeping every other key: the ``combination`` block is
-    replaced, ``task_settings`` entries are merged into the file's (other tasks are kept).
+    """Store a winner in a preset file, keeping every other key: ``combination`` is replaced, ``task_settings``
+    entries are merged into the file's.
 
     Args:
         preset_path: The preset YAML.
@@ -36,18 +43,13 @@ def write_preset_block(preset_path: str | os.PathLike, key: str, block: dict[str
 
 
 class Result:
-    """What a search measured on one backbone.
-
-    Attributes:
-        backbone: The backbone name.
-        num_layers: Decoder layers (scores are per output layer ``0 .. num_layers``).
-    """
+    """What a search measured on one backbone (scores per output layer ``0 .. num_layers``)."""
 
     backbone: str | None
     num_layers: int
 
     def preset_layer(self, layer: int) -> int:
-        """An output layer as presets and module configs write it (-1 for the final normed output)."""
+        """An output layer as presets write it (-1 for the final normed output)."""
         layer %= self.num_layers + 1
         return -1 if layer == self.num_layers else layer
 
@@ -56,7 +58,7 @@ class Result:
         raise NotImplementedError
 
     def to_markdown(self) -> str:
-        """A readable report."""
+        """A readable report (tables by :func:`table`)."""
         raise NotImplementedError
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
@@ -64,14 +66,7 @@ class Result:
         raise NotImplementedError
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_dict` as JSON (through a temporary file).
-
-        Args:
-            path: Target file.
-
-        Returns:
-            The path written.
-        """
+        """Write :meth:`to_dict` as JSON (through a temporary file) and return the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

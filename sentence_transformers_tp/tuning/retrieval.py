@@ -2,11 +2,11 @@
 train split, by nDCG@10.
 
 The plan lists, per side, every template with TP off and with each band (and the module's own Setting); documents
-are embedded under ``max_seq_length``. One all-layer pass per Setting and side; every (query, document, layer) cell
-is scored on the tuning half of a seeded query sample (over its relevant documents plus ``corpus_sample`` random
-others), with the same layer on both sides. The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`,
-changes of both sides counted) is checked on the held-out half; last, per-query nDCG@10 of every document Setting by
-the token length of the relevant documents (terciles). All states stay in memory until the grid is scored.
+are embedded under ``max_seq_length``. Every (query, document, layer) cell of one all-layer pass per Setting and side
+is scored on the tuning half of a seeded query sample (over its relevant documents plus ``corpus_sample`` others),
+with one layer on both sides. The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`, changes of
+both sides counted) is checked on the held-out half; last, per-query nDCG@10 of every document Setting by the token
+length of the relevant documents (terciles).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ import numpy as np
 
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
 from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
-from sentence_transformers_tp.templates import template_names
-from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner
+from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module
-from sentence_transformers_tp.tuning.result import Result, write_preset_block
+from sentence_transformers_tp.tuning.result import Result, table, write_preset_block
 
-__all__ = ["RetrievalTuning", "Side", "choose_winner_cell", "task_entry", "task_settings_entry", "tune_retrieval"]
+__all__ = ["RetrievalTuning", "task_entry", "task_settings_entry", "tune_retrieval", "write_task_settings"]
 
 DEFAULT_QUERY_TEMPLATES = ("prompteol", "retrieval_query")
 DEFAULT_DOCUMENT_TEMPLATES = ("prompteol", "retrieval_document")
@@ -39,54 +38,6 @@ def task_entry(setting: Setting, output_layer: int) -> dict[str, Any]:
     keys = ["template", "demonstrations", *LAYER_KEYS, *(CP_KEYS if setting.cp_enabled else [])]
     keys += ["max_seq_length"] if setting.max_seq_length is not None else []
     return setting.replace(output_layer=output_layer).to_config(keys)
-
-
-@dataclass(frozen=True)
-class Side:
-    """Deprecated (kept for one release): the old view of a retrieval Setting, with its report label.
-
-    Args:
-        template: A template spec (a tuple for an ensemble).
-        tp: ``(tp_start, tp_exit)``, or None for TP off.
-        demonstrations: ``((sentence, word), ...)``.
-    """
-
-    template: str | tuple[str, ...]
-    tp: tuple[int, int] | None = None
-    demonstrations: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_setting(cls, setting: Setting) -> Side:
-        """The side of a Setting."""
-        tp = (setting.tp_start, setting.tp_exit) if setting.tp_enabled else None
-        return cls(setting.template, tp, tuple((d.sentence, d.word) for d in setting.demonstrations))
-
-    def setting(self) -> Setting:
-        """The Setting of this side."""
-        start, end = self.tp or (1, 1)
-        demos = [list(pair) for pair in self.demonstrations]
-        return Setting(template=self.template, demonstrations=demos, tp_start=start, tp_exit=end)
-
-    def templates(self) -> tuple[str, ...]:
-        """The resolved template strings, with the demonstrations in front."""
-        return self.setting().templates()
-
-    @property
-    def changes(self) -> int:
-        """See :meth:`~sentence_transformers_tp.settings.Setting.changes`."""
-        return self.setting().changes()
-
-    def label(self) -> str:
-        """A short readable name, e.g. ``knowledge + demo 'Dog' + TP 1-2``."""
-        names = template_names(self.template)
-        text = "+".join(names) if names is not None else "user template"
-        if self.demonstrations:
-            text += " + demo " + ", ".join(repr(word) for _, word in self.demonstrations)
-        return text + (f" + TP {self.tp[0]}-{self.tp[1] - 1}" if self.tp is not None else "")
-
-    def entry(self, output_layer: int, max_seq_length: int | None = None) -> dict[str, Any]:
-        """The ``task_settings`` entry of this side at one output layer."""
-        return task_entry(self.setting().replace(max_seq_length=max_seq_length), output_layer)
 
 
 @dataclass
@@ -122,16 +73,6 @@ class RetrievalTuning(Result):
     lengths: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def query_sides(self) -> list[Side]:
-        """The query Settings as :class:`Side` (labels of the report)."""
-        return [Side.from_setting(s) for s in self.query_settings]
-
-    @property
-    def document_sides(self) -> list[Side]:
-        """The document Settings as :class:`Side`."""
-        return [Side.from_setting(s) for s in self.document_settings]
-
-    @property
     def output_layer(self) -> int:
         """The winner's output layer (``-1`` for the final normed output)."""
         return self.preset_layer(self.winner["layer"])
@@ -143,27 +84,26 @@ class RetrievalTuning(Result):
 
     def label(self, cell: dict[str, Any], side: str) -> str:
         """The label of a cell's ``"query"`` or ``"document"`` Setting."""
-        return (self.query_sides if side == "query" else self.document_sides)[cell[side]].label()
+        return describe((self.query_settings if side == "query" else self.document_settings)[cell[side]])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary (what ``st-tp tune-retrieval --json`` writes)."""
 
         def cell(item: dict[str, Any] | None) -> dict[str, Any] | None:
-            if not item:
-                return None
             return {**item, "query_label": self.label(item, "query"), "document_label": self.label(item, "document")}
 
         return {
             "backbone": self.backbone,
             "num_layers": self.num_layers,
             "settings": self.settings,
-            "query_sides": [side.label() for side in self.query_sides],
-            "document_sides": [side.label() for side in self.document_sides],
+            "query_sides": [describe(s) for s in self.query_settings],
+            "document_sides": [describe(s) for s in self.document_settings],
             "grid": self.grid,
             "seconds": self.seconds,
-            "winner": cell(self.winner),
-            "vanilla": cell(self.vanilla),
-            "default": cell(self.default),
+            **{
+                key: cell(item) if item else None for key, item in [("winner", self.winner), ("vanilla", self.vanilla)]
+            },
+            "default": cell(self.default) if self.default else None,
             "held_out": self.held_out,
             "lengths": self.lengths,
             "output_layer": self.output_layer,
@@ -175,8 +115,8 @@ class RetrievalTuning(Result):
         return task_settings_entry(self.to_dict(), command)
 
     def to_markdown(self) -> str:
-        """The report: the best layer of every cell, the winner, the held-out check and the length buckets."""
-        s, documents = self.settings, self.document_sides
+        """The best layer of every cell, the winner, the held-out check, the length buckets and the pass times."""
+        s, labels = self.settings, [describe(setting) for setting in self.document_settings]
         lines = [
             f"## Retrieval tuning: {self.backbone} on {s['data']} ({s['split']})",
             "",
@@ -185,14 +125,11 @@ class RetrievalTuning(Result):
             f"{s['corpus_size']}); documents truncated to {s['max_seq_length']} tokens. nDCG@10 x 100, best layer "
             "per cell (tuning queries):",
             "",
-            "| query \\ document | " + " | ".join(side.label() for side in documents) + " |",
-            "|---|" + "---|" * len(documents),
         ]
-        for qi, side in enumerate(self.query_sides):
-            best = [(scores[best_layer(scores)], best_layer(scores)) for scores in self.grid[qi]]
-            lines.append(f"| {side.label()} | " + " | ".join(f"{v:.2f} (L{k})" for v, k in best) + " |")
-        lines += ["", "| setting | query | document | layer | tuning nDCG@10 | held-out nDCG@10 | MRR@10 | R@100 |"]
-        lines.append("|---|---|---|---|---|---|---|---|")
+        cells = lambda row: [f"{scores[best_layer(scores)]:.2f} (L{best_layer(scores)})" for scores in row]  # noqa: E731
+        rows = [[describe(q), *cells(row)] for q, row in zip(self.query_settings, self.grid)]
+        lines += [*table(["query \\ document", *labels], rows), ""]
+        rows = []
         for name, item in (
             ("winner", self.winner),
             ("vanilla PromptEOL", self.vanilla),
@@ -200,44 +137,33 @@ class RetrievalTuning(Result):
         ):
             if item:
                 held = self.held_out.get(name.split()[0], {})
-                metrics = " | ".join(f"{held.get(key, float('nan')):.2f}" for key in HEADLINE)
-                lines.append(
-                    f"| {name} | {self.label(item, 'query')} | {self.label(item, 'document')} | {item['layer']} | "
-                    f"{item['ndcg_at_10']:.2f} | {metrics} |"
+                rows.append(
+                    [name, self.label(item, "query"), self.label(item, "document"), item["layer"]]
+                    + [f"{item['ndcg_at_10']:.2f}", *(f"{held.get(key, float('nan')):.2f}" for key in HEADLINE)]
                 )
+        header = ["setting", "query", "document", "layer", "tuning nDCG@10", "held-out nDCG@10", "MRR@10", "R@100"]
+        lines += table(header, rows)
         if self.lengths.get("rows"):
-            edges = self.lengths["edges"]
+            edges, counts = self.lengths["edges"], self.lengths["counts"]
             buckets = [f"<= {edges[0]}", *(f"{a + 1}-{b}" for a, b in zip(edges, edges[1:])), f"> {edges[-1]}"]
             lines += [
                 "",
                 f"nDCG@10 x 100 by the token length of the relevant documents (all {s['sampled_queries']} sampled "
                 f"queries, query side: {self.label(self.winner, 'query')}, layer {self.winner['layer']}):",
                 "",
-                "| document setting | "
-                + " | ".join(f"{b} tokens (n={n})" for b, n in zip(buckets, self.lengths["counts"]))
-                + " |",
-                "|---|" + "---|" * len(buckets),
             ]
-            lines += [
-                f"| {r['label']} | " + " | ".join(f"{v:.2f}" for v in r["ndcg_at_10"]) + " |"
-                for r in self.lengths["rows"]
-            ]
+            header = ["document setting", *(f"{b} tokens (n={n})" for b, n in zip(buckets, counts))]
+            lines += table(
+                header, ([r["label"], *(f"{v:.2f}" for v in r["ndcg_at_10"])] for r in self.lengths["rows"])
+            )
         lines += ["", "Pass times (all layers captured, wall seconds):", ""]
         lines += [f"- {name}: {sec:.1f} s" for name, sec in self.seconds.items()]
-        return "\n".join(lines)
+        return "\n".join(lines) + "\n"
 
 
 def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, dict[str, Any]]:
-    """A preset ``task_settings`` block from a :meth:`RetrievalTuning.to_dict` summary: the winner's ``query`` and
-    ``document`` entries, each with its score next to vanilla PromptEOL's and the command.
-
-    Args:
-        summary: :meth:`RetrievalTuning.to_dict` output.
-        command: The command that produced it.
-
-    Returns:
-        ``{"query": {...}, "document": {...}}``.
-    """
+    """A preset ``task_settings`` block (``{"query": {...}, "document": {...}}``) from a :meth:`RetrievalTuning.to_dict`
+    summary: the winner's entries, each with its score next to vanilla PromptEOL's and ``command``."""
     s, held = summary["settings"], summary.get("held_out", {})
     rounded = lambda value: None if value is None else round(float(value), 2)  # noqa: E731
     score = {key: s[key] for key in ("split", "tuning_queries", "held_out_queries", "documents")}
@@ -260,16 +186,13 @@ def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike,
     return write_preset_block(preset_path, "task_settings", task_settings_entry(summary, command))
 
 
-def choose_winner_cell(
-    cells: Sequence[dict[str, Any]], vanilla: dict[str, Any], changes: Callable[[dict[str, Any]], int], min_gain: float
-) -> dict[str, Any]:
-    """:func:`~sentence_transformers_tp.tuning.cells.choose_winner` over cell dicts scored by ``ndcg_at_10`` (the
-    old ``retrieval_tuning.choose_winner``)."""
-    return choose_winner(cells, vanilla, min_gain, changes=changes, score=lambda cell: cell["ndcg_at_10"])
-
-
-def _length_buckets(
-    module: Any, data: BEIRData, queries: np.ndarray, doc_states: list[np.ndarray], sides: list[Side], layer: int
+def length_buckets(
+    module: Any,
+    data: BEIRData,
+    queries: np.ndarray,
+    documents: Sequence[Setting],
+    states: list[np.ndarray],
+    layer: int,
 ) -> dict[str, Any]:
     """Per-query nDCG@10 of each document Setting, averaged within terciles of relevant-document token length."""
     lengths = {
@@ -287,13 +210,14 @@ def _length_buckets(
     bucket = {q: int(np.searchsorted(edges, length, side="left")) for q, length in query_length.items()}
     counts = [sum(1 for b in bucket.values() if b == i) for i in range(len(edges) + 1)]
     objective, rows = NDCGObjective(data, list(data.queries)), []
-    for side, documents in zip(sides, doc_states):
-        per_query = objective.metrics(queries[:, layer], documents[:, layer])[1]
+    for setting, document_states in zip(documents, states):
+        per_query = objective.metrics(queries[:, layer], document_states[:, layer])[1]
         means = []
         for i in range(len(edges) + 1):
             scores = [per_query[q]["ndcg_at_10"] for q in per_query if bucket.get(q) == i]
             means.append(float(np.mean(scores)) if scores else float("nan"))
-        rows.append({"label": side.label(), "template": side.template, "tp": side.tp, "ndcg_at_10": means})
+        tp = (setting.tp_start, setting.tp_exit) if setting.tp_enabled else None
+        rows.append({"label": describe(setting), "template": setting.template, "tp": tp, "ndcg_at_10": means})
     return {"edges": edges, "counts": counts, "rows": rows, "layer": layer}
 
 
@@ -399,7 +323,7 @@ def tune_retrieval(
 
     def states(kind: str, settings: list[Setting], texts: list[str]) -> list[np.ndarray]:
         out = [search.states(texts, setting, kind) for setting in settings]
-        result.seconds.update({f"{kind}:{Side.from_setting(s).label()}": sec for s, (_, sec) in zip(settings, out)})
+        result.seconds.update({f"{kind}:{describe(s)}": sec for s, (_, sec) in zip(settings, out)})
         return [array for array, _ in out]
 
     doc_states = states("document", documents, data.documents())
@@ -440,8 +364,7 @@ def tune_retrieval(
                 result.held_out[name] = {key: means[key] for key in HEADLINE}
     # Document length buckets: every document Setting with the winner's query Setting and layer.
     winner_queries = query_states[result.winner["query"]]
-    sides = result.document_sides
-    result.lengths = _length_buckets(module, data, winner_queries, doc_states, sides, result.winner["layer"])
+    result.lengths = length_buckets(module, data, winner_queries, documents, doc_states, result.winner["layer"])
     if result.lengths:
         result.lengths["query"] = result.label(result.winner, "query")
     return result
