@@ -27,7 +27,7 @@ from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe
 from sentence_transformers_tp.tuning.layers import load_sts_split
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
-from sentence_transformers_tp.tuning.passes import Search, as_module
+from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, write_preset_block
 
 __all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
@@ -233,28 +233,17 @@ def tune_joint(
     if final_sample and final_sample < len(full):
         full = full.subset(None, final_sample, sample_seed + 1)
     sampled = full.subset(None, sample, sample_seed) if sample and sample < len(full) else full
-    result = JointResult(
-        backbone=str(module.backbone_name),
-        num_layers=num_layers,
-        settings={
-            "task": task,
-            "split": split,
-            "sample": len(sampled),
-            "sample_seed": sample_seed,
-            "n_pairs": len(full),
-            "split_pairs": n_pairs,
-            "centering": f"{centering_task}/{centering_split} x{centering_sentences}",
-            "second": f"{second_task}/{second_split}",
-        },
-    )
+    settings = dict(task=task, split=split, sample=len(sampled), sample_seed=sample_seed, n_pairs=len(full))
+    centering = f"{centering_task}/{centering_split} x{centering_sentences}"
+    settings.update(split_pairs=n_pairs, centering=centering, second=f"{second_task}/{second_split}")
+    result = JointResult(str(module.backbone_name), num_layers, settings=settings)
     search = Search(module, checkpoint, batch_size, progress)
     result.passes = search.passes
     on_sample, on_full = SpearmanObjective(sampled), SpearmanObjective(full)
     best = lambda items: max(items, key=lambda p: p.best)  # noqa: E731
 
     # Stage 1: templates x TP.
-    specs = [Setting(template=spec if isinstance(spec, str) else tuple(spec)) for spec in templates]
-    plan1 = [t for s in specs for t in [s.without_tp(), *(s.replace(tp_start=a, tp_exit=b) for a, b in bands)]]
+    plan1 = with_bands([Setting(template=spec) for spec in templates], bands)
     stage1 = [search.score(on_sample, s, "sample") for s in plan1]
     # Stage 2: demonstrations on the top settings.
     top = [p.setting for p in sorted(stage1, key=lambda p: -p.best)[:top_k]]

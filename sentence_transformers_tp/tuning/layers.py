@@ -21,7 +21,7 @@ from sentence_transformers_tp.presets import Preset, validate_preset
 from sentence_transformers_tp.templates import canonical_template_name
 from sentence_transformers_tp.tuning.cells import best_layer, choose_winner, finite
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
-from sentence_transformers_tp.tuning.passes import Search, as_module
+from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table
 
 __all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "TuningResult", "default_tp_exits", "tune"]
@@ -264,29 +264,23 @@ class TuningResult(Result):
         backbone = backbone or (base.backbone if base is not None else None) or self.backbone
         if not backbone:
             raise ValueError("to_preset needs a backbone name (the result has none).")
-        entry = self.preset_entry(command)
         if base is not None:
             preset = copy.deepcopy(base)
-            preset.templates = {**preset.templates, template: entry}
-            preset.name, preset.backbone, preset.num_layers = name or preset.name, backbone, self.num_layers
-            if aliases:
-                preset.aliases = list(dict.fromkeys([*preset.aliases, *aliases]))
-            preset.source = preset.source if source is None else source
-            preset.status = "paper" if preset.status == "paper" else "tuned"
         else:
-            preset = Preset(
-                name=name or (os.path.basename(os.path.normpath(str(backbone))) or "model").lower(),
-                backbone=backbone,
-                templates={template: entry},
-                aliases=list(aliases or []),
-                num_layers=self.num_layers,
-                status="tuned",
-                source=source
-                if source is not None
-                else f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine similarities): "
-                "TP off and TP bands searched with every output layer; see docs/tuning.md.",
-                default_template=template,
+            source_text = (
+                f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine similarities): "
+                "TP off and TP bands searched with every output layer; see docs/tuning.md."
             )
+            default_name = (os.path.basename(os.path.normpath(str(backbone))) or "model").lower()
+            preset = Preset(default_name, backbone, {}, status="tuned", source=source_text, default_template=template)
+        preset.templates = {**preset.templates, template: self.preset_entry(command)}
+        preset.name, preset.backbone, preset.num_layers = name or preset.name, backbone, self.num_layers
+        if aliases:
+            preset.aliases = list(dict.fromkeys([*preset.aliases, *aliases]))
+        if source is not None:
+            preset.source = source
+        if preset.status != "paper":
+            preset.status = "tuned"
         validate_preset(preset.to_dict(), origin=f"tuned preset {preset.name!r}")
         return preset
 
@@ -429,8 +423,8 @@ def tune(
                 f"tp_exit candidates {[e for e in exits if e > num_layers]} exceed the {num_layers} decoder layers."
             )
         bands += [(start, e) for e in exits if e > start]
-    base = module.setting.replace(tp_start=starts[0]).without_tp()  # the plan: TP off, then every band, simpler first
-    plan = [(TP_OFF, base), *((b, base.replace(tp_start=b[0], tp_exit=b[1])) for b in sorted(bands, key=_simplicity))]
+    bands = sorted(bands, key=_simplicity)  # the plan: the module's Setting with TP off, then every band
+    plan = zip([TP_OFF, *bands], with_bands([module.setting.replace(tp_start=starts[0])], bands))
     objective = SpearmanObjective(data)
     result = TuningResult(
         grid={},

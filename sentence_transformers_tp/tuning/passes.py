@@ -25,7 +25,7 @@ from sentence_transformers_tp.tuning.objectives import Objective
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PassStore", "Search", "as_module", "encode_all_layers"]
+__all__ = ["PassStore", "Search", "as_module", "encode_all_layers", "with_bands"]
 
 
 def as_module(model: Any, template: str | Sequence[str] | None = None, **module_kwargs: Any) -> Any:
@@ -98,6 +98,11 @@ def encode_all_layers(
     finally:
         module.train(was_training)
     return out
+
+
+def with_bands(settings: Sequence[Setting], bands: Sequence[tuple[int, int]]) -> list[Setting]:
+    """Each Setting with TP off, then with each ``(tp_start, tp_exit)`` band: the first stage of every plan."""
+    return [t for s in settings for t in (s.without_tp(), *(s.replace(tp_start=a, tp_exit=b) for a, b in bands))]
 
 
 def digest(*parts: Any) -> str:

@@ -23,7 +23,7 @@ from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
 from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
-from sentence_transformers_tp.tuning.passes import Search, as_module
+from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, table, write_preset_block
 
 __all__ = ["RetrievalTuning", "task_entry", "task_settings_entry", "tune_retrieval", "write_task_settings"]
@@ -278,8 +278,7 @@ def tune_retrieval(
     own = module.setting.replace(output_layer=-1, max_seq_length=None)
 
     def plan(templates: Sequence[str | Sequence[str]]) -> list[Setting]:
-        specs = [Setting(template=t if isinstance(t, str) else tuple(t)) for t in templates]
-        out = [t for s in specs for t in [s.without_tp(), *(s.replace(tp_start=a, tp_exit=b) for a, b in bands)]]
+        out = with_bands([Setting(template=t) for t in templates], bands)
         return out + [own] if include_default and own not in out else out
 
     queries, documents = plan(query_templates), plan(document_templates)
@@ -298,27 +297,11 @@ def tune_retrieval(
     )
     if not tune_ids:
         raise ValueError("No tuning queries: sample more queries or lower held_out.")
-    result = RetrievalTuning(
-        backbone=str(module.backbone_name),
-        num_layers=num_layers,
-        settings={
-            "data": data.name,
-            "folder": str(folder),
-            "split": split,
-            "seed": seed,
-            "sampled_queries": len(ids),
-            "tuning_queries": len(tune_ids),
-            "held_out_queries": len(held_ids),
-            "documents": len(data.doc_ids),
-            "corpus_sample": corpus_sample,
-            "corpus_size": data.corpus_size,
-            "max_seq_length": max_seq_length,
-            "tp_bands": [list(b) for b in bands],
-            "min_gain": min_gain,
-        },
-        query_settings=queries,
-        document_settings=documents,
-    )
+    settings = dict(data=data.name, folder=str(folder), split=split, seed=seed, sampled_queries=len(ids))
+    settings.update(tuning_queries=len(tune_ids), held_out_queries=len(held_ids), documents=len(data.doc_ids))
+    settings.update(corpus_sample=corpus_sample, corpus_size=data.corpus_size, max_seq_length=max_seq_length)
+    settings.update(tp_bands=[list(b) for b in bands], min_gain=min_gain)
+    result = RetrievalTuning(str(module.backbone_name), num_layers, settings, queries, documents)
     search = Search(module, checkpoint_dir, batch_size, progress)
 
     def states(kind: str, settings: list[Setting], texts: list[str]) -> list[np.ndarray]:
@@ -336,13 +319,8 @@ def tune_retrieval(
     ]
     result.grid = [[cell.scores for cell in cells[i : i + n]] for i in range(0, len(cells), n)]
 
-    def as_cell(index: int) -> dict[str, Any]:
-        return {
-            "query": index // n,
-            "document": index % n,
-            "layer": cells[index].best_layer,
-            "ndcg_at_10": cells[index].best,
-        }
+    def as_cell(i: int) -> dict[str, Any]:
+        return {"query": i // n, "document": i % n, "layer": cells[i].best_layer, "ndcg_at_10": cells[i].best}
 
     vanilla = queries.index(Setting()) * n + documents.index(Setting(max_seq_length=max_seq_length))
     result.vanilla = as_cell(vanilla)
