@@ -1,11 +1,7 @@
-"""Tuning: one all-layer pass per :class:`~sentence_transformers_tp.settings.Setting`, scored at every output layer.
-
-:mod:`~.passes` runs passes (``module.using(setting)`` + ``preprocess`` + ``embed`` at every layer, as ``encode``)
-through one checkpoint store; :mod:`~.objectives` scores them (Spearman over STS pairs, nDCG over queries x documents);
-:mod:`~.cells` holds scored passes and the one winner rule; :mod:`~.result` the result base and report tables. The
-searches are plans of Settings by stage: :func:`tune` (the layer grid, ``st-tp tune``), :func:`tune_joint` (the
-boosters, ``st-tp tune-boosters``) and :func:`tune_retrieval` (query / document Settings, ``st-tp tune-retrieval``).
-"""
+"""Tuning: all-layer passes per :class:`~sentence_transformers_tp.settings.Setting` with one checkpoint store
+(:mod:`~.passes`), scored by :mod:`~.objectives`, chosen by the one winner rule (:mod:`~.cells`) into one result base
+(:mod:`~.result`). The searches are plans of Settings: :func:`tune` (``st-tp tune``), :func:`tune_joint`
+(``st-tp tune-boosters``) and :func:`tune_retrieval` (``st-tp tune-retrieval``)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
 """Scored Settings and the one winner rule every search uses.
 
-A cell is read at its :func:`best_layer` (ties: the deeper layer, so an exact tie with the final normed output picks
-it). :func:`choose_winner` never goes below vanilla (always searched): vanilla wins unless the best cell beats it by
-more than ``min_gain``; otherwise, among the cells within ``min_gain`` of the best, the fewest
-:meth:`~sentence_transformers_tp.settings.Setting.changes` win, then the higher score, then plan order (plans list
-simpler Settings first: TP off, narrower bands).
-"""
+A cell is read at its :func:`best_layer` (ties: the deeper layer). :func:`choose_winner` never goes below vanilla
+(always searched): vanilla wins unless the best cell beats it by more than ``min_gain``; else, of the cells within
+``min_gain`` of the best, the fewest :meth:`~sentence_transformers_tp.settings.Setting.changes` win, then the higher
+score, then plan order (plans list simpler Settings first)."""
 
 from __future__ import annotations
 
@@ -49,9 +47,6 @@ def choose_winner(
         min_gain: Points a cell must gain over vanilla, and a cell with more changes over a simpler one.
         changes: A cell's changes from vanilla (default ``cell.changes()``).
         score: A cell's score (default ``cell.best``).
-
-    Returns:
-        The chosen cell.
     """
     changes = changes or (lambda cell: cell.changes())
     value = (lambda cell: finite(score(cell))) if score else (lambda cell: finite(cell.best))

@@ -28,7 +28,7 @@ from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describ
 from sentence_transformers_tp.tuning.layers import load_sts_split
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
-from sentence_transformers_tp.tuning.result import Result, json_float, table, write_preset_block
+from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block
 
 __all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
 
@@ -144,8 +144,7 @@ def combination_entry(summary: dict[str, Any], command: str | None = None) -> di
         second_dev_set=summary.get("second") or None,
         centering_gain=summary.get("centering_gain"),
     )
-    entry = {**summary["module_kwargs"], "status": "tuned", "score": score}
-    return {**entry, "command": command} if command else entry
+    return tuned_entry(summary["module_kwargs"], score, command)
 
 
 def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
@@ -190,11 +189,11 @@ def tune_joint(
     checkpoint: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> JointResult:
-    """Search templates, ensembles, demonstrations, TP bands, Contrastive Prompting, output layers and centering.
+    """Search templates, ensembles, demonstrations, TP bands, CP, output layers and centering (see the module); the
+    result's :meth:`JointResult.module_kwargs` builds the winner.
 
     Args:
-        model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a ``SentenceTransformer``
-            whose first module is one); its backbone is reused for every Setting.
+        model: A module or a ``SentenceTransformer`` starting with one (its backbone embeds every Setting).
         data_dir: Data directory (``sts/<task>/<split>.tsv``).
         task: Tuning task.
         split: Tuning split.
@@ -217,9 +216,6 @@ def tune_joint(
         batch_size: Sentences per forward.
         checkpoint: Folder of finished passes; a rerun skips them.
         progress: Called with one line per pass (e.g. ``print``).
-
-    Returns:
-        The result; :meth:`JointResult.module_kwargs` builds the winner.
     """
     module = as_module(model)
     num_layers = module.num_layers

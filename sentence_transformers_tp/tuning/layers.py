@@ -1,12 +1,7 @@
-"""The layer grid (``st-tp tune``): TP off and TP bands x every output layer on STS data.
-
-TP's band (``tp_start`` / ``tp_exit``) and the output layer are tuned per backbone and prompt (the paper uses STS-B
-dev, TP_REFERENCE §4). The plan lists the module's Setting with TP off, then with every band (narrower first); one
-all-layer pass each scores every output layer ``0 .. num_layers`` (``num_layers``: the final normed output, -1 in
-presets) as ``evaluate_sts`` would. The winner is :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s:
-never below the best vanilla layer, TP only when it gains more than ``min_gain``, ties to TP off, then the narrower
-band, then the deeper layer.
-"""
+"""The layer grid (``st-tp tune``): the module's Setting with TP off, then with every band (narrower first), each
+scored by one all-layer pass at every output layer ``0 .. num_layers`` (the last: the final normed output, -1 in
+presets) on STS data, as ``evaluate_sts`` would (the paper tunes on STS-B dev, TP_REFERENCE §4). The winner is
+:func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s: never below the best vanilla layer."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from sentence_transformers_tp.templates import canonical_template_name
 from sentence_transformers_tp.tuning.cells import best_layer, choose_winner, finite
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
-from sentence_transformers_tp.tuning.result import Result, json_float, table
+from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry
 
 __all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "TuningResult", "default_tp_exits", "tune"]
 __all__ += ["parse_int_list"]
@@ -43,11 +38,7 @@ def default_tp_exits(num_layers: int, tp_start: int = 1) -> list[int]:
 
 
 def parse_int_list(text: str) -> list[int]:
-    """Parse ``"2-12"``, ``"2,3,4,8"`` or ``"2-6,8,10"`` (integers or inclusive ranges) into sorted distinct integers.
-
-    Raises:
-        ValueError: On anything else.
-    """
+    """Parse ``"2-12"``, ``"2,3,4,8"`` or ``"2-6,8,10"`` into sorted distinct integers (else a ValueError)."""
     values: set[int] = set()
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         try:
@@ -63,11 +54,7 @@ def parse_int_list(text: str) -> list[int]:
 
 
 def load_sts_split(data_dir: str | os.PathLike, task: str, split: str) -> tuple[STSData, str, str]:
-    """An STS split of a data directory, with the normalised task and the split as on disk.
-
-    Raises:
-        FileNotFoundError: If the split does not exist.
-    """
+    """An STS split of a data directory (FileNotFoundError if missing), the normalised task and the split on disk."""
     task = normalize_sts_task(task)
     resolved = resolve_sts_split(data_dir, task, split)
     if resolved is None:
@@ -78,14 +65,6 @@ def load_sts_split(data_dir: str | os.PathLike, task: str, split: str) -> tuple[
 def _simplicity(key: GridKey) -> tuple[int, int, int]:
     """TP off first, then narrower bands, then earlier bands (the plan's order)."""
     return (0, 0, 0) if key == TP_OFF else (1, key[1] - key[0], key[0])
-
-
-def _key_text(key: GridKey) -> str:
-    return key if isinstance(key, str) else f"{key[0]}-{key[1]}"
-
-
-def _key_from_text(text: str) -> GridKey:
-    return TP_OFF if text == TP_OFF else tuple(int(x) for x in text.split("-"))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -148,8 +127,8 @@ class TuningResult(Result):
         split: Split of the tuning data (as on disk).
         n_pairs: Number of scored pairs.
         n_sentences: Number of distinct sentences encoded per pass.
-        limit: ``limit`` used when loading the data (None: all pairs).
-        sample: ``sample`` used when loading the data (None: no random draw).
+        limit: First pairs used (None: all).
+        sample: Pairs drawn at random (None: no draw), with ``sample_seed``.
         sample_seed: Seed of the ``sample`` draw.
         min_gain: TP wins only if it beats the best vanilla cell by more than this (Spearman points).
         seconds: Wall time of each pass, by grid key.
@@ -225,8 +204,7 @@ class TuningResult(Result):
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
         """The template's preset entry: the winner's layers, ``status: tuned``, its score and the command."""
-        entry: dict[str, Any] = {**self.best.settings(), "status": "tuned", "score": self.score_entry()}
-        return {**entry, "command": command} if command else entry
+        return tuned_entry(self.best.settings(), self.score_entry(), command)
 
     def to_preset(
         self,
@@ -244,9 +222,9 @@ class TuningResult(Result):
             name: Preset name (default: ``base``'s, else the backbone's).
             backbone: The preset's backbone (default: ``base``'s, else :attr:`backbone`).
             base: A preset to update: this template's entry is replaced, the others kept.
-            command: The command that reproduces the tuning, stored with the entry.
-            aliases: Aliases of a new preset.
-            source: The preset's ``source`` text (default: ``base``'s, else a generated description).
+            command: The command that reproduces the tuning.
+            aliases: Aliases added to the preset's.
+            source: The preset's ``source`` text (default: ``base``'s, else a generated one).
 
         Raises:
             ValueError: If the template is not built in, or ``base`` has a different number of layers.
@@ -287,14 +265,15 @@ class TuningResult(Result):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (grid keys as ``"off"`` / ``"1-4"``; ``nan`` as None)."""
         keys = ("backbone", "template", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "sample_seed")
+        text = lambda key: key if isinstance(key, str) else f"{key[0]}-{key[1]}"  # noqa: E731
         cell = lambda choice: {**choice.settings(), "spearman": json_float(choice.spearman)}  # noqa: E731
         return {
             **{key: getattr(self, key) for key in keys},
             "data_dir": self.data_dir,
             "num_layers": self.num_layers,
             "min_gain": self.min_gain,
-            "grid": {_key_text(key): [json_float(v) for v in self.grid[key]] for key in self.keys()},
-            "seconds": {_key_text(key): round(value, 3) for key, value in self.seconds.items()},
+            "grid": {text(key): [json_float(v) for v in self.grid[key]] for key in self.keys()},
+            "seconds": {text(key): round(value, 3) for key, value in self.seconds.items()},
             "best": cell(self.best),
             "best_vanilla": cell(self.best_vanilla),
         }
@@ -304,13 +283,14 @@ class TuningResult(Result):
         """Rebuild a result from :meth:`to_dict` output."""
         as_float = lambda values: [float("nan") if v is None else float(v) for v in values]  # noqa: E731
         keys = ("template", "backbone", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "data_dir")
+        key = lambda text: TP_OFF if text == TP_OFF else tuple(int(x) for x in text.split("-"))  # noqa: E731
         return cls(
-            grid={_key_from_text(key): as_float(values) for key, values in data["grid"].items()},
+            grid={key(k): as_float(values) for k, values in data["grid"].items()},
             num_layers=int(data["num_layers"]),
             **{key: data[key] for key in keys if key in data},
             sample_seed=int(data.get("sample_seed") or 0),
             min_gain=float(data.get("min_gain", 0.0)),
-            seconds={_key_from_text(k): float(v) for k, v in data.get("seconds", {}).items()},
+            seconds={key(k): float(v) for k, v in data.get("seconds", {}).items()},
         )
 
     def to_markdown(self, *, grid: bool = True, decimals: int = 2) -> str:
@@ -379,11 +359,9 @@ def tune(
     """Search TP off and TP bands x every output layer on STS data; return the full score grid.
 
     Args:
-        model: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`, a ``SentenceTransformer``
-            whose first module is one, or a backbone name/path (a module is then built with ``template``).
+        model: A module, a ``SentenceTransformer`` starting with one, or a backbone name/path (see :func:`as_module`).
         data_dir: Data directory (:mod:`sentence_transformers_tp.evaluation.data` layout), unless ``data`` is given.
-        template: Template to tune when ``model`` is a backbone (default ``"prompteol"``); for a module, None or the
-            module's template.
+        template: Template of a module built from a backbone; for a module, None or the module's template.
         task: STS task of the tuning data (any alias).
         split: Split of the tuning data (dev, as the paper).
         data: The pairs themselves, instead of ``data_dir``/``task``/``split``.
@@ -391,8 +369,7 @@ def tune(
         sample: Use ``sample`` pairs drawn at random instead (seeded, kept in file order).
         sample_seed: Seed of the ``sample`` draw.
         tp_start: First prepending layer of the TP candidates (0-based), or several.
-        tp_exits: ``tp_exit`` candidates (default :func:`default_tp_exits`); those not above a ``tp_start`` are
-            skipped.
+        tp_exits: ``tp_exit`` candidates (default :func:`default_tp_exits`); those not above ``tp_start`` are skipped.
         min_gain: TP must beat the best vanilla cell by more than this many points to win.
         batch_size: Sentences per forward pass.
         show_progress_bar: Accepted for compatibility (passes always show a batch progress bar).

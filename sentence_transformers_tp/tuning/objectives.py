@@ -19,12 +19,8 @@ __all__ = ["NDCGObjective", "Objective", "SpearmanObjective", "pair_spearman", "
 
 
 class Objective:
-    """Scores ``(n, num_layers + 1, hidden)`` states at every layer.
-
-    Attributes:
-        texts: The texts a pass embeds.
-        signature: A key of the data (checkpoints are keyed by it).
-    """
+    """Scores ``(n, num_layers + 1, hidden)`` states at every layer; :attr:`texts` are what a pass embeds and
+    :attr:`signature` is a key of the data (checkpoints are keyed by it)."""
 
     texts: list[str]
     signature: str
@@ -39,11 +35,7 @@ class Objective:
 
 
 class SpearmanObjective(Objective):
-    """Spearman x 100 of the pair cosines vs the gold scores (what ``evaluate_sts`` reports).
-
-    Args:
-        data: The STS pairs (sentences are embedded once each).
-    """
+    """Spearman x 100 of the pair cosines of STS ``data`` vs its gold scores (each sentence embedded once)."""
 
     def __init__(self, data: STSData) -> None:
         self.texts = list(dict.fromkeys([*data.sentence1, *data.sentence2]))
@@ -60,13 +52,12 @@ class SpearmanObjective(Objective):
 
 
 class NDCGObjective(Objective):
-    """nDCG@10 x 100 (or another ranking metric) of some queries over a corpus (what ``evaluate_retrieval`` reports).
+    """nDCG@10 x 100 (or another ranking metric) of some queries over a corpus.
 
     Args:
         data: The queries, corpus and qrels.
         query_ids: The queries scored (rows of the query states are ``data.queries`` order).
-        metric: The key of :func:`~sentence_transformers_tp.evaluation.retrieval.ranking_metrics` returned by
-            :meth:`score_layer`.
+        metric: The :func:`~sentence_transformers_tp.evaluation.retrieval.ranking_metrics` key of :meth:`score_layer`.
     """
 
     def __init__(self, data: BEIRData, query_ids: Sequence[str], metric: str = "ndcg_at_10") -> None:

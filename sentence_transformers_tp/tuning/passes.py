@@ -65,9 +65,9 @@ def encode_all_layers(
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> np.ndarray:
-    """Embed texts at every output layer in one forward pass per batch: row ``i``, layer ``k`` equals ``encode`` of
-    text ``i`` under ``setting`` with ``output_layer=k`` (both run ``module.using(setting)``, ``preprocess`` and
-    ``embed``; batches formed as ``SentenceTransformer.encode`` forms them, longest texts first).
+    """``(len(texts), num_layers + 1, hidden)`` float32 states, one forward per batch: row ``i``, layer ``k`` equals
+    ``encode`` of text ``i`` under ``setting`` with ``output_layer=k`` (both run ``module.using(setting)``,
+    ``preprocess`` and ``embed``; batches formed as ``SentenceTransformer.encode`` forms them, longest texts first).
 
     Args:
         module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`.
@@ -77,9 +77,6 @@ def encode_all_layers(
         tp_exit: Overrides ``setting.tp_exit``; ``tp_exit <= tp_start`` is TP off.
         batch_size: Texts per forward pass.
         show_progress_bar: Show a progress bar.
-
-    Returns:
-        ``(len(texts), num_layers + 1, hidden)`` float32 array.
     """
     setting = setting or module.setting
     setting = setting.replace(**{k: v for k, v in (("tp_start", tp_start), ("tp_exit", tp_exit)) if v is not None})
@@ -114,10 +111,7 @@ class PassStore:
     """Finished passes in a folder: ``<key>.npz`` with what a pass gave (``value``) and its wall ``seconds``.
 
     Args:
-        folder: The folder (created on the first save); None keeps nothing.
-
-    Raises:
-        ValueError: If ``folder`` is an existing file (a checkpoint is a folder).
+        folder: The folder (created on the first save; an existing file is a ValueError); None keeps nothing.
     """
 
     def __init__(self, folder: str | os.PathLike | None) -> None:
@@ -171,10 +165,10 @@ class Search:
     ) -> tuple[np.ndarray, float, bool]:
         """One checkpointed pass: ``(reduce(states), seconds, whether from the checkpoint)``, keyed by the backbone,
         the token budget, ``data`` (a key of the data) and the Setting."""
-        module = self.module
-        length = setting.max_seq_length or module.max_seq_length
-        config = setting.replace(output_layer=-1).to_config()  # a pass captures every layer
-        key = digest(str(module.backbone_name), module.num_layers, length, data, config)
+        module, config = self.module, setting.replace(output_layer=-1).to_config()  # a pass captures every layer
+        key = digest(
+            str(module.backbone_name), module.num_layers, setting.max_seq_length or module.max_seq_length, data, config
+        )
         stored = self.store.load(key)
         if stored is not None:
             return *stored, True

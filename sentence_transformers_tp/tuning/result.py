@@ -1,5 +1,5 @@
-"""The base of every search's result (``to_dict`` / ``to_markdown`` / ``preset_entry``), its markdown table writer
-and the preset writer."""
+"""The base of every search's result (``to_dict`` / ``to_markdown`` / ``preset_entry``), the markdown table writer
+of their reports and the preset writers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from sentence_transformers_tp.presets import load_preset_file, update_preset
 
-__all__ = ["Result", "json_float", "table", "write_preset_block"]
+__all__ = ["Result", "json_float", "table", "tuned_entry", "write_preset_block"]
 
 
 def json_float(value: float, digits: int = 6) -> float | None:
@@ -25,18 +25,15 @@ def table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
+def tuned_entry(settings: dict[str, Any], score: dict[str, Any], command: str | None) -> dict[str, Any]:
+    """A preset entry of a search's winner: its settings, ``status: tuned``, its ``score`` and the ``command``."""
+    entry = {**settings, "status": "tuned", "score": score}
+    return {**entry, "command": command} if command else entry
+
+
 def write_preset_block(preset_path: str | os.PathLike, key: str, block: dict[str, Any]) -> Path:
-    """Store a winner in a preset file, keeping every other key: ``combination`` is replaced, ``task_settings``
-    entries are merged into the file's.
-
-    Args:
-        preset_path: The preset YAML.
-        key: ``"combination"`` or ``"task_settings"``.
-        block: The block (:meth:`Result.preset_entry`).
-
-    Returns:
-        The path written.
-    """
+    """Store a winner's ``block`` (:meth:`Result.preset_entry`) in a preset YAML and return its path; every other key
+    is kept: a ``"combination"`` is replaced, ``"task_settings"`` entries are merged into the file's."""
     if key == "task_settings":
         block = {**(load_preset_file(preset_path).task_settings or {}), **block}
     return update_preset(preset_path, key, block)

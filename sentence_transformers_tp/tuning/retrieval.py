@@ -1,13 +1,8 @@
-"""The retrieval search (``st-tp tune-retrieval``): query and document Settings and the output layer on a BEIR-layout
-train split, by nDCG@10.
-
-The plan lists, per side, every template with TP off and with each band (and the module's own Setting); documents
-are embedded under ``max_seq_length``. Every (query, document, layer) cell of one all-layer pass per Setting and side
-is scored on the tuning half of a seeded query sample (over its relevant documents plus ``corpus_sample`` others),
-with one layer on both sides. The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`, changes of
-both sides counted) is checked on the held-out half; last, per-query nDCG@10 of every document Setting by the token
-length of the relevant documents (terciles).
-"""
+"""The retrieval search (``st-tp tune-retrieval``): query and document Settings and one output layer, by nDCG@10 on
+a BEIR-layout train split. The plan lists, per side, every template with TP off and each band (and the module's own
+Setting; documents under ``max_seq_length``); each (query, document, layer) cell is scored on the tuning half of a
+seeded query sample, the winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`, both sides' changes
+counted) checked on the held-out half; last, nDCG@10 per document Setting by relevant-document length (terciles)."""
 
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
-from sentence_transformers_tp.tuning.result import Result, table, write_preset_block
+from sentence_transformers_tp.tuning.result import Result, table, tuned_entry, write_preset_block
 
 __all__ = ["RetrievalTuning", "task_entry", "task_settings_entry", "tune_retrieval", "write_task_settings"]
 
@@ -90,7 +85,8 @@ class RetrievalTuning(Result):
         """A JSON-serialisable summary (what ``st-tp tune-retrieval --json`` writes)."""
 
         def cell(item: dict[str, Any] | None) -> dict[str, Any] | None:
-            return {**item, "query_label": self.label(item, "query"), "document_label": self.label(item, "document")}
+            labels = {f"{side}_label": self.label(item, side) for side in ("query", "document")} if item else {}
+            return {**item, **labels} if item else None
 
         return {
             "backbone": self.backbone,
@@ -100,10 +96,9 @@ class RetrievalTuning(Result):
             "document_sides": [describe(s) for s in self.document_settings],
             "grid": self.grid,
             "seconds": self.seconds,
-            **{
-                key: cell(item) if item else None for key, item in [("winner", self.winner), ("vanilla", self.vanilla)]
-            },
-            "default": cell(self.default) if self.default else None,
+            "winner": cell(self.winner),
+            "vanilla": cell(self.vanilla),
+            "default": cell(self.default),
             "held_out": self.held_out,
             "lengths": self.lengths,
             "output_layer": self.output_layer,
@@ -126,15 +121,14 @@ class RetrievalTuning(Result):
             "per cell (tuning queries):",
             "",
         ]
-        cells = lambda row: [f"{scores[best_layer(scores)]:.2f} (L{best_layer(scores)})" for scores in row]  # noqa: E731
+        cells = lambda row: [f"{scores[best_layer(scores)]:.2f} (L{best_layer(scores)})" for scores in row]
         rows = [[describe(q), *cells(row)] for q, row in zip(self.query_settings, self.grid)]
         lines += [*table(["query \\ document", *labels], rows), ""]
-        rows = []
-        for name, item in (
-            ("winner", self.winner),
-            ("vanilla PromptEOL", self.vanilla),
-            ("module default", self.default),
-        ):
+        rows, named = (
+            [],
+            (("winner", self.winner), ("vanilla PromptEOL", self.vanilla), ("module default", self.default)),
+        )
+        for name, item in named:
             if item:
                 held = self.held_out.get(name.split()[0], {})
                 rows.append(
@@ -153,17 +147,16 @@ class RetrievalTuning(Result):
                 "",
             ]
             header = ["document setting", *(f"{b} tokens (n={n})" for b, n in zip(buckets, counts))]
-            lines += table(
-                header, ([r["label"], *(f"{v:.2f}" for v in r["ndcg_at_10"])] for r in self.lengths["rows"])
-            )
+            rows = [[r["label"], *(f"{v:.2f}" for v in r["ndcg_at_10"])] for r in self.lengths["rows"]]
+            lines += table(header, rows)
         lines += ["", "Pass times (all layers captured, wall seconds):", ""]
         lines += [f"- {name}: {sec:.1f} s" for name, sec in self.seconds.items()]
         return "\n".join(lines) + "\n"
 
 
 def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, dict[str, Any]]:
-    """A preset ``task_settings`` block (``{"query": {...}, "document": {...}}``) from a :meth:`RetrievalTuning.to_dict`
-    summary: the winner's entries, each with its score next to vanilla PromptEOL's and ``command``."""
+    """A preset ``task_settings`` block (``{"query": {...}, "document": {...}}``) from a
+    :meth:`RetrievalTuning.to_dict` summary: the winner's entries, each with its score next to vanilla PromptEOL's."""
     s, held = summary["settings"], summary.get("held_out", {})
     rounded = lambda value: None if value is None else round(float(value), 2)  # noqa: E731
     score = {key: s[key] for key in ("split", "tuning_queries", "held_out_queries", "documents")}
@@ -172,12 +165,8 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
     score["vanilla_prompteol_layer"] = summary["vanilla"]["layer"]
     score["held_out_ndcg_at_10"] = rounded(held.get("winner", {}).get("ndcg_at_10"))
     score["held_out_vanilla_ndcg_at_10"] = rounded(held.get("vanilla", {}).get("ndcg_at_10"))
-    out = {}
-    for task, entry in summary["task_settings"].items():
-        out[task] = {**entry, "status": "tuned", "score": dict(score)}  # a copy each: no YAML anchors
-        if command:
-            out[task]["command"] = command
-    return out
+    # a copy of the score each: no YAML anchors
+    return {task: tuned_entry(entry, dict(score), command) for task, entry in summary["task_settings"].items()}
 
 
 def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
@@ -187,12 +176,7 @@ def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike,
 
 
 def length_buckets(
-    module: Any,
-    data: BEIRData,
-    queries: np.ndarray,
-    documents: Sequence[Setting],
-    states: list[np.ndarray],
-    layer: int,
+    module: Any, data: BEIRData, queries: np.ndarray, documents: list[tuple[Setting, np.ndarray]], layer: int
 ) -> dict[str, Any]:
     """Per-query nDCG@10 of each document Setting, averaged within terciles of relevant-document token length."""
     lengths = {
@@ -210,7 +194,7 @@ def length_buckets(
     bucket = {q: int(np.searchsorted(edges, length, side="left")) for q, length in query_length.items()}
     counts = [sum(1 for b in bucket.values() if b == i) for i in range(len(edges) + 1)]
     objective, rows = NDCGObjective(data, list(data.queries)), []
-    for setting, document_states in zip(documents, states):
+    for setting, document_states in documents:
         per_query = objective.metrics(queries[:, layer], document_states[:, layer])[1]
         means = []
         for i in range(len(edges) + 1):
@@ -240,11 +224,11 @@ def tune_retrieval(
     progress: Callable[[str], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
 ) -> RetrievalTuning:
-    """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10.
+    """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10; the result's
+    :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
 
     Args:
-        model: The :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (or a
-            ``SentenceTransformer`` starting with one) whose backbone embeds every query and document Setting.
+        model: A module or a ``SentenceTransformer`` starting with one (its backbone embeds every Setting).
         folder: A BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``).
         split: The qrels split to tune on (a train split: never the split you report).
         sample: Queries drawn at random (seeded); None for all.
@@ -255,15 +239,11 @@ def tune_retrieval(
         document_templates: Document templates to search.
         tp_bands: ``(tp_start, tp_exit)`` bands tried on both sides (default ``(1, 4)``, clipped to the model).
         include_default: Also search the module's own Setting on both sides.
-        max_seq_length: Token budget of a document prompt (also written into the document task settings); None
-            keeps the module's.
+        max_seq_length: Token budget of a document prompt (written into its task settings); None: the module's.
         min_gain: nDCG@10 points a Setting with more changes from vanilla must gain over a simpler one.
         batch_size: Texts per forward.
         checkpoint_dir: Folder of finished passes; a rerun reuses them.
         progress: Called with one line per pass (e.g. ``print``).
-
-    Returns:
-        The result; :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
 
     Raises:
         ValueError: If ``prompteol`` is missing from either template list, or an argument is out of range.
@@ -340,9 +320,8 @@ def tune_retrieval(
                 q, d, k = query_states[cell["query"]], doc_states[cell["document"]], cell["layer"]
                 means = check.metrics(q[:, k], d[:, k], k_values=(10, 100))[0]
                 result.held_out[name] = {key: means[key] for key in HEADLINE}
-    # Document length buckets: every document Setting with the winner's query Setting and layer.
-    winner_queries = query_states[result.winner["query"]]
-    result.lengths = length_buckets(module, data, winner_queries, documents, doc_states, result.winner["layer"])
+    pairs = list(zip(documents, doc_states))  # length buckets: every document Setting, the winner's query side
+    result.lengths = length_buckets(module, data, query_states[result.winner["query"]], pairs, result.winner["layer"])
     if result.lengths:
         result.lengths["query"] = result.label(result.winner, "query")
     return result
