@@ -61,8 +61,7 @@ def choose_winner(
 
 def describe(setting: Setting) -> str:
     """The label of reports and preset records: :meth:`~sentence_transformers_tp.settings.Setting.label` without the
-    layer and token budget, e.g. ``ck + demo(Music) + TP 1..3 + CP L4 ns 1`` (``TP a..b``: replaced before layers
-    a-b)."""
+    layer and token budget, e.g. ``ck + demo(Music) + TP 1..3 + CP L4 ns 1`` (TP before layers 1-3)."""
     return setting.replace(output_layer=-1, max_seq_length=None).label().removesuffix(", L-1")
 
 

@@ -7,8 +7,7 @@
    :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s;
 5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` fitted at its layer on unlabeled
    sentences drawn as ``st-tp center`` draws them;
-6. the winner and vanilla PromptEOL on a second dev set.
-"""
+6. the winner and vanilla PromptEOL on a second dev set."""
 
 from __future__ import annotations
 
@@ -152,17 +151,6 @@ def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, c
     return write_preset_block(preset_path, "combination", combination_entry(summary, command))
 
 
-def centering_gain(
-    search: Search, setting: Setting, objective: SpearmanObjective, layer: int, sentences: Sequence[str]
-) -> float:
-    """Spearman x 100 of the Setting at ``layer`` with a :class:`Centering` module fitted on ``sentences``."""
-    fitted = Centering.from_embeddings(search.embed(sentences, setting)[:, layer])
-    states = search.kept.get(("full", setting))
-    states = search.embed(objective.texts, setting) if states is None else states
-    centered = fitted({"sentence_embedding": torch.from_numpy(states[:, layer])})["sentence_embedding"]
-    return objective.score_layer(centered.numpy())
-
-
 def tune_joint(
     model: Any,
     data_dir: str | os.PathLike,
@@ -236,7 +224,7 @@ def tune_joint(
     search = Search(module, checkpoint, batch_size, progress)
     result.passes = search.passes
     on_sample, on_full = SpearmanObjective(sampled), SpearmanObjective(full)
-    best = lambda items: max(items, key=lambda p: p.best)  # noqa: E731
+    best = lambda items: max(items, key=lambda p: p.best)
 
     # Stage 1: templates x TP.
     plan1 = with_bands([Setting(template=spec) for spec in templates], bands)
@@ -259,16 +247,18 @@ def tune_joint(
     winner = choose_winner([vanilla, *scored], vanilla, min_gain)
     result.vanilla, result.winner = vanilla, winner
     layer = winner.best_layer
-
     # Stage 5: centering with unlabeled sentences that are not the tuning data.
     if centering_sentences:
         source = f"{centering_task}:{centering_split}"
         texts = read_sentences(source, data_dir=data_dir, max_sentences=centering_sentences, seed=sample_seed)
-        centered = centering_gain(search, winner.setting, on_full, layer, texts)
+        fitted = Centering.from_embeddings(search.embed(texts, winner.setting)[:, layer])  # Centering itself
+        states = search.kept.get(("full", winner.setting))
+        states = search.embed(on_full.texts, winner.setting) if states is None else states
+        embeddings = fitted({"sentence_embedding": torch.from_numpy(states[:, layer])})["sentence_embedding"]
+        centered = on_full.score_layer(embeddings.numpy())
         result.centering_gain = float(centered - winner.scores[layer])
         result.centering_chosen = result.centering_gain > min_gain
         search.say(f"centering at layer {layer}: {centered:.2f} ({result.centering_gain:+.2f})")
-
     # Stage 6: the winner and vanilla on a second dev set.
     if second_task:
         second, _, _ = load_sts_split(data_dir, second_task, second_split)

@@ -32,8 +32,7 @@ GridKey = str | tuple[int, int]
 
 
 def default_tp_exits(num_layers: int, tp_start: int = 1) -> list[int]:
-    """The default ``tp_exit`` candidates ``tp_start + 1 .. min(12, num_layers)``, ascending (the paper's bands end
-    before layer 3-7; 12 leaves room for deeper bands at about ten passes)."""
+    """The default ``tp_exit`` candidates ``tp_start + 1 .. min(12, num_layers)`` (paper bands end before 3-7)."""
     return list(range(tp_start + 1, min(DEFAULT_MAX_TP_EXIT, num_layers) + 1))
 
 
@@ -181,8 +180,7 @@ class TuningResult(Result):
 
     @property
     def best(self) -> Choice:
-        """The winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner` over each setting's best
-        layer)."""
+        """The winner: :func:`~sentence_transformers_tp.tuning.cells.choose_winner` over each setting's best layer."""
         return choose_winner(self.rows(), self.best_vanilla, self.min_gain, score=lambda choice: choice.spearman)
 
     def ranking(self) -> list[Choice]:
@@ -192,15 +190,13 @@ class TuningResult(Result):
     def score_entry(self) -> dict[str, Any]:
         """The ``score`` mapping written into a preset for the winner."""
         vanilla = self.best_vanilla
-        entry: dict[str, Any] = {"task": self.task, "split": self.split, "n_pairs": self.n_pairs}
-        entry["spearman"] = round(self.best.spearman, 2)
-        entry["vanilla_best_spearman"] = round(vanilla.spearman, 2)
-        entry["vanilla_best_layer"] = vanilla.preset_output_layer
-        if self.limit is not None:
-            entry["limit"] = self.limit
-        if self.sample is not None:
-            entry.update(sample=self.sample, sample_seed=self.sample_seed)
-        return entry
+        entry = dict(task=self.task, split=self.split, n_pairs=self.n_pairs, spearman=round(self.best.spearman, 2))
+        entry.update(vanilla_best_spearman=round(vanilla.spearman, 2), vanilla_best_layer=vanilla.preset_output_layer)
+        entry.update({"limit": self.limit} if self.limit is not None else {})
+        return {
+            **entry,
+            **({"sample": self.sample, "sample_seed": self.sample_seed} if self.sample is not None else {}),
+        }
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
         """The template's preset entry: the winner's layers, ``status: tuned``, its score and the command."""
@@ -265,8 +261,8 @@ class TuningResult(Result):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (grid keys as ``"off"`` / ``"1-4"``; ``nan`` as None)."""
         keys = ("backbone", "template", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "sample_seed")
-        text = lambda key: key if isinstance(key, str) else f"{key[0]}-{key[1]}"  # noqa: E731
-        cell = lambda choice: {**choice.settings(), "spearman": json_float(choice.spearman)}  # noqa: E731
+        text = lambda key: key if isinstance(key, str) else f"{key[0]}-{key[1]}"
+        cell = lambda choice: {**choice.settings(), "spearman": json_float(choice.spearman)}
         return {
             **{key: getattr(self, key) for key in keys},
             "data_dir": self.data_dir,
@@ -281,16 +277,16 @@ class TuningResult(Result):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TuningResult:
         """Rebuild a result from :meth:`to_dict` output."""
-        as_float = lambda values: [float("nan") if v is None else float(v) for v in values]  # noqa: E731
+        as_float = lambda values: [float("nan") if v is None else float(v) for v in values]
         keys = ("template", "backbone", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "data_dir")
-        key = lambda text: TP_OFF if text == TP_OFF else tuple(int(x) for x in text.split("-"))  # noqa: E731
+        parse = lambda text: TP_OFF if text == TP_OFF else tuple(int(x) for x in text.split("-"))
         return cls(
-            grid={key(k): as_float(values) for k, values in data["grid"].items()},
+            grid={parse(k): as_float(values) for k, values in data["grid"].items()},
             num_layers=int(data["num_layers"]),
             **{key: data[key] for key in keys if key in data},
             sample_seed=int(data.get("sample_seed") or 0),
             min_gain=float(data.get("min_gain", 0.0)),
-            seconds={key(k): float(v) for k, v in data.get("seconds", {}).items()},
+            seconds={parse(k): float(v) for k, v in data.get("seconds", {}).items()},
         )
 
     def to_markdown(self, *, grid: bool = True, decimals: int = 2) -> str:
@@ -299,13 +295,10 @@ class TuningResult(Result):
         best, vanilla, d, keys = self.best, self.best_vanilla, decimals, self.keys()
         template = self.template if isinstance(self.template, str) else f"{len(self.template)} user templates"
         data = f"{self.task} {self.split}, {self.n_pairs} pairs, {self.n_sentences} distinct sentences"
-        lines = [
-            f"Backbone `{self.backbone}`, template `{template}`, {self.num_layers} layers; {data}.",
-            "",
-            f"Winner: **{best.label()}**: {best.spearman:.{d}f} (best vanilla: {vanilla.label()}: "
-            f"{vanilla.spearman:.{d}f}; {best.spearman - vanilla.spearman:+.{d}f}).",
-            "",
-        ]
+        winner = f"Winner: **{best.label()}**: {best.spearman:.{d}f} (best vanilla: {vanilla.label()}: "
+        winner += f"{vanilla.spearman:.{d}f}; {best.spearman - vanilla.spearman:+.{d}f})."
+        data = f"Backbone `{self.backbone}`, template `{template}`, {self.num_layers} layers; {data}."
+        lines = [data, "", winner, ""]
         rows = []
         for key, choice in ((key, self.best_for(key)) for key in keys):
             b = "**" if (choice.key, choice.output_layer) == (best.key, best.output_layer) else ""
@@ -319,14 +312,10 @@ class TuningResult(Result):
         header = ["setting", "tp_start", "tp_exit", "best layer", "Spearman", "vs best vanilla", "at layer -1"]
         lines += table([*header, "pass (s)"], rows)
         if grid:
-            lines += [
-                "",
-                "Per-layer grid (rows: output layer, `hidden_states` index, L = final normed output; "
-                "columns: TP off or TP before layers `tp_start..tp_exit-1`):",
-                "",
-            ]
+            note = "Per-layer grid (rows: output layer, `hidden_states` index, L = final normed output; "
+            lines += ["", note + "columns: TP off or TP before layers `tp_start..tp_exit-1`):", ""]
             top = {key: self.best_for(key).output_layer for key in keys}
-            value = lambda key, layer: f"{self.grid[key][layer]:.{max(d - 1, 0)}f}"  # noqa: E731
+            value = lambda key, layer: f"{self.grid[key][layer]:.{max(d - 1, 0)}f}"
             rows = [
                 [f"{layer} (L)" if layer == self.num_layers else layer]
                 + [f"**{value(key, layer)}**" if top[key] == layer else value(key, layer) for key in keys]
@@ -395,29 +384,17 @@ def tune(
     bands = []
     for start in starts:
         exits = default_tp_exits(num_layers, start) if tp_exits is None else sorted({int(e) for e in tp_exits})
-        if [e for e in exits if e > num_layers]:
-            raise ValueError(
-                f"tp_exit candidates {[e for e in exits if e > num_layers]} exceed the {num_layers} decoder layers."
-            )
+        if too_deep := [e for e in exits if e > num_layers]:
+            raise ValueError(f"tp_exit candidates {too_deep} exceed the {num_layers} decoder layers.")
         bands += [(start, e) for e in exits if e > start]
     bands = sorted(bands, key=_simplicity)  # the plan: the module's Setting with TP off, then every band
     plan = zip([TP_OFF, *bands], with_bands([module.setting.replace(tp_start=starts[0])], bands))
     objective = SpearmanObjective(data)
-    result = TuningResult(
-        grid={},
-        num_layers=num_layers,
-        template=module.template,
-        backbone=str(module.backbone_name),
-        task=task,
-        split=split,
-        n_pairs=len(data),
-        n_sentences=len(objective.texts),
-        limit=limit,
-        sample=sample,
-        sample_seed=sample_seed,
-        min_gain=min_gain,
-        data_dir=None if data_dir is None else str(data_dir),
+    about = dict(
+        task=task, split=split, n_pairs=len(data), n_sentences=len(objective.texts), limit=limit, sample=sample
     )
+    result = TuningResult({}, num_layers, module.template, str(module.backbone_name), **about, sample_seed=sample_seed)
+    result.min_gain, result.data_dir = min_gain, None if data_dir is None else str(data_dir)
     search = Search(module, checkpoint, batch_size, progress)
     for key, setting in plan:
         item = search.score(objective, setting, "full")

@@ -73,7 +73,7 @@ class NDCGObjective(Objective):
         rankings = rank_documents(queries[self.rows], documents, self.data.doc_ids, top_k=max(k_values))
         qrels = {q: self.data.qrels[q] for q in self.query_ids}
         means, per_query = ranking_metrics(dict(zip(self.query_ids, rankings)), qrels, k_values=k_values)
-        scale = lambda values: {key: 100.0 * value for key, value in values.items()}  # noqa: E731
+        scale = lambda values: {key: 100.0 * value for key, value in values.items()}
         return scale(means), {q: scale(values) for q, values in per_query.items()}
 
     def score_layer(self, queries: np.ndarray, documents: np.ndarray) -> float:
@@ -82,8 +82,7 @@ class NDCGObjective(Objective):
 
 
 def score_layers(states: np.ndarray, index1: np.ndarray, index2: np.ndarray, gold: Sequence[float]) -> list[float]:
-    """Deprecated (use :class:`SpearmanObjective`): Spearman x 100 of the pairs ``(index1, index2)`` of
-    ``(n, num_layers + 1, hidden)`` states vs ``gold`` at every layer."""
+    """Deprecated (use :class:`SpearmanObjective`): Spearman x 100 of pairs of all-layer states vs ``gold``."""
     return [pair_spearman(states[index1, layer], states[index2, layer], gold) for layer in range(states.shape[1])]
 
 

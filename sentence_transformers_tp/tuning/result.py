@@ -21,7 +21,7 @@ def json_float(value: float, digits: int = 6) -> float | None:
 
 def table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
     """The lines of a markdown table (every report's tables)."""
-    line = lambda cells: "| " + " | ".join(str(cell) for cell in cells) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(str(cell) for cell in cells) + " |"
     return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 

@@ -6,6 +6,7 @@ counted) checked on the held-out half; last, nDCG@10 per document Setting by rel
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,15 +113,11 @@ class RetrievalTuning(Result):
     def to_markdown(self) -> str:
         """The best layer of every cell, the winner, the held-out check, the length buckets and the pass times."""
         s, labels = self.settings, [describe(setting) for setting in self.document_settings]
-        lines = [
-            f"## Retrieval tuning: {self.backbone} on {s['data']} ({s['split']})",
-            "",
-            f"{s['tuning_queries']} tuning queries and {s['held_out_queries']} held-out queries (seed {s['seed']}) "
-            f"over {s['documents']} documents (their relevant documents + {s['corpus_sample']} random others of "
-            f"{s['corpus_size']}); documents truncated to {s['max_seq_length']} tokens. nDCG@10 x 100, best layer "
-            "per cell (tuning queries):",
-            "",
-        ]
+        data = f"{s['tuning_queries']} tuning queries and {s['held_out_queries']} held-out queries (seed {s['seed']}) "
+        data += f"over {s['documents']} documents (their relevant documents + {s['corpus_sample']} random others of "
+        data += f"{s['corpus_size']}); documents truncated to {s['max_seq_length']} tokens. nDCG@10 x 100, best layer "
+        data += "per cell (tuning queries):"
+        lines = [f"## Retrieval tuning: {self.backbone} on {s['data']} ({s['split']})", "", data, ""]
         cells = lambda row: [f"{scores[best_layer(scores)]:.2f} (L{best_layer(scores)})" for scores in row]
         rows = [[describe(q), *cells(row)] for q, row in zip(self.query_settings, self.grid)]
         lines += [*table(["query \\ document", *labels], rows), ""]
@@ -140,12 +137,9 @@ class RetrievalTuning(Result):
         if self.lengths.get("rows"):
             edges, counts = self.lengths["edges"], self.lengths["counts"]
             buckets = [f"<= {edges[0]}", *(f"{a + 1}-{b}" for a, b in zip(edges, edges[1:])), f"> {edges[-1]}"]
-            lines += [
-                "",
-                f"nDCG@10 x 100 by the token length of the relevant documents (all {s['sampled_queries']} sampled "
-                f"queries, query side: {self.label(self.winner, 'query')}, layer {self.winner['layer']}):",
-                "",
-            ]
+            note = f"nDCG@10 x 100 by the token length of the relevant documents (all {s['sampled_queries']} sampled "
+            note += f"queries, query side: {self.label(self.winner, 'query')}, layer {self.winner['layer']}):"
+            lines += ["", note, ""]
             header = ["document setting", *(f"{b} tokens (n={n})" for b, n in zip(buckets, counts))]
             rows = [[r["label"], *(f"{v:.2f}" for v in r["ndcg_at_10"])] for r in self.lengths["rows"]]
             lines += table(header, rows)
@@ -158,7 +152,7 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
     """A preset ``task_settings`` block (``{"query": {...}, "document": {...}}``) from a
     :meth:`RetrievalTuning.to_dict` summary: the winner's entries, each with its score next to vanilla PromptEOL's."""
     s, held = summary["settings"], summary.get("held_out", {})
-    rounded = lambda value: None if value is None else round(float(value), 2)  # noqa: E731
+    rounded = lambda value: None if value is None else round(float(value), 2)
     score = {key: s[key] for key in ("split", "tuning_queries", "held_out_queries", "documents")}
     score = {"task": s["data"], **score, "ndcg_at_10": round(summary["winner"]["ndcg_at_10"], 2)}
     score["vanilla_prompteol_ndcg_at_10"] = round(summary["vanilla"]["ndcg_at_10"], 2)
@@ -170,8 +164,7 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
 
 
 def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
-    """Store a :meth:`RetrievalTuning.to_dict` winner as a preset file's ``query`` / ``document`` task settings
-    (:func:`~sentence_transformers_tp.tuning.result.write_preset_block`)."""
+    """Store a :meth:`RetrievalTuning.to_dict` winner as a preset file's ``query`` / ``document`` task settings."""
     return write_preset_block(preset_path, "task_settings", task_settings_entry(summary, command))
 
 
@@ -272,9 +265,7 @@ def tune_retrieval(
     ids = list(data.queries)
     order = np.random.default_rng(seed).permutation(len(ids))
     n_held = int(round(len(ids) * held_out))
-    held_ids, tune_ids = (
-        [ids[i] for i in sorted(order[part].tolist())] for part in (slice(n_held), slice(n_held, None))
-    )
+    held_ids, tune_ids = ([ids[i] for i in sorted(order[p].tolist())] for p in (slice(n_held), slice(n_held, None)))
     if not tune_ids:
         raise ValueError("No tuning queries: sample more queries or lower held_out.")
     settings = dict(data=data.name, folder=str(folder), split=split, seed=seed, sampled_queries=len(ids))
@@ -292,11 +283,8 @@ def tune_retrieval(
     doc_states = states("document", documents, data.documents())
     query_states = states("query", queries, [data.queries[q] for q in ids])
     tuning, n = NDCGObjective(data, tune_ids), len(documents)
-    cells = [
-        Scored((q, d), tuning(qs, ds), data="tuning")
-        for q, qs in zip(queries, query_states)
-        for d, ds in zip(documents, doc_states)
-    ]
+    grid = itertools.product(zip(queries, query_states), zip(documents, doc_states))
+    cells = [Scored((q, d), tuning(qs, ds), data="tuning") for (q, qs), (d, ds) in grid]
     result.grid = [[cell.scores for cell in cells[i : i + n]] for i in range(0, len(cells), n)]
 
     def as_cell(i: int) -> dict[str, Any]:
