@@ -155,6 +155,7 @@ class Search:
         self.say = progress or logger.info
         self.passes: list[Scored] = []
         self.kept: dict[tuple[str, Setting], np.ndarray] = {}
+        self.seconds: dict[str, float] = {}
 
     def embed(self, texts: Sequence[str], setting: Setting) -> np.ndarray:
         """The all-layer states of texts (not checkpointed)."""
@@ -197,14 +198,16 @@ class Search:
         )
         return item
 
-    def states(self, texts: Sequence[str], setting: Setting, data: str) -> tuple[np.ndarray, float]:
-        """The L2-normalised all-layer states of texts under a Setting (a checkpointed pass) and its seconds."""
+    def states(self, texts: Sequence[str], setting: Setting, data: str) -> np.ndarray:
+        """The L2-normalised all-layer states of texts under a Setting (a checkpointed pass); its wall time goes to
+        :attr:`seconds` under ``"<data>:<label>"``."""
 
         def normalized(states: np.ndarray) -> np.ndarray:
             norms = np.linalg.norm(states, axis=-1, keepdims=True)
             return (states / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
         states, seconds, stored = self.run(texts, setting, digest(list(texts)), normalized)
+        self.seconds[f"{data}:{describe(setting)}"] = seconds
         status = "reusing the checkpoint" if stored else f"{len(texts)} texts in {seconds:.1f} s"
         self.say(f"{data}: {describe(setting)}: {status}")
-        return states, seconds
+        return states

@@ -275,13 +275,9 @@ def tune_retrieval(
     result = RetrievalTuning(str(module.backbone_name), num_layers, settings, queries, documents)
     search = Search(module, checkpoint_dir, batch_size, progress)
 
-    def states(kind: str, settings: list[Setting], texts: list[str]) -> list[np.ndarray]:
-        out = [search.states(texts, setting, kind) for setting in settings]
-        result.seconds.update({f"{kind}:{describe(s)}": sec for s, (_, sec) in zip(settings, out)})
-        return [array for array, _ in out]
-
-    doc_states = states("document", documents, data.documents())
-    query_states = states("query", queries, [data.queries[q] for q in ids])
+    doc_states = [search.states(data.documents(), setting, "document") for setting in documents]
+    query_states = [search.states([data.queries[q] for q in ids], setting, "query") for setting in queries]
+    result.seconds = search.seconds
     tuning, n = NDCGObjective(data, tune_ids), len(documents)
     grid = itertools.product(zip(queries, query_states), zip(documents, doc_states))
     cells = [Scored((q, d), tuning(qs, ds), data="tuning") for (q, qs), (d, ds) in grid]
