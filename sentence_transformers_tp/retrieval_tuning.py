@@ -8,7 +8,7 @@ from typing import Any
 
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.templates import template_names
-from sentence_transformers_tp.tuning import cells
+from sentence_transformers_tp.tuning.cells import choose_winner as winner_rule
 from sentence_transformers_tp.tuning.retrieval import (
     DEFAULT_DOCUMENT_TEMPLATES,
     DEFAULT_QUERY_TEMPLATES,
@@ -25,14 +25,14 @@ __all__ += ["choose_winner", "task_settings_entry", "tune_retrieval", "write_tas
 
 
 def choose_winner(
-    cells_: Sequence[dict[str, Any]],
+    cells: Sequence[dict[str, Any]],
     vanilla: dict[str, Any],
     changes: Callable[[dict[str, Any]], int],
     min_gain: float,
 ) -> dict[str, Any]:
     """Deprecated: :func:`~sentence_transformers_tp.tuning.cells.choose_winner` over cell dicts scored by
     ``ndcg_at_10``."""
-    return cells.choose_winner(cells_, vanilla, min_gain, changes=changes, score=lambda cell: cell["ndcg_at_10"])
+    return winner_rule(cells, vanilla, min_gain, changes=changes, score=lambda cell: cell["ndcg_at_10"])
 
 
 @dataclass(frozen=True)

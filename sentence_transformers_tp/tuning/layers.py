@@ -241,10 +241,8 @@ class TuningResult(Result):
         if base is not None:
             preset = copy.deepcopy(base)
         else:
-            source_text = (
-                f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine similarities): "
-                "TP off and TP bands searched with every output layer; see docs/tuning.md."
-            )
+            source_text = f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine "
+            source_text += "similarities): TP off and TP bands searched with every output layer; see docs/tuning.md."
             default_name = (os.path.basename(os.path.normpath(str(backbone))) or "model").lower()
             preset = Preset(default_name, backbone, {}, status="tuned", source=source_text, default_template=template)
         preset.templates = {**preset.templates, template: self.preset_entry(command)}
