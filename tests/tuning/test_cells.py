@@ -52,3 +52,10 @@ def test_labels_name_every_booster():
         "pretended_cot+knowledge + demo(Smoking) + TP 1..2 + CP L4 ns 2"
     )
     assert describe(Setting(cp_layer=1, cp_mode="nr")) == "prompteol + CP L1 nr"
+
+
+def test_describe_is_the_setting_label_without_layer_and_token_budget():
+    """describe() is Setting.label() minus the layer and token budget: one label format for every report."""
+    setting = Setting(template="retrieval_document", tp_exit=3, output_layer=2, max_seq_length=64)
+    assert describe(setting) == "retrieval_document + TP 1..2"
+    assert setting.label().startswith(describe(setting) + ", L2")
