@@ -13,10 +13,16 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, rank_documents
 from sentence_transformers_tp.retrieval_tuning import Side, choose_winner, tune_retrieval, write_task_settings
+from sentence_transformers_tp.tuning import describe
 
 from .conftest import write_tiny_preset
 
 BEIR = Path(__file__).parent / "evaluation" / "fixtures" / "beir"
+
+
+def sides(settings) -> list[Side]:
+    """The searched Settings as the deprecated ``Side`` views (their old labels and task entries)."""
+    return [Side.from_setting(setting) for setting in settings]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def result(module):
 
 def test_sides_are_templates_times_tp_plus_the_module_setting(result):
     """2 templates x (TP off + 1 band) per side, plus the module's own setting; the grid covers every layer."""
-    labels = [side.label() for side in result.document_sides]
+    labels = [side.label() for side in sides(result.document_settings)]
     assert labels == [
         "prompteol",
         "prompteol + TP 1-2",
@@ -43,7 +49,7 @@ def test_sides_are_templates_times_tp_plus_the_module_setting(result):
         "retrieval_document + TP 1-2",
         "knowledge + demo 'Dog'",
     ]
-    assert [side.label() for side in result.query_sides][2] == "retrieval_query"
+    assert [side.label() for side in sides(result.query_settings)][2] == "retrieval_query"
     assert np.asarray(result.grid).shape == (5, 5, result.num_layers + 1)
     assert result.default is not None and result.default["document"] == 4
 
@@ -53,8 +59,8 @@ def test_grid_cell_equals_evaluate_retrieval_of_the_built_model(result, tiny_lla
     """A cell's nDCG@10 equals evaluate_retrieval of a model whose task_settings are the cell's two sides."""
     qi, di, layer = cell
     tasks = {
-        "query": result.query_sides[qi].entry(layer),
-        "document": result.document_sides[di].entry(layer, result.settings["max_seq_length"]),
+        "query": sides(result.query_settings)[qi].entry(layer),
+        "document": sides(result.document_settings)[di].entry(layer, result.settings["max_seq_length"]),
     }
     model = SentenceTransformer(
         modules=[TokenPrependingTransformer(str(tiny_llama), "prompteol", task_settings=tasks)]
@@ -107,14 +113,14 @@ def test_length_buckets_compare_tp_off_and_on_per_document_setting(result):
     """Every document setting gets a per-bucket nDCG@10; bucket counts add up to the evaluated queries."""
     lengths = result.lengths
     assert len(lengths["edges"]) == 2 and sum(lengths["counts"]) == 3
-    assert [row["label"] for row in lengths["rows"]] == [side.label() for side in result.document_sides]
+    assert [row["label"] for row in lengths["rows"]] == [describe(setting) for setting in result.document_settings]
 
 
 def test_checkpoint_dir_reuses_finished_passes(module, tmp_path):
     """A rerun with the same checkpoint folder loads every pass instead of encoding again, with the same grid."""
     kwargs = dict(sample=None, corpus_sample=None, held_out=0.0, tp_bands=[], include_default=False)
     first = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, **kwargs)
-    assert len(list(tmp_path.glob("*.npy"))) == 4
+    assert len(list(tmp_path.glob("*.npz"))) == 4  # one file per pass (the tuning checkpoint format)
     lines: list[str] = []
     second = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, progress=lines.append, **kwargs)
     assert sum("reusing" in line for line in lines) == 4

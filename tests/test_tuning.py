@@ -244,12 +244,12 @@ def test_checkpoint_skips_finished_passes(module, data_dir, tmp_path, monkeypatc
     """A rerun with the same checkpoint reuses every finished pass instead of encoding again."""
     checkpoint = tmp_path / "ckpt.json"
     first = tune(module, data_dir, tp_exits=[2, 3], checkpoint=checkpoint)
-    import sentence_transformers_tp.tuning as tuning
+    import sentence_transformers_tp.tuning.passes as passes
 
     def fail(*args, **kwargs):
         raise AssertionError("encoded again")
 
-    monkeypatch.setattr(tuning, "encode_all_layers", fail)
+    monkeypatch.setattr(passes, "encode_all_layers", fail)
     again = tune(module, data_dir, tp_exits=[2, 3], checkpoint=checkpoint)
     assert again.keys() == first.keys()
     assert all(np.allclose(again.grid[k], first.grid[k], atol=1e-5, equal_nan=True) for k in first.grid)

@@ -1,6 +1,6 @@
 """``st-tp tune``: pick the TP layers and the output layer on STS data and write them as a preset.
 
-A thin layer over :func:`sentence_transformers_tp.tuning.tune`.
+A thin layer over :func:`sentence_transformers_tp.tuning.tune` (the layer grid).
 """
 
 from __future__ import annotations
@@ -68,9 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--save", help="also save the tuned SentenceTransformer to this folder")
     parser.add_argument("--json", help="write the full grid as JSON to this file")
     parser.add_argument("--markdown", help="write the tables as markdown to this file")
-    parser.add_argument(
-        "--checkpoint", help="JSON file updated after every pass; rerunning with it skips finished passes"
-    )
+    parser.add_argument("--checkpoint", help="folder of finished passes (one file each); rerunning with it skips them")
     parser.set_defaults(func=run)
 
 
@@ -110,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         check_preset_destination(args.out)
     for flag, path in (("--out", args.out), ("--json", args.json), ("--markdown", args.markdown)):
         check_output_path(path, flag)
-    check_output_path(args.checkpoint, "--checkpoint")
+    check_output_folder(args.checkpoint, "--checkpoint")
     check_output_folder(args.save, "--save")
 
     model_kwargs = None
@@ -162,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         from sentence_transformers import SentenceTransformer
 
-        module.tp_start, module.tp_exit, module.output_layer = (
-            best.tp_start,
-            best.tp_exit,
-            best.preset_output_layer,
-        )
+        module.set_setting(module.setting.replace(**best.settings()))
         model = SentenceTransformer(modules=[module], device=args.device)
         model.save(args.save)
         print(f"Saved the tuned model {module!r} to {args.save}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``st-tp tune-boosters``: search templates, ensembles, demonstrations, TP, Contrastive Prompting, output layer and
 centering together on STS data.
 
-A thin layer over :func:`sentence_transformers_tp.joint_tuning.tune_joint`.
+A thin layer over :func:`sentence_transformers_tp.tuning.tune_joint`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune-boosters",
         help="search templates, ensembles, demonstrations, TP bands, Contrastive Prompting, layers and centering",
-        description="A staged search (sentence_transformers_tp.joint_tuning): templates x TP bands on a seeded sample "
+        description="A staged search (sentence_transformers_tp.tuning.joint): templates x TP bands on a seeded sample "
         "of the tuning pairs, then in-context demonstrations on the best settings, then Contrastive Prompting on the "
         "best one, then the finalists and vanilla PromptEOL on all pairs, then centering and a second dev set. Each "
         "pass scores every output layer at once. The winner is never below vanilla PromptEOL's best layer.",
@@ -60,13 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", help="write the full result as JSON to this file")
     parser.add_argument("--markdown", help="write the report as markdown to this file")
-    parser.add_argument("--checkpoint", help="JSON file of finished passes; rerunning with it skips them")
+    parser.add_argument("--checkpoint", help="folder of finished passes (one file each); rerunning with it skips them")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
     from sentence_transformers_tp.cli.options import (
+        check_output_folder,
         check_output_path,
         command_line,
         load_module,
@@ -75,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
-    from sentence_transformers_tp.joint_tuning import tune_joint, write_combination
+    from sentence_transformers_tp.tuning import tune_joint, write_combination
 
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
-    for flag, path in (("--json", args.json), ("--markdown", args.markdown), ("--checkpoint", args.checkpoint)):
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         check_output_path(path, flag)
+    check_output_folder(args.checkpoint, "--checkpoint")
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the combination is added to an existing one)")
     templates = parse_template_names(args.templates, "--templates")

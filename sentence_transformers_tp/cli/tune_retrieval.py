@@ -1,7 +1,7 @@
 """``st-tp tune-retrieval``: search query / document templates, TP and the output layer for retrieval on a
 BEIR-layout train split (nDCG@10).
 
-A thin layer over :func:`sentence_transformers_tp.retrieval_tuning.tune_retrieval`.
+A thin layer over :func:`sentence_transformers_tp.tuning.tune_retrieval`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tune-retrieval",
         help="search query / document templates, TP bands and the output layer for retrieval (nDCG@10)",
         description="One all-layer pass per query setting and per document setting (sentence_transformers_tp."
-        "retrieval_tuning) on a seeded sample of queries and a corpus of their relevant documents plus random "
+        "tuning.retrieval) on a seeded sample of queries and a corpus of their relevant documents plus random "
         "others; every (query, document, layer) cell is scored by nDCG@10 on half of the queries and the choice is "
         "checked on the other half. The winner is never below vanilla PromptEOL; ties go to the simpler setting.",
     )
@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Search, print the report, write what was asked for."""
     from sentence_transformers_tp.cli.options import (
+        check_output_folder,
         check_output_path,
         command_line,
         load_module,
@@ -68,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
         parse_tp_bands,
         write_outputs,
     )
-    from sentence_transformers_tp.retrieval_tuning import tune_retrieval, write_task_settings
     from sentence_transformers_tp.templates import canonical_template_name
+    from sentence_transformers_tp.tuning import tune_retrieval, write_task_settings
 
     if not Path(args.retrieval).is_dir():
         raise FileNotFoundError(f"--retrieval {args.retrieval}: no such folder")
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         check_output_path(path, flag)
+    check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the settings are added to an existing one)")
     templates = {}

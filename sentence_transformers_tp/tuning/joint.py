@@ -1,0 +1,274 @@
+"""The joint booster search (``st-tp tune-boosters``) on STS data, as a plan of Settings by stage:
+
+1. every template with TP off and every band, on a seeded sample of the tuning pairs;
+2. the ``top_k`` best of stage 1, each with every candidate demonstration;
+3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
+4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs: the winner is
+   :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s;
+5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` fitted at its layer on unlabeled
+   sentences drawn as ``st-tp center`` draws them;
+6. the winner and vanilla PromptEOL on a second dev set."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sentence_transformers_tp.centering import Centering, read_sentences
+from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
+from sentence_transformers_tp.settings import Setting
+from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe
+from sentence_transformers_tp.tuning.layers import load_sts_split
+from sentence_transformers_tp.tuning.objectives import SpearmanObjective
+from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
+from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block
+
+__all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
+
+DEFAULT_TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "ck")
+DEFAULT_CP_ALPHAS = (0.5, 1.0, 2.0)
+
+
+@dataclass
+class JointResult(Result):
+    """Everything a joint search measured.
+
+    Args:
+        backbone: The backbone name.
+        num_layers: Decoder layers of the backbone.
+        passes: Every scored pass, in order.
+        winner: The chosen Setting's pass on the full tuning data.
+        vanilla: Vanilla PromptEOL (TP off) on the full tuning data.
+        centering_gain: Spearman gain of centering the winner at its layer (None if not measured).
+        centering_chosen: Whether centering gains more than ``min_gain``.
+        second: The winner and vanilla on the second dev set.
+        settings: The run's arguments (data, sample, seeds).
+    """
+
+    backbone: str
+    num_layers: int
+    passes: list[Scored] = field(default_factory=list)
+    winner: Scored | None = None
+    vanilla: Scored | None = None
+    centering_gain: float | None = None
+    centering_chosen: bool = False
+    second: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_layer(self) -> int:
+        """The winner's layer (``hidden_states`` indexing, -1 for the final output)."""
+        return self.preset_layer(self.winner.best_layer) if self.winner else -1
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments that build the winner (a preset ``combination``)."""
+        if self.winner is None:
+            raise ValueError("The search chose no winner.")
+        return self.winner.setting.replace(output_layer=self.output_layer).combination()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (every pass with its per-layer scores)."""
+
+        def scored(item: Scored | None) -> dict[str, Any] | None:
+            return item and {
+                "label": describe(item.setting),
+                "setting": item.setting.to_config(),
+                "data": item.data,
+                "best_layer": item.best_layer,
+                "best": round(item.best, 4),
+                "seconds": round(item.seconds, 1),
+                "scores": [json_float(v, 4) for v in item.scores],
+            }
+
+        return {
+            "backbone": self.backbone,
+            "num_layers": self.num_layers,
+            "winner": scored(self.winner),
+            "vanilla": scored(self.vanilla),
+            "output_layer": self.output_layer,
+            "module_kwargs": self.module_kwargs() if self.winner else None,
+            "centering_gain": self.centering_gain,
+            "centering_chosen": self.centering_chosen,
+            "second": self.second,
+            "settings": self.settings,
+            "passes": [scored(item) for item in self.passes],
+        }
+
+    def preset_entry(self, command: str | None = None) -> dict[str, Any]:
+        """The preset ``combination`` block (see :func:`combination_entry`)."""
+        return combination_entry(self.to_dict(), command)
+
+    def to_markdown(self) -> str:
+        """The passes ranked per data set, then the winner, the centering gain and the second dev set."""
+        lines = [f"## Joint tuning: {self.backbone}", ""]
+        for data in ("sample", "full", "second"):
+            items = sorted((p for p in self.passes if p.data == data), key=lambda p: -p.best)
+            if items:
+                rows = [(describe(p.setting), p.best_layer, f"{p.best:.2f}", f"{p.seconds:.0f}") for p in items]
+                lines += [f"### {data}", "", *table(("setting", "best layer", "Spearman x100", "seconds"), rows), ""]
+        if self.winner is not None and self.vanilla is not None:
+            lines.append(
+                f"Winner: **{describe(self.winner.setting)}**, layer {self.output_layer}: {self.winner.best:.2f} "
+                f"(vanilla PromptEOL best layer {self.vanilla.best_layer}: {self.vanilla.best:.2f})."
+            )
+        if self.centering_gain is not None:
+            lines.append(
+                f"Centering gain at that layer: {self.centering_gain:+.2f} (chosen: {self.centering_chosen})."
+            )
+        if self.second:
+            lines.append(f"Second dev set {self.second.get('data')}: {json.dumps(self.second)}")
+        return "\n".join(lines) + "\n"
+
+
+def combination_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary (e.g. read back from
+    ``st-tp tune-boosters --json``): the winner's constructor arguments, its scores next to vanilla PromptEOL's, the
+    second dev set, the centering gain and ``command``."""
+    winner, vanilla, settings = summary["winner"], summary["vanilla"], summary["settings"]
+    layer = summary["output_layer"] % (summary["num_layers"] + 1)
+    score: dict[str, Any] = {"task": settings["task"], "split": settings["split"], "n_pairs": settings["n_pairs"]}
+    if settings.get("split_pairs", settings["n_pairs"]) > settings["n_pairs"]:
+        score["of_pairs"] = settings["split_pairs"]
+    score.update(
+        spearman=winner["scores"][layer],
+        setting=winner["label"],
+        vanilla_prompteol_best_spearman=vanilla["best"],
+        vanilla_prompteol_best_layer=vanilla["best_layer"],
+        second_dev_set=summary.get("second") or None,
+        centering_gain=summary.get("centering_gain"),
+    )
+    return tuned_entry(summary["module_kwargs"], score, command)
+
+
+def write_combination(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
+    """Store a :meth:`JointResult.to_dict` winner as a preset file's ``combination`` (:func:`write_preset_block`)."""
+    return write_preset_block(preset_path, "combination", combination_entry(summary, command))
+
+
+def tune_joint(
+    model: Any,
+    data_dir: str | os.PathLike,
+    *,
+    task: str = "stsb",
+    split: str = "dev",
+    sample: int = 300,
+    sample_seed: int = 0,
+    templates: Sequence[str | Sequence[str]] = DEFAULT_TEMPLATES,
+    tp_bands: Sequence[tuple[int, int]] | None = None,
+    demonstrations: Sequence[Any] | None = None,
+    top_k: int = 2,
+    cp_layers: Sequence[int] | None = None,
+    cp_alphas: Sequence[float] = DEFAULT_CP_ALPHAS,
+    finalists: int = 3,
+    final_sample: int | None = None,
+    centering_task: str = "stsb",
+    centering_split: str = "train",
+    centering_sentences: int = 1000,
+    second_task: str = "sickr",
+    second_split: str = "trial",
+    min_gain: float = 0.2,
+    batch_size: int = 32,
+    checkpoint: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> JointResult:
+    """Search templates, ensembles, demonstrations, TP bands, CP, output layers and centering (see the module); the
+    result's :meth:`JointResult.module_kwargs` builds the winner.
+
+    Args:
+        model: A module or a ``SentenceTransformer`` starting with one (its backbone embeds every Setting).
+        data_dir: Data directory (``sts/<task>/<split>.tsv``).
+        task: Tuning task.
+        split: Tuning split.
+        sample: Pairs of the seeded sample of stages 1-3 (``sample_seed`` also seeds the centering draw).
+        templates: Template specs of stage 1 (names, or tuples of names for ensembles).
+        tp_bands: ``(tp_start, tp_exit)`` bands of stage 1 (default ``(1, 3), (1, 4), (1, 7)``, clipped to the model).
+        demonstrations: Candidates of stage 2 (default: the paper's six); empty to skip the stage.
+        top_k: Settings of stage 1 that stage 2 extends.
+        cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
+        cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
+        finalists: Settings rescored on all pairs in stage 4 besides vanilla PromptEOL.
+        final_sample: A seeded sample (drawn apart from the stage 1-3 one) standing in for "all pairs" and the second
+            dev set in stages 4-6, for slow machines; None uses every pair.
+        centering_task: Task of the unlabeled centering sentences (labels unused).
+        centering_split: Their split (default STS-B train: not the tuning data).
+        centering_sentences: How many (0 skips stage 5).
+        second_task: Task of the second dev set (stage 6; empty to skip).
+        second_split: Its split.
+        min_gain: Points a Setting with more changes must gain over a simpler one, and centering to be chosen.
+        batch_size: Sentences per forward.
+        checkpoint: Folder of finished passes; a rerun skips them.
+        progress: Called with one line per pass (e.g. ``print``).
+    """
+    module = as_module(model)
+    num_layers = module.num_layers
+    bands = [(s, e) for s, e in (tp_bands or [(1, 3), (1, 4), (1, 7)]) if s < e <= num_layers]
+    layers = [layer for layer in (cp_layers if cp_layers is not None else (2, 4, 6)) if 0 <= layer < num_layers]
+    demos = parse_demonstrations(list(demonstrations) if demonstrations is not None else list(PAPER_DEMONSTRATIONS))
+    if final_sample is not None and final_sample < 1:
+        raise ValueError(f"final_sample must be positive, got {final_sample}.")
+    full, task, split = load_sts_split(data_dir, task, split)
+    n_pairs = len(full)
+    if final_sample and final_sample < len(full):
+        full = full.subset(None, final_sample, sample_seed + 1)
+    sampled = full.subset(None, sample, sample_seed) if sample and sample < len(full) else full
+    settings = dict(task=task, split=split, sample=len(sampled), sample_seed=sample_seed, n_pairs=len(full))
+    centering = f"{centering_task}/{centering_split} x{centering_sentences}"
+    settings.update(split_pairs=n_pairs, centering=centering, second=f"{second_task}/{second_split}")
+    result = JointResult(str(module.backbone_name), num_layers, settings=settings)
+    search = Search(module, checkpoint, batch_size, progress)
+    result.passes = search.passes
+    on_sample, on_full = SpearmanObjective(sampled), SpearmanObjective(full)
+    best = lambda items: max(items, key=lambda p: p.best)
+
+    # Stage 1: templates x TP.
+    plan1 = with_bands([Setting(template=spec) for spec in templates], bands)
+    stage1 = [search.score(on_sample, s, "sample") for s in plan1]
+    # Stage 2: demonstrations on the top settings.
+    top = [p.setting for p in sorted(stage1, key=lambda p: -p.best)[:top_k]]
+    stage2 = [search.score(on_sample, s.replace(demonstrations=(demo,)), "sample") for s in top for demo in demos]
+    # Stage 3: Contrastive Prompting on the best setting so far.
+    so_far = best(stage1 + stage2).setting
+    modes = [*(("ns", float(alpha)) for alpha in cp_alphas), ("nr", 1.0)]
+    plan3 = [so_far.replace(cp_layer=layer, cp_mode=mode, cp_alpha=alpha) for layer in layers for mode, alpha in modes]
+    stage3 = [search.score(on_sample, s, "sample") for s in plan3]
+    # Stage 4: vanilla PromptEOL and the finalists on all pairs: the best of each stage, then the next best overall.
+    ranked = [best(stage) for stage in (stage1, stage2, stage3) if stage]
+    ranked += sorted(stage1 + stage2 + stage3, key=lambda p: -p.best)
+    chosen = list(dict.fromkeys(p.setting for p in ranked))[:finalists]
+    keep = bool(centering_sentences)
+    vanilla = search.score(on_full, Setting(), "full", keep)
+    scored = [search.score(on_full, s, "full", keep) for s in chosen if s != vanilla.setting]
+    winner = choose_winner([vanilla, *scored], vanilla, min_gain)
+    result.vanilla, result.winner = vanilla, winner
+    layer = winner.best_layer
+    # Stage 5: centering with unlabeled sentences that are not the tuning data.
+    if centering_sentences:
+        source = f"{centering_task}:{centering_split}"
+        texts = read_sentences(source, data_dir=data_dir, max_sentences=centering_sentences, seed=sample_seed)
+        fitted = Centering.from_embeddings(search.embed(texts, winner.setting)[:, layer])  # Centering itself
+        states = search.kept.get(("full", winner.setting))
+        states = search.embed(on_full.texts, winner.setting) if states is None else states
+        embeddings = fitted({"sentence_embedding": torch.from_numpy(states[:, layer])})["sentence_embedding"]
+        centered = on_full.score_layer(embeddings.numpy())
+        result.centering_gain = float(centered - winner.scores[layer])
+        result.centering_chosen = result.centering_gain > min_gain
+        search.say(f"centering at layer {layer}: {centered:.2f} ({result.centering_gain:+.2f})")
+    # Stage 6: the winner and vanilla on a second dev set.
+    if second_task:
+        second, _, _ = load_sts_split(data_dir, second_task, second_split)
+        if final_sample and final_sample < len(second):
+            second = second.subset(None, final_sample, sample_seed + 1)
+        on_second = SpearmanObjective(second)
+        w, v = (search.score(on_second, item.setting, "second") for item in (winner, vanilla))
+        result.second = {
+            "data": f"{second_task}/{second_split}",
+            "winner_at_layer": round(w.scores[layer], 2),
+            "vanilla_at_its_layer": round(v.scores[vanilla.best_layer], 2),
+        }
+    return result
