@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     bm25 = evaluate_hybrid_retrieval(None, args.folder, args.split)
-    rows.extend((f"BM25 ({label})", result) for label, result in bm25.rows[:1])
+    rows.extend(("BM25 (bm25s, English stemmer + stopwords)", result) for _, result in bm25.rows[:1])
     if not args.skip_minilm:
         from sentence_transformers import SentenceTransformer
 
