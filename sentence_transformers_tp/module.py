@@ -37,7 +37,7 @@ from sentence_transformers_tp.saving import (
     load_arguments,
     with_safe_attention,
 )
-from sentence_transformers_tp.setting_scope import SettingScope
+from sentence_transformers_tp.setting_scope import TASK_PROMPT_PREFIX, SettingScope
 from sentence_transformers_tp.settings import MODULE_KEYS, TASK_SETTING_KEYS, Setting, template_label
 from sentence_transformers_tp.templates import DEFAULT_PLACEHOLDER, clean_sentence, resolve_templates
 from sentence_transformers_tp.truncation import record_truncation, truncation_message
@@ -50,10 +50,6 @@ __all__ = [
 ]
 
 logger = logging.get_logger(__name__)
-
-#: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
-#: reaches per-task settings).
-TASK_PROMPT_PREFIX = "st-tp-task:"
 
 _BATCH_INDEX_NOTE = (
     "(The index counts within the failing batch: SentenceTransformer.encode sorts inputs by length first; "
@@ -384,36 +380,6 @@ class TokenPrependingTransformer(SettingScope, Transformer):
                 if task.lower() not in ("query", "document"):
                     prompts.setdefault(task, TASK_PROMPT_PREFIX + task)
 
-    @staticmethod
-    def _split_prompt(prompt: str | None, task: str | None) -> tuple[str | None, str | None]:
-        """The prompt left after a task marker (see :data:`TASK_PROMPT_PREFIX`) and the task."""
-        if prompt and prompt.startswith(TASK_PROMPT_PREFIX):
-            return None, prompt[len(TASK_PROMPT_PREFIX) :]
-        return prompt, task
-
-    def templates_for(self, prompt: str | None = None, task: str | None = None) -> tuple[str, ...]:
-        """The templates used for a call.
-
-        Args:
-            prompt: A prompt from ``encode(prompt=...)`` / ``prompt_name``. One that contains ``{sentence}`` is a
-                full template; any other non-empty prompt is an instruction put in front of the template.
-            task: ``"query"`` or ``"document"`` (set by ``encode_query`` / ``encode_document``), or another key of
-                ``task_settings``.
-
-        Returns:
-            The template strings.
-        """
-        prompt, task = self._split_prompt(prompt, task)
-        return self._with_prompt(self.task_settings_for(task), prompt, self.setting)
-
-    @staticmethod
-    def _with_prompt(setting: Setting, prompt: str | None, base: Setting) -> tuple[str, ...]:
-        """The templates of ``setting`` with a call's prompt: a full template (``{sentence}``; with the
-        demonstrations of ``base``), or an instruction put in front of each template."""
-        if prompt and "{sentence}" in prompt:
-            return base.replace(template=prompt).templates()
-        return tuple((prompt or "") + template for template in setting.templates())
-
     def preprocess(
         self,
         inputs: Sequence[str],
@@ -429,8 +395,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
 
         Args:
             inputs: The sentences.
-            prompt: See :meth:`templates_for`.
-            task: See :meth:`templates_for`.
+            prompt: See :meth:`call_setting`.
+            task: See :meth:`call_setting`.
             setting: The setting to prepare for (templates, TP, CP, output layer, token budget); defaults to the
                 task's (:meth:`task_settings_for`).
             settings: Forward settings (TP band, CP) replacing those of the setting (older form of ``setting``).
@@ -451,10 +417,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
                 token budget is too small to hold a template.
         """
         check_texts(inputs, context=_BATCH_INDEX_NOTE)
-        prompt, task = self._split_prompt(prompt, task)
-        if templates is None:
-            templates = self._with_prompt(setting or self.task_settings_for(task), prompt, setting or self.setting)
-        setting = setting or self.task_settings_for(task)
+        setting, call_templates = self.call_setting(prompt, task, setting)
+        templates = call_templates if templates is None else templates
         if settings is not None:
             setting = setting.replace(**dataclasses.asdict(settings))
         setting.validate(self.num_layers)
@@ -570,17 +534,11 @@ class TokenPrependingTransformer(SettingScope, Transformer):
 
     @classmethod
     def load_config(
-        cls,
-        model_name_or_path: str,
-        subfolder: str = "",
-        config_filename: str | None = None,
-        token: bool | str | None = None,
-        cache_folder: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
+        cls, model_name_or_path: str, subfolder: str = "", config_filename: str | None = None, **kwargs: Any
     ) -> dict[str, Any]:
-        """Read the saved module config (arguments as ``Transformer.load_config``), refusing a missing or corrupted
-        one instead of falling back to defaults.
+        """Read the saved module config (arguments as ``Transformer.load_config``: ``token``, ``cache_folder``,
+        ``revision``, ``local_files_only`` go through ``**kwargs``), refusing a missing or corrupted one instead of
+        falling back to defaults.
 
         Returns:
             The config.
@@ -591,15 +549,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         filename = config_filename or cls.config_file_name
         where = os.path.join(str(model_name_or_path), subfolder, filename)
         try:
-            config = super().load_config(
-                model_name_or_path,
-                subfolder=subfolder,
-                config_filename=filename,
-                token=token,
-                cache_folder=cache_folder,
-                revision=revision,
-                local_files_only=local_files_only,
-            )
+            config = super().load_config(model_name_or_path, subfolder=subfolder, config_filename=filename, **kwargs)
         except json.JSONDecodeError as error:
             raise ValueError(f"{where} is not valid JSON ({error}). {REBUILD_ADVICE}") from error
         check_saved_config(config, where)
@@ -680,8 +630,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         return self.prompting.lock
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
+        state = dict(super().__getstate__())
         # The prefix cache holds device tensors and a lock; it is rebuilt on demand after unpickling.
         state.pop("_prefix_kv", None)
         return state

@@ -20,7 +20,11 @@ from typing import Any
 from sentence_transformers_tp.interventions import ForwardSettings
 from sentence_transformers_tp.settings import Setting, TaskSettings
 
-__all__ = ["SettingScope"]
+__all__ = ["TASK_PROMPT_PREFIX", "SettingScope"]
+
+#: A prompt ``"<prefix><task>"`` selects ``task_settings[task]`` (how MTEB, which passes prompts by task name or type,
+#: reaches per-task settings).
+TASK_PROMPT_PREFIX = "st-tp-task:"
 
 #: Per module (by ``id``), the setting and task settings of an active :meth:`SettingScope.using`
 #: block in this thread / task; like the engine's plans, a context variable, so threads never see each other's.
@@ -75,6 +79,43 @@ class SettingScope:
         active = _USING.get().get(id(self))
         setting, tasks = self._state if active is None else active
         return tasks.get(task, setting) if task else setting
+
+    def call_setting(
+        self, prompt: str | None = None, task: str | None = None, setting: Setting | None = None
+    ) -> tuple[Setting, tuple[str, ...]]:
+        """The setting and the template strings of one call.
+
+        Args:
+            prompt: A prompt from ``encode(prompt=...)`` / ``prompt_name``. A task marker (:data:`TASK_PROMPT_PREFIX`)
+                selects that task; one that contains ``{sentence}`` is a full template (with the demonstrations of
+                ``setting``, else of the active setting); any other non-empty prompt is an instruction put in front
+                of each template.
+            task: ``"query"`` or ``"document"`` (set by ``encode_query`` / ``encode_document``), or another key of
+                ``task_settings``.
+            setting: The setting to use instead of the task's (:meth:`task_settings_for`).
+
+        Returns:
+            The setting and its templates with the prompt.
+        """
+        if prompt and prompt.startswith(TASK_PROMPT_PREFIX):
+            prompt, task = None, prompt[len(TASK_PROMPT_PREFIX) :]
+        base = setting or self.setting
+        setting = setting or self.task_settings_for(task)
+        if prompt and "{sentence}" in prompt:
+            return setting, base.replace(template=prompt).templates()
+        return setting, tuple((prompt or "") + template for template in setting.templates())
+
+    def templates_for(self, prompt: str | None = None, task: str | None = None) -> tuple[str, ...]:
+        """The templates used for a call (see :meth:`call_setting`).
+
+        Args:
+            prompt: A prompt from ``encode(prompt=...)`` / ``prompt_name``.
+            task: ``"query"``, ``"document"`` or another key of ``task_settings``.
+
+        Returns:
+            The template strings.
+        """
+        return self.call_setting(prompt, task)[1]
 
     def tasks_on(self, base: Setting) -> TaskSettings:
         """The module's task settings (``task_settings`` and the query / document template shorthands) resolved

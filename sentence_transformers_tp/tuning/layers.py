@@ -61,6 +61,10 @@ def load_sts_split(data_dir: str | os.PathLike, task: str, split: str) -> tuple[
     return load_sts(data_dir, task, resolved), task, resolved
 
 
+#: The fields of :class:`TuningResult` that describe the data and the model (written and read as they are).
+_ABOUT = ("backbone", "template", "task", "split", "n_pairs", "n_sentences", "limit", "sample")
+
+
 def _simplicity(key: GridKey) -> tuple[int, int, int]:
     """TP off first, then narrower bands, then earlier bands (the plan's order)."""
     return (0, 0, 0) if key == TP_OFF else (1, key[1] - key[0], key[0])
@@ -192,11 +196,11 @@ class TuningResult(Result):
         vanilla = self.best_vanilla
         entry = dict(task=self.task, split=self.split, n_pairs=self.n_pairs, spearman=round(self.best.spearman, 2))
         entry.update(vanilla_best_spearman=round(vanilla.spearman, 2), vanilla_best_layer=vanilla.preset_output_layer)
-        entry.update({"limit": self.limit} if self.limit is not None else {})
-        return {
-            **entry,
-            **({"sample": self.sample, "sample_seed": self.sample_seed} if self.sample is not None else {}),
-        }
+        if self.limit is not None:
+            entry["limit"] = self.limit
+        if self.sample is not None:
+            entry.update(sample=self.sample, sample_seed=self.sample_seed)
+        return entry
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
         """The template's preset entry: the winner's layers, ``status: tuned``, its score and the command."""
@@ -230,40 +234,35 @@ class TuningResult(Result):
             raise ValueError(
                 f"Presets hold settings for the built-in templates only; {self.template!r} is not one of them."
             )
-        if base is not None and base.num_layers is not None and base.num_layers != self.num_layers:
+        if base is not None and base.num_layers not in (None, self.num_layers):
             raise ValueError(
                 f"Preset {base.name!r} is for a backbone with {base.num_layers} layers, the tuned one has "
                 f"{self.num_layers}."
             )
-        backbone = backbone or (base.backbone if base is not None else None) or self.backbone
+        backbone = backbone or getattr(base, "backbone", None) or self.backbone
         if not backbone:
             raise ValueError("to_preset needs a backbone name (the result has none).")
-        if base is not None:
-            preset = copy.deepcopy(base)
-        else:
+        if base is None:
+            default_name = (os.path.basename(os.path.normpath(str(backbone))) or "model").lower()
             source_text = f"Tuned with `st-tp tune` on {self.task} {self.split} (Spearman x 100 of cosine "
             source_text += "similarities): TP off and TP bands searched with every output layer; see docs/tuning.md."
-            default_name = (os.path.basename(os.path.normpath(str(backbone))) or "model").lower()
-            preset = Preset(default_name, backbone, {}, status="tuned", source=source_text, default_template=template)
+            base = Preset(default_name, backbone, {}, source=source_text, default_template=template)
+        preset = copy.deepcopy(base)
         preset.templates = {**preset.templates, template: self.preset_entry(command)}
         preset.name, preset.backbone, preset.num_layers = name or preset.name, backbone, self.num_layers
         if aliases:
             preset.aliases = list(dict.fromkeys([*preset.aliases, *aliases]))
-        if source is not None:
-            preset.source = source
-        if preset.status != "paper":
-            preset.status = "tuned"
+        preset.source = preset.source if source is None else source
+        preset.status = "paper" if preset.status == "paper" else "tuned"
         validate_preset(preset.to_dict(), origin=f"tuned preset {preset.name!r}")
         return preset
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (grid keys as ``"off"`` / ``"1-4"``; ``nan`` as None)."""
-        keys = ("backbone", "template", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "sample_seed")
         text = lambda key: key if isinstance(key, str) else f"{key[0]}-{key[1]}"
         cell = lambda choice: {**choice.settings(), "spearman": json_float(choice.spearman)}
         return {
-            **{key: getattr(self, key) for key in keys},
-            "data_dir": self.data_dir,
+            **{key: getattr(self, key) for key in (*_ABOUT, "sample_seed", "data_dir")},
             "num_layers": self.num_layers,
             "min_gain": self.min_gain,
             "grid": {text(key): [json_float(v) for v in self.grid[key]] for key in self.keys()},
@@ -276,12 +275,11 @@ class TuningResult(Result):
     def from_dict(cls, data: dict[str, Any]) -> TuningResult:
         """Rebuild a result from :meth:`to_dict` output."""
         as_float = lambda values: [float("nan") if v is None else float(v) for v in values]
-        keys = ("template", "backbone", "task", "split", "n_pairs", "n_sentences", "limit", "sample", "data_dir")
         parse = lambda text: TP_OFF if text == TP_OFF else tuple(int(x) for x in text.split("-"))
         return cls(
             grid={parse(k): as_float(values) for k, values in data["grid"].items()},
             num_layers=int(data["num_layers"]),
-            **{key: data[key] for key in keys if key in data},
+            **{key: data[key] for key in (*_ABOUT, "data_dir") if key in data},
             sample_seed=int(data.get("sample_seed") or 0),
             min_gain=float(data.get("min_gain", 0.0)),
             seconds={parse(k): float(v) for k, v in data.get("seconds", {}).items()},
