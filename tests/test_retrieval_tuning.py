@@ -277,3 +277,25 @@ def test_sparse_without_hybrid_and_a_preset_without_fusion_are_refused(module, r
         tune_retrieval(module, BEIR, "train", sample=None, sparse=True)
     with pytest.raises(ValueError, match="no fusion stage"):
         hybrid_entry(result.to_dict())
+
+
+def test_hybrid_sparse_channel_is_the_tuned_models_own_promptreps_channel(hybrid_result, tiny_llama):
+    """The sparse channel alone scores what the joint HybridRetriever of a model with the winner's task settings
+    (what from_model builds for a tuned sparse channel) scores, on the same tuning / held-out queries."""
+    from sentence_transformers_tp.evaluation.retrieval import load_beir
+    from sentence_transformers_tp.hybrid import HybridRetriever
+    from sentence_transformers_tp.hybrid.selection import choose_fusion
+
+    data = load_beir(BEIR, "train").subset(sample=None, seed=0, corpus_sample=None)
+    tasks = hybrid_result.task_settings()
+    model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama), task_settings=tasks)])
+    retriever = HybridRetriever(model, model, bm25=False).index(list(data.documents()), list(data.doc_ids))
+    ids = list(data.queries)
+    runs = retriever.channel_runs([data.queries[q] for q in ids])
+    held = hybrid_result.hybrid["held_out_ids"]
+    assert len(held) == 1
+    choice = choose_fusion({"sparse": runs["sparse"]}, ids, data.qrels, retriever.ids, held_out=held)
+    assert choice.baselines["sparse"]["tuning"] == pytest.approx(hybrid_result.hybrid["baselines"]["sparse"]["tuning"])
+    assert choice.baselines["sparse"]["held_out"] == pytest.approx(
+        hybrid_result.hybrid["baselines"]["sparse"]["held_out"]
+    )

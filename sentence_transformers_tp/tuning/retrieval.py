@@ -31,7 +31,7 @@ from sentence_transformers_tp.hybrid.encoders import normalize_rows
 from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, validate_fusion_block
 from sentence_transformers_tp.hybrid.retriever import HybridRetriever
 from sentence_transformers_tp.hybrid.scoring import top_k_search
-from sentence_transformers_tp.hybrid.selection import FusionChoice, choose_fusion
+from sentence_transformers_tp.hybrid.selection import CHANNEL_ORDER, FusionChoice, choose_fusion
 from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
@@ -228,12 +228,16 @@ def write_hybrid(summary: dict[str, Any], preset_path: str | os.PathLike, comman
     return write_preset_block(preset_path, HYBRID_KEY, hybrid_entry(summary, command))
 
 
-def fusion_summary(choice: FusionChoice, channels: Sequence[str], seconds: float, top: int = 10) -> dict[str, Any]:
-    """The JSON-ready record of a fusion choice: the searched ``channels``, the chosen ``label``, its tuning and
-    held-out nDCG@10 x 100, each channel alone (``baselines``), the ``top`` candidates, the preset ``block``
-    (:meth:`~sentence_transformers_tp.hybrid.selection.FusionChoice.to_preset`) and the stage's wall ``seconds``."""
+def fusion_summary(
+    choice: FusionChoice, channels: Sequence[str], held_ids: Sequence[str], seconds: float, top: int = 10
+) -> dict[str, Any]:
+    """The JSON-ready record of a fusion choice: the searched ``channels``, the ``held_out_ids``, the chosen
+    ``label``, its tuning and held-out nDCG@10 x 100, each channel alone (``baselines``), the ``top`` candidates, the
+    preset ``block`` (:meth:`~sentence_transformers_tp.hybrid.selection.FusionChoice.to_preset`) and the stage's wall
+    ``seconds``."""
     return {
         "channels": list(channels),
+        "held_out_ids": list(held_ids),
         "label": choice.setting.label,
         "tuning_ndcg_at_10": choice.tuning_ndcg_at_10,
         "held_out_ndcg_at_10": choice.held_out_ndcg_at_10,
@@ -273,10 +277,10 @@ def tune_fusion(
         The choice and the channels searched.
     """
     ids, doc_ids = list(data.queries), list(data.doc_ids)
-    sparse_model = (
-        SentenceTransformer(modules=[module], device=str(next(module.parameters()).device)) if sparse else None
-    )
-    retriever = HybridRetriever(None, sparse_model, bm25=True, batch_size=batch_size)
+    # The sparse channel as HybridRetriever.from_model builds it: the PromptReps vector of the model's own forward
+    # (sparse_model=model, joint with its dense channel); the dense run itself is the cached one.
+    model = SentenceTransformer(modules=[module], device=str(next(module.parameters()).device)) if sparse else None
+    retriever = HybridRetriever(model, model, bm25=True, batch_size=batch_size)
     texts, queries = list(data.documents()), [data.queries[q] for q in ids]
     base = module.setting
     tasks = {task: Setting.from_config(entry, base) for task, entry in task_settings.items()}
@@ -289,7 +293,8 @@ def tune_fusion(
         runs = retriever.channel_runs(queries)
     depth = min(retriever.channel_k, len(doc_ids))
     query_dense, doc_dense = (normalize_rows(np.asarray(x, dtype=np.float32)) for x in dense)
-    runs = {"dense": top_k_search(query_dense, doc_dense, depth, tie_key=retriever.tie_key), **runs}
+    runs = {**runs, "dense": top_k_search(query_dense, doc_dense, depth, tie_key=retriever.tie_key)}
+    runs = {name: runs[name] for name in CHANNEL_ORDER if name in runs}
     return choose_fusion(runs, ids, data.qrels, retriever.ids, held_out=list(held_ids)), list(runs)
 
 
@@ -454,7 +459,7 @@ def tune_retrieval(
             batch_size=batch_size,
             index_dir=checkpoint_dir,
         )
-        result.hybrid = fusion_summary(choice, channels, time.perf_counter() - start)
+        result.hybrid = fusion_summary(choice, channels, held_ids, time.perf_counter() - start)
         search.say(
             f"hybrid: {choice.setting.label}: {choice.tuning_ndcg_at_10:.2f} (BM25 alone "
             f"{choice.baselines['bm25']['tuning']:.2f}) on the tuning queries"
