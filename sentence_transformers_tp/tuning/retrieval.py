@@ -27,6 +27,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
+from sentence_transformers_tp.hybrid.corpus import corpus_hash
 from sentence_transformers_tp.hybrid.encoders import normalize_rows
 from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, validate_fusion_block
 from sentence_transformers_tp.hybrid.retriever import HybridRetriever
@@ -286,7 +287,9 @@ def tune_fusion(
     tasks = {task: Setting.from_config(entry, base) for task, entry in task_settings.items()}
     path = None
     if index_dir is not None:
-        key = json.dumps({"tasks": task_settings, "sparse": sparse}, sort_keys=True, default=str)
+        key = {"corpus": corpus_hash(doc_ids, texts), "backbone": str(module.backbone_name), "sparse": sparse}
+        key["tasks"] = task_settings
+        key = json.dumps(key, sort_keys=True, default=str)
         path = Path(index_dir) / f"hybrid-index-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     with module.using(tasks["query"], tasks):
         retriever.index(texts, doc_ids, path=path)
