@@ -193,3 +193,111 @@ def test_search_without_the_vanilla_baseline_is_refused(module):
         tune_retrieval(
             module, BEIR, "train", sample=None, corpus_sample=None, document_templates=("retrieval_document",)
         )
+
+
+@pytest.fixture(scope="module")
+def hybrid_result(module):
+    """The search with the fusion stage over dense, sparse (the module's own PromptReps) and BM25, q held out."""
+    return tune_retrieval(
+        module,
+        BEIR,
+        "train",
+        sample=None,
+        corpus_sample=None,
+        held_out=0.25,
+        tp_bands=[],
+        include_default=False,
+        hybrid=True,
+        sparse=True,
+    )
+
+
+def test_hybrid_stage_is_never_below_bm25_and_records_the_held_out_check(hybrid_result):
+    """The fusion is chosen on the tuning queries (at least BM25 alone there) and checked on the held-out ones."""
+    hybrid = hybrid_result.hybrid
+    assert hybrid["channels"] == ["dense", "sparse", "bm25"]
+    assert set(hybrid["baselines"]) == {"dense", "sparse", "bm25"}
+    assert hybrid["tuning_ndcg_at_10"] >= hybrid["baselines"]["bm25"]["tuning"]
+    score = hybrid["block"]["score"]
+    assert (
+        (score["tuning_queries"], score["held_out_queries"])
+        == (
+            hybrid_result.settings["tuning_queries"],
+            hybrid_result.settings["held_out_queries"],
+        )
+        == (3, 1)
+    )
+    assert hybrid["held_out_ndcg_at_10"] is not None and hybrid["baselines"]["bm25"]["held_out"] is not None
+    summary = json.loads(json.dumps(hybrid_result.to_dict()))
+    assert summary["hybrid"]["label"] == hybrid["label"]
+    assert "Hybrid fusion over dense, sparse, bm25" in hybrid_result.to_markdown()
+
+
+def test_hybrid_dense_channel_is_the_winner_at_its_layer(hybrid_result, module):
+    """The dense channel alone scores what the winner's cell scores on the tuning queries (cached states reused)."""
+    dense_alone = hybrid_result.hybrid["baselines"]["dense"]["tuning"]
+    assert dense_alone == pytest.approx(hybrid_result.winner["ndcg_at_10"], abs=1e-4)
+
+
+def test_hybrid_block_written_to_a_preset_is_what_from_model_uses(hybrid_result, tiny_llama, tmp_path, monkeypatch):
+    """write_hybrid stores a valid hybrid block; HybridRetriever.from_model of the backbone's model uses it."""
+    import sentence_transformers_tp.presets as presets
+    from sentence_transformers_tp.hybrid import HybridRetriever
+    from sentence_transformers_tp.hybrid.preset import validate_fusion_block
+    from sentence_transformers_tp.tuning.retrieval import write_hybrid
+
+    path = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
+    write_hybrid(json.loads(json.dumps(hybrid_result.to_dict())), path, "st-tp tune-retrieval --hybrid")
+    stored = presets.load_preset_file(path).hybrid
+    expected = validate_fusion_block(hybrid_result.hybrid["block"])
+    assert validate_fusion_block(stored) == expected and stored["status"] == "tuned"
+    assert stored["score"]["task"] == "beir" and stored["command"] == "st-tp tune-retrieval --hybrid"
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama))])
+    retriever = HybridRetriever.from_model(model)
+    assert retriever.channels == expected["channels"]
+    assert (retriever.fusion, retriever.weights) == (expected["fusion"], expected["weights"])
+
+
+def test_hybrid_index_is_cached_in_the_checkpoint_dir(module, tmp_path):
+    """With a checkpoint folder the BM25 index is written once and a rerun loads it, with the same choice."""
+    kwargs = dict(sample=None, corpus_sample=None, held_out=0.0, tp_bands=[], include_default=False, hybrid=True)
+    first = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, **kwargs)
+    (folder,) = tmp_path.glob("hybrid-index-*")
+    written = (folder / "hybrid_index.json").stat().st_mtime_ns
+    second = tune_retrieval(module, BEIR, "train", checkpoint_dir=tmp_path, **kwargs)
+    assert (folder / "hybrid_index.json").stat().st_mtime_ns == written  # loaded, not written again
+    assert first.hybrid["channels"] == ["dense", "bm25"] and first.hybrid["block"] == second.hybrid["block"]
+    assert first.hybrid["held_out_ndcg_at_10"] is None
+
+
+def test_sparse_without_hybrid_and_a_preset_without_fusion_are_refused(module, result):
+    """sparse=True without hybrid=True, and writing a hybrid block from a search without one, are clear errors."""
+    from sentence_transformers_tp.tuning.retrieval import hybrid_entry
+
+    with pytest.raises(ValueError, match="set hybrid=True"):
+        tune_retrieval(module, BEIR, "train", sample=None, sparse=True)
+    with pytest.raises(ValueError, match="no fusion stage"):
+        hybrid_entry(result.to_dict())
+
+
+def test_hybrid_sparse_channel_is_the_tuned_models_own_promptreps_channel(hybrid_result, tiny_llama):
+    """The sparse channel alone scores what the joint HybridRetriever of a model with the winner's task settings
+    (what from_model builds for a tuned sparse channel) scores, on the same tuning / held-out queries."""
+    from sentence_transformers_tp.evaluation.retrieval import load_beir
+    from sentence_transformers_tp.hybrid import HybridRetriever
+    from sentence_transformers_tp.hybrid.selection import choose_fusion
+
+    data = load_beir(BEIR, "train").subset(sample=None, seed=0, corpus_sample=None)
+    tasks = hybrid_result.task_settings()
+    model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama), task_settings=tasks)])
+    retriever = HybridRetriever(model, model, bm25=False).index(list(data.documents()), list(data.doc_ids))
+    ids = list(data.queries)
+    runs = retriever.channel_runs([data.queries[q] for q in ids])
+    held = hybrid_result.hybrid["held_out_ids"]
+    assert len(held) == 1
+    choice = choose_fusion({"sparse": runs["sparse"]}, ids, data.qrels, retriever.ids, held_out=held)
+    assert choice.baselines["sparse"]["tuning"] == pytest.approx(hybrid_result.hybrid["baselines"]["sparse"]["tuning"])
+    assert choice.baselines["sparse"]["held_out"] == pytest.approx(
+        hybrid_result.hybrid["baselines"]["sparse"]["held_out"]
+    )

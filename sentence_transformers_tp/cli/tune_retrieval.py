@@ -51,7 +51,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--min-gain", type=float, default=0.5, help="nDCG@10 points a more complex setting must gain")
     parser.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default: 16)")
-    parser.add_argument("--out", help="store the winner as the query / document task_settings of this preset YAML")
+    parser.add_argument(
+        "--hybrid",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="then choose the hybrid retriever's channels, fusion rule and weights (the winner's dense channel and "
+        "BM25, on the same tuning / held-out queries); with --out also its 'hybrid' block (default: off)",
+    )
+    parser.add_argument(
+        "--sparse", action="store_true", help="with --hybrid, also search the model's own PromptReps sparse channel"
+    )
+    parser.add_argument(
+        "--out",
+        help="store the winner as the query / document task_settings of this preset YAML (and, with --hybrid, the "
+        "fusion as its hybrid block)",
+    )
     parser.add_argument("--json", help="write the full result as JSON to this file")
     parser.add_argument("--markdown", help="write the report as markdown to this file")
     parser.add_argument("--checkpoint-dir", help="folder for the states of finished passes; a rerun reuses them")
@@ -71,12 +85,15 @@ def run(args: argparse.Namespace) -> int:
     )
     from sentence_transformers_tp.templates import canonical_template_name
     from sentence_transformers_tp.tuning import tune_retrieval, write_task_settings
+    from sentence_transformers_tp.tuning.retrieval import write_hybrid
 
     if not Path(args.retrieval).is_dir():
         raise FileNotFoundError(f"--retrieval {args.retrieval}: no such folder")
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         check_output_path(path, flag)
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
+    if args.sparse and not args.hybrid:
+        raise ValueError("--sparse searches the sparse channel of the fusion stage: add --hybrid")
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the settings are added to an existing one)")
     templates = {}
@@ -104,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         checkpoint_dir=args.checkpoint_dir,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        hybrid=args.hybrid,
+        sparse=args.sparse,
     )
     report = result.to_markdown()
     print(report)
@@ -112,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
     )
     data = result.to_dict()
     data["command"] = command_line("tune-retrieval")
+    if result.hybrid:
+        block = {key: value for key, value in result.hybrid["block"].items() if key != "score"}
+        print(f"Tuned fusion: hybrid={block!r} (HybridRetriever.from_model uses the preset's hybrid block)")
     if args.out:
         write_task_settings(data, args.out, data["command"])
+        if result.hybrid:
+            write_hybrid(data, args.out, data["command"])
     write_outputs([(args.json, json.dumps(data, indent=2)), (args.markdown, report)])
     return 0

@@ -2,27 +2,53 @@
 a BEIR-layout train split. The plan lists, per side, every template with TP off and each band (and the module's own
 Setting; documents under ``max_seq_length``); each (query, document, layer) cell is scored on the tuning half of a
 seeded query sample, the winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`, both sides' changes
-counted) checked on the held-out half; last, nDCG@10 per document Setting by relevant-document length (terciles)."""
+counted) checked on the held-out half; last, nDCG@10 per document Setting by relevant-document length (terciles).
+
+With ``hybrid=True`` a last stage chooses the hybrid retriever's fusion (:func:`tune_fusion`): the winner's cached
+dense states at its layer, BM25 and optionally the model's own PromptReps sparse channel (under the winner's
+settings) are ranked once for every sampled query, and
+:func:`~sentence_transformers_tp.hybrid.selection.choose_fusion` picks channels, rule and weights on the same
+tuning queries, checked on the same held-out ones (BM25 alone is a candidate: never below it on the tuning
+queries)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
+from sentence_transformers_tp.hybrid.corpus import corpus_hash
+from sentence_transformers_tp.hybrid.encoders import normalize_rows
+from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, validate_fusion_block
+from sentence_transformers_tp.hybrid.retriever import HybridRetriever
+from sentence_transformers_tp.hybrid.scoring import top_k_search
+from sentence_transformers_tp.hybrid.selection import CHANNEL_ORDER, FusionChoice, choose_fusion
 from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, table, tuned_entry, write_preset_block
 
-__all__ = ["RetrievalTuning", "task_entry", "task_settings_entry", "tune_retrieval", "write_task_settings"]
+__all__ = [
+    "RetrievalTuning",
+    "hybrid_entry",
+    "task_entry",
+    "task_settings_entry",
+    "tune_fusion",
+    "tune_retrieval",
+    "write_hybrid",
+    "write_task_settings",
+]
 
 DEFAULT_QUERY_TEMPLATES = ("prompteol", "retrieval_query")
 DEFAULT_DOCUMENT_TEMPLATES = ("prompteol", "retrieval_document")
@@ -53,6 +79,7 @@ class RetrievalTuning(Result):
         default: The same for the module's own Setting on both sides, when searched.
         held_out: Metrics x 100 on the held-out queries: ``{"winner": {...}, "vanilla": {...}, ...}``.
         lengths: Document length buckets: ``{"edges": [...], "rows": [{"label", "ndcg_at_10": [...]}], ...}``.
+        hybrid: The fusion stage (``hybrid=True``), see :func:`fusion_summary`; None when not run.
     """
 
     backbone: str
@@ -67,6 +94,7 @@ class RetrievalTuning(Result):
     default: dict[str, Any] | None = None
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)
     lengths: dict[str, Any] = field(default_factory=dict)
+    hybrid: dict[str, Any] | None = None
 
     @property
     def output_layer(self) -> int:
@@ -104,6 +132,7 @@ class RetrievalTuning(Result):
             "lengths": self.lengths,
             "output_layer": self.output_layer,
             "task_settings": self.task_settings(),
+            "hybrid": self.hybrid,
         }
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
@@ -143,6 +172,17 @@ class RetrievalTuning(Result):
             header = ["document setting", *(f"{b} tokens (n={n})" for b, n in zip(buckets, counts))]
             rows = [[r["label"], *(f"{v:.2f}" for v in r["ndcg_at_10"])] for r in self.lengths["rows"]]
             lines += table(header, rows)
+        if self.hybrid:
+            h = self.hybrid
+            note = (
+                f"Hybrid fusion over {', '.join(h['channels'])} (dense: the winner at layer {self.winner['layer']}), "
+            )
+            note += f"chosen on the {h['block']['score']['tuning_queries']} tuning queries; nDCG@10 x 100:"
+            lines += ["", note, ""]
+            held = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+            rows = [[f"{name} alone", held(v["tuning"]), held(v["held_out"])] for name, v in h["baselines"].items()]
+            rows.append([f"chosen: {h['label']}", held(h["tuning_ndcg_at_10"]), held(h["held_out_ndcg_at_10"])])
+            lines += table(["channels", "tuning nDCG@10", "held-out nDCG@10"], rows)
         lines += ["", "Pass times (all layers captured, wall seconds):", ""]
         lines += [f"- {name}: {sec:.1f} s" for name, sec in self.seconds.items()]
         return "\n".join(lines) + "\n"
@@ -166,6 +206,99 @@ def task_settings_entry(summary: dict[str, Any], command: str | None = None) -> 
 def write_task_settings(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
     """Store a :meth:`RetrievalTuning.to_dict` winner as a preset file's ``query`` / ``document`` task settings."""
     return write_preset_block(preset_path, "task_settings", task_settings_entry(summary, command))
+
+
+def hybrid_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+    """The preset ``hybrid`` block of a :meth:`RetrievalTuning.to_dict` summary (its fusion stage), validated.
+
+    Raises:
+        ValueError: If the summary has no fusion stage (a search without ``hybrid=True``).
+    """
+    if not summary.get("hybrid"):
+        raise ValueError("The search has no fusion stage: run it with hybrid=True (--hybrid).")
+    block = dict(summary["hybrid"]["block"])
+    score = {"task": summary["settings"]["data"], "split": summary["settings"]["split"], **block["score"]}
+    block = {**block, "status": "tuned", "score": score, **({"command": command} if command else {})}
+    validate_fusion_block(block, "the tuned fusion")
+    return block
+
+
+def write_hybrid(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:
+    """Store a :meth:`RetrievalTuning.to_dict` fusion choice as a preset file's ``hybrid`` block (what
+    :meth:`~sentence_transformers_tp.hybrid.retriever.HybridRetriever.from_model` uses)."""
+    return write_preset_block(preset_path, HYBRID_KEY, hybrid_entry(summary, command))
+
+
+def fusion_summary(
+    choice: FusionChoice, channels: Sequence[str], held_ids: Sequence[str], seconds: float, top: int = 10
+) -> dict[str, Any]:
+    """The JSON-ready record of a fusion choice: the searched ``channels``, the ``held_out_ids``, the chosen
+    ``label``, its tuning and held-out nDCG@10 x 100, each channel alone (``baselines``), the ``top`` candidates, the
+    preset ``block`` (:meth:`~sentence_transformers_tp.hybrid.selection.FusionChoice.to_preset`) and the stage's wall
+    ``seconds``."""
+    return {
+        "channels": list(channels),
+        "held_out_ids": list(held_ids),
+        "label": choice.setting.label,
+        "tuning_ndcg_at_10": choice.tuning_ndcg_at_10,
+        "held_out_ndcg_at_10": choice.held_out_ndcg_at_10,
+        "baselines": choice.baselines,
+        "candidates": [[label, score] for label, score in choice.candidates[:top]],
+        "block": choice.to_preset(),
+        "seconds": seconds,
+    }
+
+
+def tune_fusion(
+    module: Any,
+    data: BEIRData,
+    task_settings: dict[str, dict[str, Any]],
+    dense: tuple[np.ndarray, np.ndarray],
+    held_ids: Sequence[str],
+    *,
+    sparse: bool = False,
+    batch_size: int = 16,
+    index_dir: str | os.PathLike | None = None,
+) -> tuple[FusionChoice, list[str]]:
+    """Choose the hybrid fusion of a tuned dense side: channel runs for every sampled query once, then
+    :func:`~sentence_transformers_tp.hybrid.selection.choose_fusion` on the queries not in ``held_ids``.
+
+    Args:
+        module: The tuned TP module.
+        data: The sampled queries and corpus of the search.
+        task_settings: The winner's ``query`` / ``document`` task settings (the sparse channel is encoded under them).
+        dense: The winner's cached ``(query, document)`` embeddings at its layer, rows in ``data`` order (the dense
+            channel; nothing is encoded again).
+        held_ids: The search's held-out query ids (the check, never part of the choice).
+        sparse: Also search the module's own PromptReps sparse channel.
+        batch_size: Texts per forward (sparse channel).
+        index_dir: Folder for the BM25 / sparse index of the corpus (a rerun loads it); None: in memory.
+
+    Returns:
+        The choice and the channels searched.
+    """
+    ids, doc_ids = list(data.queries), list(data.doc_ids)
+    # The sparse channel as HybridRetriever.from_model builds it: the PromptReps vector of the model's own forward
+    # (sparse_model=model, joint with its dense channel); the dense run itself is the cached one.
+    model = SentenceTransformer(modules=[module], device=str(next(module.parameters()).device)) if sparse else None
+    retriever = HybridRetriever(model, model, bm25=True, batch_size=batch_size)
+    texts, queries = list(data.documents()), [data.queries[q] for q in ids]
+    base = module.setting
+    tasks = {task: Setting.from_config(entry, base) for task, entry in task_settings.items()}
+    path = None
+    if index_dir is not None:
+        key = {"corpus": corpus_hash(doc_ids, texts), "backbone": str(module.backbone_name), "sparse": sparse}
+        key["tasks"] = task_settings
+        key = json.dumps(key, sort_keys=True, default=str)
+        path = Path(index_dir) / f"hybrid-index-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    with module.using(tasks["query"], tasks):
+        retriever.index(texts, doc_ids, path=path)
+        runs = retriever.channel_runs(queries)
+    depth = min(retriever.channel_k, len(doc_ids))
+    query_dense, doc_dense = (normalize_rows(np.asarray(x, dtype=np.float32)) for x in dense)
+    runs = {**runs, "dense": top_k_search(query_dense, doc_dense, depth, tie_key=retriever.tie_key)}
+    runs = {name: runs[name] for name in CHANNEL_ORDER if name in runs}
+    return choose_fusion(runs, ids, data.qrels, retriever.ids, held_out=list(held_ids)), list(runs)
 
 
 def length_buckets(
@@ -216,6 +349,8 @@ def tune_retrieval(
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    hybrid: bool = False,
+    sparse: bool = False,
 ) -> RetrievalTuning:
     """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10; the result's
     :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
@@ -237,12 +372,18 @@ def tune_retrieval(
         batch_size: Texts per forward.
         checkpoint_dir: Folder of finished passes; a rerun reuses them.
         progress: Called with one line per pass (e.g. ``print``).
+        hybrid: Then choose the hybrid retriever's fusion (dense winner + BM25, see :func:`tune_fusion`); the
+            result's ``hybrid`` records it and :func:`write_hybrid` stores it as the preset's ``hybrid`` block.
+        sparse: With ``hybrid``, also search the module's own PromptReps sparse channel.
 
     Raises:
-        ValueError: If ``prompteol`` is missing from either template list, or an argument is out of range.
+        ValueError: If ``prompteol`` is missing from either template list, an argument is out of range, or
+            ``sparse`` is set without ``hybrid``.
     """
     if not 0 <= held_out < 1:
         raise ValueError(f"held_out must be in [0, 1), got {held_out}.")
+    if sparse and not hybrid:
+        raise ValueError("sparse=True searches the sparse channel of the fusion stage: set hybrid=True too.")
     if max_seq_length is not None and max_seq_length < 1:
         raise ValueError(f"max_seq_length must be positive, got {max_seq_length}.")
     module = as_module(model)
@@ -308,4 +449,22 @@ def tune_retrieval(
     result.lengths = length_buckets(module, data, query_states[result.winner["query"]], pairs, result.winner["layer"])
     if result.lengths:
         result.lengths["query"] = result.label(result.winner, "query")
+    if hybrid:
+        start, layer = time.perf_counter(), result.winner["layer"]
+        dense = (query_states[result.winner["query"]][:, layer], doc_states[result.winner["document"]][:, layer])
+        choice, channels = tune_fusion(
+            module,
+            data,
+            result.task_settings(),
+            dense,
+            held_ids,
+            sparse=sparse,
+            batch_size=batch_size,
+            index_dir=checkpoint_dir,
+        )
+        result.hybrid = fusion_summary(choice, channels, held_ids, time.perf_counter() - start)
+        search.say(
+            f"hybrid: {choice.setting.label}: {choice.tuning_ndcg_at_10:.2f} (BM25 alone "
+            f"{choice.baselines['bm25']['tuning']:.2f}) on the tuning queries"
+        )
     return result

@@ -38,6 +38,7 @@ def test_tune_retrieval_writes_json_markdown_and_preset(tiny_llama, tmp_path, ca
         (["--query-templates", "retrieval_query"], "must include prompteol"),
         (["--document-templates", "prompteol,nope"], "unknown or no template"),
         (["--tp-bands", "1to3"], "cannot parse"),
+        (["--sparse"], "add --hybrid"),
     ],
 )
 def test_bad_options_are_one_line_errors(tiny_llama, capsys, extra, message):
@@ -52,3 +53,32 @@ def test_missing_folder_is_reported_before_loading(capsys, tmp_path):
     """A missing BEIR folder is reported without loading any backbone."""
     assert main(["tune-retrieval", "--model", "no-such-model", "--retrieval", str(tmp_path / "none")]) == 1
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_tune_retrieval_hybrid_writes_the_fusion_as_the_preset_hybrid_block(tiny_llama, tmp_path, capsys):
+    """--hybrid reports the fusion stage, records it in --json and writes a valid hybrid block with --out."""
+    from sentence_transformers_tp.hybrid.preset import validate_fusion_block
+
+    preset = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
+    args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), "--sample", "0"]
+    args += ["--corpus-sample", "-1", "--held-out", "0.25", "--tp-bands", "", "--no-default", "--hybrid"]
+    args += ["--json", str(tmp_path / "r.json"), "--out", str(preset)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Hybrid fusion over dense, bm25" in out and "Tuned fusion: hybrid=" in out
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["hybrid"]["tuning_ndcg_at_10"] >= summary["hybrid"]["baselines"]["bm25"]["tuning"]
+    stored = load_preset_file(preset)
+    assert validate_fusion_block(stored.hybrid) == validate_fusion_block(summary["hybrid"]["block"])
+    assert stored.hybrid["score"]["held_out_queries"] == 1 and stored.task_settings["query"]["status"] == "tuned"
+
+
+def test_tune_retrieval_without_hybrid_leaves_the_preset_without_a_hybrid_block(tiny_llama, tmp_path):
+    """The fusion stage is off by default: --out writes task settings only, --json has hybrid null."""
+    preset = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
+    args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), "--sample", "0"]
+    args += ["--corpus-sample", "-1", "--held-out", "0", "--tp-bands", "", "--no-default"]
+    args += ["--json", str(tmp_path / "r.json"), "--out", str(preset)]
+    assert main(args) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["hybrid"] is None
+    assert load_preset_file(preset).hybrid is None
