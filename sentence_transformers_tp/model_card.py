@@ -3,8 +3,10 @@
 The card a saved or pushed model carries (``README.md``) has the hub metadata the Hugging Face Hub and the MTEB
 leaderboard read: ``base_model`` (the backbone's hub id), ``license`` and ``language`` (the backbone's, when known),
 ``library_name: sentence-transformers``, ``pipeline_tag: sentence-similarity``, tags, and, after
-:func:`add_evaluation_results`, a ``model-index`` with the scores ``st-tp evaluate --json`` measured (in the form
+:func:`~sentence_transformers_tp.evaluation.add_evaluation_results`, a ``model-index`` with the scores ``st-tp evaluate --json`` measured (in the form
 sentence-transformers writes for its evaluators: metric values as fractions, e.g. ``spearman_cosine: 0.7653``)::
+
+    from sentence_transformers_tp.evaluation import add_evaluation_results
 
     model = SentenceTransformer("my-tp-model", trust_remote_code=True)
     add_evaluation_results(model, "results.json")  # rows of `st-tp evaluate --model my-tp-model --json results.json`
@@ -16,8 +18,6 @@ Only rows measured with the model's own setting are accepted (a row of another s
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +25,9 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub.repocard_data import EvalResult, eval_results_to_model_index, model_index_to_eval_results
 from sentence_transformers import SentenceTransformerModelCardData
 
-from sentence_transformers_tp.evaluation.data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
-from sentence_transformers_tp.evaluation.download import SOURCES
-from sentence_transformers_tp.evaluation.model_meta import backbone_card_language, backbone_license, backbone_source
-from sentence_transformers_tp.evaluation.report import compare, validate_result_dict
-from sentence_transformers_tp.evaluation.retrieval import retrieval_table
-from sentence_transformers_tp.evaluation.variants import ROLE_MODEL
-from sentence_transformers_tp.records import describe, label
+from sentence_transformers_tp.centering import centering_module
+from sentence_transformers_tp.provenance import backbone_card_language, backbone_license, backbone_source
+from sentence_transformers_tp.records import label
 
 if TYPE_CHECKING:
     from sentence_transformers_tp.module import TokenPrependingTransformer
@@ -50,13 +46,17 @@ class TokenPrependingModelCardData(SentenceTransformerModelCardData):
 
     Args:
         tp_settings: The TP settings shown in the card (filled in automatically from the module).
-        evaluation_results: ``st-tp evaluate`` result dicts of the model's own setting (see
-            :func:`add_evaluation_results`); they become the card's ``model-index`` and its Evaluation section.
+        evaluation_results: ``st-tp evaluate`` result dicts of the model's own setting, attached by
+            :func:`~sentence_transformers_tp.evaluation.add_evaluation_results`, which also sets
+            ``evaluation_index`` (their ``model-index`` entries) and ``evaluation_section`` (their Evaluation
+            section).
         **kwargs: The fields of :class:`~sentence_transformers.SentenceTransformerModelCardData`.
     """
 
     tp_settings: dict[str, Any] = field(default_factory=dict)
     evaluation_results: list[dict[str, Any]] = field(default_factory=list)
+    evaluation_index: list[EvalResult] = field(default_factory=list, init=False, repr=False)
+    evaluation_section: str = field(default="", init=False, repr=False)
     template_path: Path = field(default=Path(__file__).parent / "model_card_template.md", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,24 +64,24 @@ class TokenPrependingModelCardData(SentenceTransformerModelCardData):
         self.add_tags(["token-prepending", "sentence-transformers-tp"])
 
     def to_dict(self) -> dict[str, Any]:
-        """The stock card data plus the ``model-index`` entries and Evaluation tables of ``evaluation_results``."""
+        """The stock card data plus the ``model-index`` entries and Evaluation section of ``evaluation_results``."""
         data = super().to_dict()
-        if self.evaluation_results:
+        data.pop("evaluation_index", None)
+        data.pop("evaluation_section", None)
+        if self.evaluation_index:
             name = self.model_id or self.model_name or "model"
-            ours = [result for row in self.evaluation_results for result in eval_results_of(row)]
+            ours = list(self.evaluation_index)
             existing = data.get("model-index") or []
             if existing:  # results of sentence-transformers evaluators, kept next to ours
-                ours = [*_flatten_model_index(existing), *ours]
+                ours = [*model_index_to_eval_results(list(existing))[1], *ours]
             data["model-index"] = eval_results_to_model_index(name, ours)
-            data["tp_evaluation"] = evaluation_markdown(self.evaluation_results)
+            data["tp_evaluation"] = self.evaluation_section
         return data
 
     def get_model_specific_metadata(self) -> dict[str, Any]:
         """The stock metadata plus ``centering``: what the model's ``Centering`` module does (None without one)."""
         metadata = super().get_model_specific_metadata()
         if self.model is not None:
-            from sentence_transformers_tp.centering import centering_module
-
             module = centering_module(self.model)
             metadata["centering"] = module.describe() if module is not None else None
         return metadata
@@ -185,199 +185,3 @@ def install_model_card_data(model: Any, module: TokenPrependingTransformer) -> N
         card.license = backbone_license(module)
     if not card.language:
         card.language = backbone_card_language(module) or []
-
-
-# ------------------------------------------------------------------------------------------- evaluation results
-
-#: ``(task type, task name)`` of the model-index per result kind (sentence-transformers' evaluator descriptions).
-TASK_TYPES: dict[str, tuple[str, str]] = {
-    "sts": ("semantic-similarity", "Semantic Similarity"),
-    "transfer": ("text-classification", "Classification"),
-    "retrieval": ("information-retrieval", "Information Retrieval"),
-}
-
-#: Model-index metrics of each result kind: ``(entry key, metric type, metric name)``; values are entry / 100.
-METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "sts": (("spearman", "spearman_cosine", "Spearman Cosine"),),
-    "transfer": (("accuracy", "accuracy", "Accuracy"),),
-    "retrieval": (
-        ("ndcg_at_10", "cosine_ndcg@10", "Cosine Ndcg@10"),
-        ("mrr_at_10", "cosine_mrr@10", "Cosine Mrr@10"),
-        ("recall_at_10", "cosine_recall@10", "Cosine Recall@10"),
-        ("recall_at_100", "cosine_recall@100", "Cosine Recall@100"),
-    ),
-    "mteb": (("spearman", "main_score", "Main Score"), ("score", "main_score", "Main Score")),
-}
-
-#: Result-settings keys that mark a run on part of the data.
-SUBSET_SETTINGS: tuple[str, ...] = ("limit", "sample", "corpus_sample")
-
-
-def _task_key(name: str) -> str:
-    key = "".join(ch for ch in name.lower() if ch.isalnum())
-    key = key[len("local") :] if key.startswith("local") else key
-    return {"stsbenchmark": "stsb", "sick": "sickr", "sickrelatedness": "sickr"}.get(key, key)
-
-
-def _dataset_of(task: str) -> tuple[str, str]:
-    """``(dataset type, dataset name)`` of a result task: the hub dataset ``st-tp data`` reads it from."""
-    key = _task_key(task)
-    display = {**STS_DISPLAY_NAMES, **TRANSFER_DISPLAY_NAMES, "scifact": "SciFact"}
-    for source_key, name in display.items():
-        if name == task:
-            key = source_key
-    if key in SOURCES:
-        parts = next(iter(SOURCES[key].files.values()))
-        return parts[0].dataset, display.get(key, task)
-    return task, task
-
-
-def _subset_args(row: Mapping[str, Any]) -> dict[str, Any]:
-    settings = row.get("settings") or {}
-    return {key: settings[key] for key in SUBSET_SETTINGS if settings.get(key) is not None}
-
-
-def eval_results_of(row: Mapping[str, Any]) -> list[EvalResult]:
-    """The model-index entries of one ``st-tp evaluate`` result dict.
-
-    Args:
-        row: A result dict (see :mod:`sentence_transformers_tp.evaluation.report`).
-
-    Returns:
-        One ``huggingface_hub.EvalResult`` per task and metric (values as fractions; a run on part of the data
-        records its ``limit`` / ``sample`` / ``corpus_sample`` as ``dataset_args``).
-    """
-    kind = str(row.get("kind"))
-    results = []
-    for task, entry in row["tasks"].items():
-        dataset_type, dataset_name = _dataset_of(task)
-        if kind == "mteb":
-            task_kind = "sts" if "spearman" in entry else "retrieval"
-        else:
-            task_kind = kind
-        task_type, task_name = TASK_TYPES.get(task_kind, (task_kind, task_kind.title()))
-        for key, metric_type, metric_name in METRICS.get(kind, ()):
-            value = entry.get(key)
-            if value is None:
-                continue
-            results.append(
-                EvalResult(
-                    task_type=task_type,
-                    task_name=task_name,
-                    dataset_type=dataset_type,
-                    dataset_name=dataset_name,
-                    dataset_split=str(entry.get("split")),
-                    dataset_args=_subset_args(row) or None,
-                    metric_type=metric_type,
-                    metric_name=metric_name,
-                    metric_value=round(float(value) / 100.0, 6),
-                )
-            )
-    return results
-
-
-def _flatten_model_index(model_index: Sequence[Mapping[str, Any]]) -> list[EvalResult]:
-    """``EvalResult`` entries of an existing model-index (as sentence-transformers built it)."""
-    return model_index_to_eval_results(list(model_index))[1]
-
-
-def evaluation_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The card's Evaluation section body: one table per result kind, each row labelled with its setting.
-
-    Args:
-        rows: The card's ``evaluation_results``.
-
-    Returns:
-        Markdown.
-    """
-    titles = {"sts": "STS (Spearman x 100)", "transfer": "Transfer (accuracy)", "mteb": "Via MTEB (main score x 100)"}
-    blocks = []
-    for kind in ("sts", "transfer", "retrieval", "mteb"):
-        chosen = [row for row in rows if row.get("kind") == kind]
-        if not chosen:
-            continue
-        if kind == "retrieval":
-            table = retrieval_table([(row.get("label") or label(row["config"]), row) for row in chosen])
-            title = "Retrieval (x 100)"
-        else:
-            table = compare(
-                [(row.get("label") or label(row["config"]), row) for row in chosen], label_header="Setting"
-            )
-            title = titles[kind]
-        notes = [
-            f"{', '.join(f'{k}={v}' for k, v in _subset_args(row).items())} ({row.get('label') or kind})"
-            for row in chosen
-            if _subset_args(row)
-        ]
-        note = f"\n\nMeasured on part of the data: {'; '.join(notes)}." if notes else ""
-        blocks.append(f"### {title}\n\n{table.rstrip()}{note}")
-    return "\n\n".join(blocks)
-
-
-def _load_rows(results: Any) -> tuple[str, list[dict[str, Any]]]:
-    """``(source name, rows)`` of a results file, one result dict, or a list of them."""
-    if isinstance(results, (str, Path)):
-        path = Path(results)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return str(path), data if isinstance(data, list) else [data]
-    if isinstance(results, Mapping):
-        return "the results", [dict(results)]
-    return "the results", [dict(row) for row in results]
-
-
-def add_evaluation_results(model: Any, results: Any, *, allow_subsets: bool = False) -> list[dict[str, Any]]:
-    """Attach ``st-tp evaluate --json`` results to the model card (its ``model-index`` and Evaluation section).
-
-    Rows of other settings (the ``--compare-vanilla`` rows, whose ``config.roles`` lack ``"model"``) are skipped.
-    Every kept row must have been measured with the model's own setting (:func:`~sentence_transformers_tp.records.
-    describe`), so a card never shows another setting's scores.
-
-    Args:
-        model: The ``SentenceTransformer`` (TP module first) whose card gets the results.
-        results: A JSON file written by ``st-tp evaluate --json``, one result dict, or a list of them.
-        allow_subsets: Accept rows measured on part of the data (``--limit`` / ``--sample`` /
-            ``--corpus-sample``; recorded as ``dataset_args``). By default they are refused: leaderboard-style
-            metadata reports whole datasets.
-
-    Returns:
-        The rows attached.
-
-    Raises:
-        ValueError: For a row without a setting record, a row of another setting, a row on part of the data
-            (unless ``allow_subsets``), or when no row is of the model's setting.
-    """
-    card = getattr(model, "model_card_data", None)
-    if not isinstance(card, TokenPrependingModelCardData):
-        raise ValueError("add_evaluation_results needs a sentence-transformers-tp model (TP module first)")
-    source, rows = _load_rows(results)
-    own = describe(model)
-    attached = []
-    for number, row in enumerate(rows, start=1):
-        validate_result_dict(row)
-        config = row.get("config") or {}
-        if ROLE_MODEL not in config.get("roles", [ROLE_MODEL]):
-            continue
-        where = f"{source}, row {number} ({row.get('label') or row.get('kind')})"
-        if "template" not in config or "tp_start" not in config:
-            raise ValueError(f"{where} has no setting record in 'config'; use results of st-tp evaluate --json")
-        differ = sorted(key for key in own if key in config and config[key] != own[key])
-        missing = sorted(key for key in ("demonstrations", "cp_layer", "task_settings") if key not in config)
-        if differ or missing:
-            raise ValueError(
-                f"{where} was measured with {label(config) if not missing else 'a setting without ' + ', '.join(missing)}"
-                f", but the model is {label(own)} (differing: {', '.join(differ or missing)}); evaluate this model"
-            )
-        if _subset_args(row) and not allow_subsets:
-            raise ValueError(
-                f"{where} was measured on part of the data ({_subset_args(row)}); the card reports whole datasets "
-                "(rerun without --limit / --sample / --corpus-sample, or pass allow_subsets=True)"
-            )
-        attached.append(json.loads(json.dumps(row)))
-    if not attached:
-        raise ValueError(f"{source} has no result of the model's own setting ({label(own)})")
-    card.evaluation_results.extend(row for row in attached if row not in card.evaluation_results)
-    # A loaded model re-saves the README it was loaded with (sentence-transformers keeps its text unless the model
-    # was trained); the card must be generated again to carry the results.
-    if getattr(model, "_model_card_text", None):
-        model._model_card_text = None
-    return attached

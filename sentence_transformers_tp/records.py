@@ -29,6 +29,9 @@ TEMPLATE_DISPLAY_NAMES: dict[str, str] = {
 }
 """Table names of the built-in templates."""
 
+ROLE_MODEL = "model"
+"""Role (``config.roles``) of a record measured with the model as configured, not a comparison variant."""
+
 SETTING_KEYS: tuple[str, ...] = (
     "template",
     "query_template",
@@ -232,4 +235,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["SETTING_KEYS", "TEMPLATE_DISPLAY_NAMES", "describe", "label", "template_display_name", "tp_module_of"]
+__all__ = [
+    "ROLE_MODEL",
+    "SETTING_KEYS",
+    "TEMPLATE_DISPLAY_NAMES",
+    "describe",
+    "label",
+    "template_display_name",
+    "tp_module_of",
+]

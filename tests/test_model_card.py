@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp.cli import main
-from sentence_transformers_tp.model_card import add_evaluation_results
+from sentence_transformers_tp.evaluation import add_evaluation_results
 from sentence_transformers_tp.module import TokenPrependingTransformer
 
 from .evaluation.conftest import FIXTURE_DATA

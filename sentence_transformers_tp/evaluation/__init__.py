@@ -7,6 +7,8 @@
   ``encode_query`` and documents through ``encode_document``; :func:`local_retrieval_task` is the same as an offline
   MTEB retrieval task.
 * :func:`to_model_meta`: the ``mteb.ModelMeta`` of a TP model (leaderboard metadata, with a loader).
+* :func:`add_evaluation_results`: ``st-tp evaluate --json`` rows as the model card's ``model-index`` and Evaluation
+  section (:mod:`sentence_transformers_tp.evaluation.model_index`).
 * :func:`plan_variants` / :func:`iter_variants`: the model as configured plus the same template without TP (same
   and usual output layer), sharing one loaded backbone.
 * :func:`compare` / :func:`to_markdown` / :func:`result_to_dict`: tables and JSON (schema in
@@ -33,6 +35,7 @@ from .data import (
     read_sts_tsv,
     read_transfer_tsv,
 )
+from .model_index import add_evaluation_results
 from .model_meta import evaluate_to_results_folder, to_model_meta
 from .mteb_retrieval import local_retrieval_task
 from .mteb_tasks import LOCAL_TASK_NAMES, local_sts_task_class, local_sts_tasks
@@ -74,6 +77,7 @@ __all__ = [
     "TransferResult",
     "TransferTaskResult",
     "Variant",
+    "add_evaluation_results",
     "apply_variant",
     "compare",
     "cosine_scores",

@@ -27,11 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentence_transformers_tp.records import TEMPLATE_DISPLAY_NAMES, describe, label, template_display_name
+from sentence_transformers_tp.records import ROLE_MODEL, TEMPLATE_DISPLAY_NAMES, describe, label, template_display_name
 from sentence_transformers_tp.settings import Setting
 
-ROLE_MODEL = "model"
-"""Role of the model as configured (TP on or off)."""
 ROLE_VANILLA_SAME_LAYER = "vanilla_same_layer"
 """Role of the template without TP at the model's output layer."""
 ROLE_VANILLA_USUAL_LAYER = "vanilla_usual_layer"
