@@ -24,7 +24,6 @@ from typing import Any
 
 from huggingface_hub.repocard_data import EvalResult
 
-from sentence_transformers_tp.model_card import TokenPrependingModelCardData
 from sentence_transformers_tp.records import ROLE_MODEL, describe, label
 
 from .data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
@@ -184,6 +183,9 @@ def add_evaluation_results(model: Any, results: Any, *, allow_subsets: bool = Fa
         ValueError: For a row without a setting record, a row of another setting, a row on part of the data
             (unless ``allow_subsets``), or when no row is of the model's setting.
     """
+    # sentence-transformers is imported only here: importing the evaluation package stays cheap.
+    from sentence_transformers_tp.model_card import TokenPrependingModelCardData
+
     card = getattr(model, "model_card_data", None)
     if not isinstance(card, TokenPrependingModelCardData):
         raise ValueError("add_evaluation_results needs a sentence-transformers-tp model (TP module first)")
