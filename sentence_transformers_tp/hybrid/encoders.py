@@ -22,13 +22,36 @@ import scipy.sparse
 from sentence_transformers_tp.truncation import report_truncation
 
 
-def _method(model: Any, kind: str) -> Any:
+def _encode(
+    model: Any,
+    texts: Sequence[str],
+    kind: str,
+    batch_size: int,
+    show_progress_bar: bool,
+    encode_kwargs: Mapping[str, Any] | None,
+    **extra: Any,
+) -> Any:
+    """Call ``encode_query`` / ``encode_document`` (one truncation report for the call) and return its output."""
     method = getattr(model, f"encode_{kind}", None)
     if not callable(method):
         raise TypeError(
             f"{type(model).__name__} has no encode_{kind}(); a channel model needs encode_query and encode_document"
         )
-    return method
+    with report_truncation():
+        return method(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            **extra,
+            **dict(encode_kwargs or {}),
+        )
+
+
+def _checked_rows(matrix: Any, kind: str, count: int) -> Any:
+    """``matrix`` if it has one row per text, else a one-line error."""
+    if matrix.shape[0] != count:
+        raise ValueError(f"encode_{kind} returned {matrix.shape[0]} rows for {count} texts")
+    return matrix
 
 
 def normalize_rows(array: Any) -> np.ndarray:
@@ -69,18 +92,8 @@ def encode_dense(
     Returns:
         ``(len(texts), dim)`` unit-length float32 embeddings.
     """
-    with report_truncation():
-        emb = _method(model, kind)(
-            list(texts),
-            batch_size=batch_size,
-            show_progress_bar=show_progress_bar,
-            convert_to_numpy=True,
-            **dict(encode_kwargs or {}),
-        )
-    emb = normalize_rows(emb)
-    if emb.shape[0] != len(texts):
-        raise ValueError(f"encode_{kind} returned {emb.shape[0]} rows for {len(texts)} texts")
-    return emb
+    emb = _encode(model, texts, kind, batch_size, show_progress_bar, encode_kwargs, convert_to_numpy=True)
+    return _checked_rows(normalize_rows(emb), kind, len(texts))
 
 
 def to_csr(vectors: Any) -> scipy.sparse.csr_matrix:
@@ -141,14 +154,8 @@ def encode_sparse(
     Returns:
         ``(len(texts), vocab)`` float32 CSR matrix.
     """
-    with report_truncation():
-        vectors = _method(model, kind)(
-            list(texts), batch_size=batch_size, show_progress_bar=show_progress_bar, **dict(encode_kwargs or {})
-        )
-    matrix = to_csr(vectors)
-    if matrix.shape[0] != len(texts):
-        raise ValueError(f"encode_{kind} returned {matrix.shape[0]} rows for {len(texts)} texts")
-    return matrix
+    vectors = _encode(model, texts, kind, batch_size, show_progress_bar, encode_kwargs)
+    return _checked_rows(to_csr(vectors), kind, len(texts))
 
 
 def encode_joint(
