@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from sentence_transformers_tp.hybrid.bm25 import BM25_DEFAULTS, BM25Channel
 from sentence_transformers_tp.hybrid.corpus import corpus_hash, prepare_corpus
@@ -42,6 +43,8 @@ from sentence_transformers_tp.hybrid.encoders import encode_dense, encode_joint,
 from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, RRF_K, Run, check_weights, fuse
 from sentence_transformers_tp.hybrid.preset import preset_fusion
 from sentence_transformers_tp.hybrid.scoring import top_k_search
+
+logger = logging.get_logger(__name__)
 
 INDEX_FORMAT = 1
 """Version of the saved index layout."""
@@ -149,8 +152,15 @@ class HybridRetriever:
         Raises:
             ValueError: If the tuned fusion uses the sparse channel without the dense one and no ``sparse_model``.
         """
-        block = None if "fusion" in kwargs or "weights" in kwargs else preset_fusion(model)
+        given = "fusion" in kwargs or "weights" in kwargs
+        block = None if given else preset_fusion(model)
         if block is None:
+            if not given:
+                logger.warning_once(
+                    "No tuned fusion for this backbone (no 'hybrid' block in its preset): the channels get equal "
+                    "weights, which can score below BM25 alone; choose them with st-tp tune-retrieval --hybrid or pass "
+                    "weights=."
+                )
             return cls(model, sparse_model, **kwargs)
         channels = block["channels"]
         if "sparse" in channels and sparse_model is None:

@@ -74,3 +74,15 @@ def test_from_model_uses_the_tuned_fusion(monkeypatch) -> None:
     block["channels"], block["weights"] = ["sparse", "bm25"], {"sparse": 0.5, "bm25": 0.5}
     with pytest.raises(ValueError, match="pass sparse_model"):
         HybridRetriever.from_model(WordHashModel())
+
+
+def test_from_model_without_a_tuned_fusion_says_so(monkeypatch) -> None:
+    """Without a preset block and without weights, from_model warns that the channels get equal weights."""
+    messages = []
+    monkeypatch.setattr(retriever_module, "preset_fusion", lambda model: None)
+    monkeypatch.setattr(retriever_module.logger, "warning_once", messages.append)
+    retriever = HybridRetriever.from_model(WordHashModel())
+    assert retriever.weights == {"dense": 0.5, "bm25": 0.5}
+    assert len(messages) == 1 and "equal weights" in messages[0]
+    HybridRetriever.from_model(WordHashModel(), weights={"dense": 0.3, "bm25": 0.7})
+    assert len(messages) == 1
