@@ -29,6 +29,7 @@ import torch
 from sentence_transformers.base.modules import Module
 from transformers.utils import logging
 
+from sentence_transformers_tp.data import read_sts_tsv, resolve_sts_split, sts_split_path
 from sentence_transformers_tp.truncation import report_truncation
 
 try:
@@ -421,7 +422,7 @@ def read_sentences(
     - a ``.tsv`` file in the STS layout (``sentence1``, ``sentence2``, ``score``, ...): both sentence columns;
     - any other file: one sentence per line (blank lines skipped, surrounding whitespace stripped);
     - ``TASK:SPLIT`` (e.g. ``stsb:train``, ``sickr:train``): that split of ``data_dir``
-      (:mod:`sentence_transformers_tp.evaluation.data` layout); only the sentences are used, never the scores.
+      (:mod:`sentence_transformers_tp.data` layout); only the sentences are used, never the scores.
 
     Duplicates are dropped (STS pairs repeat sentences), keeping the first occurrence.
 
@@ -438,8 +439,6 @@ def read_sentences(
         FileNotFoundError: If the file, data directory or split does not exist.
         ValueError: If the source holds no sentence, or ``max_sentences`` is not positive.
     """
-    from sentence_transformers_tp.evaluation.data import read_sts_tsv, resolve_sts_split, sts_split_path
-
     if max_sentences is not None and max_sentences < 1:
         raise ValueError(f"max_sentences must be positive, got {max_sentences}")
     path = Path(source)

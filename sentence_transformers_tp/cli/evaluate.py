@@ -143,7 +143,7 @@ def partition_tasks(tasks: list[str] | None) -> tuple[list[str] | None, list[str
     Raises:
         ValueError: For a name that is neither an STS nor a transfer task.
     """
-    from sentence_transformers_tp.evaluation.data import (
+    from sentence_transformers_tp.data import (
         STS_TASKS,
         TRANSFER_TASKS,
         normalize_sts_task,
@@ -176,7 +176,7 @@ def check_data(args: argparse.Namespace, sts_tasks: list[str] | None, run_sts: b
     Raises:
         FileNotFoundError: Naming what is missing.
     """
-    from sentence_transformers_tp.evaluation.data import list_sts_splits, load_sts, resolve_sts_split
+    from sentence_transformers_tp.data import list_sts_splits, load_sts, resolve_sts_split
 
     root = Path(args.data_dir)
     if not root.is_dir():

@@ -14,13 +14,13 @@
 * :func:`compare` / :func:`to_markdown` / :func:`result_to_dict`: tables and JSON (schema in
   :mod:`sentence_transformers_tp.evaluation.report`).
 
-The data layout is described in :mod:`sentence_transformers_tp.evaluation.data`. Only numpy is imported eagerly;
+The data layout is described in :mod:`sentence_transformers_tp.data`. Only numpy is imported eagerly;
 scikit-learn, mteb and datasets are imported when the corresponding function runs.
 """
 
 from __future__ import annotations
 
-from .data import (
+from sentence_transformers_tp.data import (
     STS_DISPLAY_NAMES,
     STS_SCORE_RANGES,
     STS_TASKS,
@@ -35,6 +35,7 @@ from .data import (
     read_sts_tsv,
     read_transfer_tsv,
 )
+
 from .model_index import add_evaluation_results
 from .model_meta import evaluate_to_results_folder, to_model_meta
 from .mteb_retrieval import local_retrieval_task

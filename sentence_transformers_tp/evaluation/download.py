@@ -1,7 +1,7 @@
 """Fetch the evaluation data from the Hugging Face Hub into the layout the evaluators read (``st-tp data``).
 
 :func:`download_data` loads each task's public dataset with ``datasets.load_dataset`` and writes it in the layout
-of :mod:`sentence_transformers_tp.evaluation.data` (STS and SentEval transfer tasks) and
+of :mod:`sentence_transformers_tp.data` (STS and SentEval transfer tasks) and
 :mod:`sentence_transformers_tp.evaluation.retrieval` (BEIR folders)::
 
     <root>/sts/<task>/<split>.tsv                    STS12-16 (test), STS-B (train, dev, test), SICK-R (test)
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import STS_TASKS, TRANSFER_TASKS, normalize_sts_task, normalize_transfer_task
+from sentence_transformers_tp.data import STS_TASKS, TRANSFER_TASKS, normalize_sts_task, normalize_transfer_task
 
 DEFAULT_DATA_DIR = "~/st-tp-data"
 """Where ``st-tp data`` writes by default (the README's examples use it)."""

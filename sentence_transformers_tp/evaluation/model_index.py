@@ -24,9 +24,9 @@ from typing import Any
 
 from huggingface_hub.repocard_data import EvalResult
 
+from sentence_transformers_tp.data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
 from sentence_transformers_tp.records import ROLE_MODEL, describe, label
 
-from .data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
 from .download import SOURCES
 from .report import compare, validate_result_dict
 from .retrieval import retrieval_table

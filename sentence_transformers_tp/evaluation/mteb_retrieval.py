@@ -23,7 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .data import check_subset
+from sentence_transformers_tp.data import check_subset
+
 from .retrieval import display_name, load_beir, resolve_beir_split
 
 

@@ -1,7 +1,7 @@
 """MTEB 2.x tasks that read the paper's STS suite from a local directory (no network, no HF datasets download).
 
 Each STS task of the suite gets an ``AbsTaskSTS`` subclass whose ``load_data`` reads
-``<data_dir>/sts/<task>/<split>.tsv`` (see :mod:`sentence_transformers_tp.evaluation.data`):
+``<data_dir>/sts/<task>/<split>.tsv`` (see :mod:`sentence_transformers_tp.data`):
 
 * ``LocalSTS12`` ... ``LocalSTS16`` (MTEB names ``LocalSTS12`` ... ``LocalSTS16``), gold scores 0-5;
 * ``LocalSTSBenchmark`` (``LocalSTSBenchmark``), gold scores 0-5;
@@ -30,7 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .data import (
+from sentence_transformers_tp.data import (
     STS_SCORE_RANGES,
     STS_TASKS,
     check_subset,
@@ -103,7 +103,7 @@ def _base_class() -> type:
         """An ``AbsTaskSTS`` whose data come from a local TSV split (see the module docstring).
 
         Args:
-            data_dir: Data root in the layout of :mod:`sentence_transformers_tp.evaluation.data`.
+            data_dir: Data root in the layout of :mod:`sentence_transformers_tp.data`.
             split: Split to evaluate (``"test"`` is the paper's protocol; ``"dev"`` also finds SICK's ``trial``).
                 Results are stored under the split name as found on disk.
             senteval_text: Read the ``.senteval.tsv`` text variant when present.
@@ -250,7 +250,7 @@ def local_sts_tasks(
     """Build MTEB tasks for the local STS suite.
 
     Args:
-        data_dir: Data root in the layout of :mod:`sentence_transformers_tp.evaluation.data`.
+        data_dir: Data root in the layout of :mod:`sentence_transformers_tp.data`.
         tasks: Tasks to build (aliases accepted); ``None`` builds every task that has ``split`` in ``data_dir``.
         split: Split to evaluate (``"test"``: the paper's protocol; ``"dev"`` also finds SICK's ``trial``).
         senteval_text: Read the ``.senteval.tsv`` text variant when present.

@@ -38,10 +38,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sentence_transformers_tp.data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
 from sentence_transformers_tp.records import SETTING_KEYS
 from sentence_transformers_tp.records import label as setting_label
 
-from .data import STS_DISPLAY_NAMES, TRANSFER_DISPLAY_NAMES
 from .variants import ROLE_VANILLA_USUAL_LAYER
 
 SCORE_KEYS: tuple[str, ...] = ("spearman", "accuracy", "score")

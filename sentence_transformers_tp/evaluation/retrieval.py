@@ -42,8 +42,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sentence_transformers_tp.data import check_subset
+
 from ..truncation import report_truncation
-from .data import check_subset
 from .sts import SuiteResult
 
 DEFAULT_K_VALUES: tuple[int, ...] = (1, 3, 5, 10, 100)

@@ -26,8 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from ..truncation import report_truncation
-from .data import (
+from sentence_transformers_tp.data import (
     STS_DISPLAY_NAMES,
     STS_TASKS,
     STSData,
@@ -37,6 +36,8 @@ from .data import (
     normalize_sts_task,
     resolve_sts_split,
 )
+
+from ..truncation import report_truncation
 
 
 class Encoder(Protocol):
@@ -360,7 +361,7 @@ def evaluate_sts(
 
     Args:
         model: Object with a sentence-transformers style ``encode`` (a ``SentenceTransformer``).
-        data_dir: Data root in the layout of :mod:`sentence_transformers_tp.evaluation.data` (or its ``sts`` folder).
+        data_dir: Data root in the layout of :mod:`sentence_transformers_tp.data` (or its ``sts`` folder).
         tasks: Tasks to evaluate (aliases accepted). ``None`` evaluates every task of the suite that has the
             requested split, silently skipping the others.
         split: Split for all tasks (``"test"``: the paper's protocol) or a mapping task -> split; tasks missing

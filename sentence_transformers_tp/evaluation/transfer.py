@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .data import (
+from sentence_transformers_tp.data import (
     TRANSFER_DISPLAY_NAMES,
     TRANSFER_TASKS,
     TransferData,
@@ -42,6 +42,7 @@ from .data import (
     load_transfer,
     normalize_transfer_task,
 )
+
 from .sts import Encoder, SuiteResult, _json_float, _model_name, encode_unique
 
 SENTEVAL_C_GRID: tuple[float, ...] = tuple(2.0**t for t in range(-2, 4))
@@ -414,7 +415,7 @@ def evaluate_transfer(
     Args:
         model: Object with a sentence-transformers style ``encode`` (a ``SentenceTransformer``).
         data_dir: Data root (or its ``classification`` folder) in the layout of
-            :mod:`sentence_transformers_tp.evaluation.data`.
+            :mod:`sentence_transformers_tp.data`.
         tasks: Tasks to run (``"MR"``, ``"sst2"``, ...); ``None`` runs every complete task found.
         limit: Subsample every file of a task to at most this many examples (fast runs).
         kfold: Outer folds for MR/CR/SUBJ/MPQA (SentEval: 10).

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentence_transformers_tp.evaluation.data import STSData, load_sts, normalize_sts_task, resolve_sts_split
+from sentence_transformers_tp.data import STSData, load_sts, normalize_sts_task, resolve_sts_split
 from sentence_transformers_tp.presets import Preset, validate_preset
 from sentence_transformers_tp.templates import canonical_template_name
 from sentence_transformers_tp.tuning.cells import best_layer, choose_winner, finite
@@ -345,7 +345,7 @@ def tune(
 
     Args:
         model: A module, a ``SentenceTransformer`` starting with one, or a backbone name/path (see :func:`as_module`).
-        data_dir: Data directory (:mod:`sentence_transformers_tp.evaluation.data` layout), unless ``data`` is given.
+        data_dir: Data directory (:mod:`sentence_transformers_tp.data` layout), unless ``data`` is given.
         template: Template of a module built from a backbone; for a module, None or the module's template.
         task: STS task of the tuning data (any alias).
         split: Split of the tuning data (dev, as the paper).

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sentence_transformers_tp.evaluation.data import STSData
+from sentence_transformers_tp.data import STSData
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, rank_documents, ranking_metrics
 from sentence_transformers_tp.evaluation.sts import cosine_scores, spearman
 

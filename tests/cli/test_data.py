@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sentence_transformers_tp.cli import main
+from sentence_transformers_tp.data import list_sts_splits, list_transfer_tasks, load_sts, load_transfer
 from sentence_transformers_tp.evaluation import download
-from sentence_transformers_tp.evaluation.data import list_sts_splits, list_transfer_tasks, load_sts, load_transfer
 from sentence_transformers_tp.evaluation.download import SOURCES, dataset_rows, download_data, resolve_tasks
 from sentence_transformers_tp.evaluation.retrieval import load_beir
 

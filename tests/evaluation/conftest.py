@@ -16,7 +16,7 @@ FIXTURE_DATA = Path(__file__).parent / "fixtures" / "data"
 
 def fixture_sentences() -> list[str]:
     """Return every sentence of the STS fixture files (used to train the tiny tokenizer)."""
-    from sentence_transformers_tp.evaluation.data import read_sts_tsv
+    from sentence_transformers_tp.data import read_sts_tsv
 
     texts: list[str] = []
     for path in sorted(FIXTURE_DATA.glob("sts/*/*.tsv")):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from sentence_transformers_tp.data import read_sts_tsv
 from sentence_transformers_tp.evaluation import mteb_tasks
-from sentence_transformers_tp.evaluation.data import read_sts_tsv
 from sentence_transformers_tp.evaluation.mteb_tasks import local_sts_task_class, local_sts_tasks
 from sentence_transformers_tp.evaluation.report import mteb_result_to_dict
 from sentence_transformers_tp.evaluation.sts import evaluate_sts

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sentence_transformers_tp.evaluation.data import read_sts_tsv
+from sentence_transformers_tp.data import read_sts_tsv
 from sentence_transformers_tp.evaluation.sts import (
     cosine_scores,
     encode_unique,

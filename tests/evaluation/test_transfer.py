@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from sentence_transformers_tp.evaluation.data import TransferData, load_transfer
+from sentence_transformers_tp.data import TransferData, load_transfer
 from sentence_transformers_tp.evaluation.transfer import (
     SENTEVAL_C_GRID,
     evaluate_transfer,

@@ -8,7 +8,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp import TokenPrependingTransformer
-from sentence_transformers_tp.evaluation.data import STSData
+from sentence_transformers_tp.data import STSData
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.tuning import PassStore, Search, SpearmanObjective, encode_all_layers
 

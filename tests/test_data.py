@@ -1,10 +1,12 @@
+"""The data directory readers (sentence_transformers_tp.data): STS and transfer files, split aliases, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from sentence_transformers_tp.evaluation.data import (
+from sentence_transformers_tp.data import (
     list_sts_splits,
     list_transfer_tasks,
     load_sts,
@@ -17,7 +19,13 @@ from sentence_transformers_tp.evaluation.data import (
     sts_split_path,
 )
 
-from .conftest import FIXTURE_DATA
+from .evaluation.conftest import FIXTURE_DATA, write_transfer_data
+
+
+@pytest.fixture(scope="module")
+def transfer_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SentEval-layout transfer data root."""
+    return write_transfer_data(tmp_path_factory.mktemp("transfer-data"))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -194,3 +202,12 @@ def test_list_transfer_tasks_needs_all_files(transfer_data_dir, tmp_path):
     _write(tmp_path / "classification" / "sst2" / "train.tsv", "sentence\tlabel\na\t1\n")
     _write(tmp_path / "classification" / "cr" / "all.tsv", "sentence\tlabel\na\t1\n")
     assert list_transfer_tasks(tmp_path) == ["cr"]
+
+
+def test_evaluation_data_reexports_the_readers():
+    """The old home sentence_transformers_tp.evaluation.data exports the same objects as sentence_transformers_tp.data."""
+    from sentence_transformers_tp import data
+    from sentence_transformers_tp.evaluation import data as old_home
+
+    assert old_home.__all__ == data.__all__
+    assert all(getattr(old_home, name) is getattr(data, name) for name in data.__all__)
