@@ -462,6 +462,27 @@ def load_sts(data_dir: str | Path, task: str, split: str, senteval_text: bool = 
     return read_sts_tsv(sts_split_path(data_dir, key, resolved, senteval_text=senteval_text))
 
 
+def load_sts_split(data_dir: str | Path, task: str, split: str) -> tuple[STSData, str, str]:
+    """An STS split of a data directory with its split aliases (``dev`` finds SICK-R's ``trial``).
+
+    Args:
+        data_dir: Data root (or its ``sts`` folder).
+        task: STS task (any alias).
+        split: Split name.
+
+    Returns:
+        The pairs, the canonical task key and the split name on disk.
+
+    Raises:
+        FileNotFoundError: If the task has no such split.
+    """
+    task = normalize_sts_task(task)
+    resolved = resolve_sts_split(data_dir, task, split)
+    if resolved is None:
+        raise FileNotFoundError(f"{data_dir} has no {split!r} split for task {task!r}.")
+    return load_sts(data_dir, task, resolved), task, resolved
+
+
 @dataclass(frozen=True)
 class TransferData:
     """Labelled sentences (or sentence pairs) of one transfer-task split.
@@ -593,6 +614,7 @@ __all__ = [
     "list_sts_splits",
     "list_transfer_tasks",
     "load_sts",
+    "load_sts_split",
     "load_transfer",
     "normalize_sts_task",
     "normalize_transfer_task",

@@ -211,3 +211,13 @@ def test_evaluation_data_reexports_the_readers():
 
     assert old_home.__all__ == data.__all__
     assert all(getattr(old_home, name) is getattr(data, name) for name in data.__all__)
+
+
+def test_load_sts_split_follows_split_aliases_and_names_a_missing_split():
+    """load_sts_split finds SICK-R's 'trial' for 'dev', returns the canonical task, and raises for a missing split."""
+    from sentence_transformers_tp.data import load_sts_split
+
+    data, task, split = load_sts_split(FIXTURE_DATA, "SICK-R", "dev")
+    assert (task, split) == ("sickr", "trial") and len(data) > 0
+    with pytest.raises(FileNotFoundError, match="no 'train' split for task 'stsb'"):
+        load_sts_split(FIXTURE_DATA, "stsb", "train")

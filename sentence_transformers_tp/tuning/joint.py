@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from sentence_transformers_tp.centering import Centering, read_sentences
+from sentence_transformers_tp.data import load_sts_split
 from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe
-from sentence_transformers_tp.tuning.layers import load_sts_split
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sentence_transformers_tp.data import STSData, load_sts, normalize_sts_task, resolve_sts_split
+from sentence_transformers_tp.data import STSData, load_sts_split
 from sentence_transformers_tp.presets import Preset, validate_preset
 from sentence_transformers_tp.templates import canonical_template_name
 from sentence_transformers_tp.tuning.cells import best_layer, choose_winner, finite
@@ -50,15 +50,6 @@ def parse_int_list(text: str) -> list[int]:
     if not values:
         raise ValueError(f"No integers in {text!r}.")
     return sorted(values)
-
-
-def load_sts_split(data_dir: str | os.PathLike, task: str, split: str) -> tuple[STSData, str, str]:
-    """An STS split of a data directory (FileNotFoundError if missing), the normalised task and the split on disk."""
-    task = normalize_sts_task(task)
-    resolved = resolve_sts_split(data_dir, task, split)
-    if resolved is None:
-        raise FileNotFoundError(f"{data_dir} has no {split!r} split for task {task!r}.")
-    return load_sts(data_dir, task, resolved), task, resolved
 
 
 #: The fields of :class:`TuningResult` that describe the data and the model (written and read as they are).
