@@ -14,6 +14,7 @@ from sentence_transformers_tp.cli.options import (
     check_model_spec,
     check_output_folder,
     check_output_path,
+    command_line,
     model_from_args,
     require_module,
 )
@@ -78,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="--hybrid: save the index (embeddings, sparse vectors, bm25s index) to DIR, or reuse it when DIR holds "
         "the index of the same corpus and models (a changed corpus or model is an error)",
+    )
+    parser.add_argument(
+        "--hybrid-out",
+        metavar="PRESET",
+        help="--hybrid: store the fusion chosen on half of the queries (checked on the other half) as the 'hybrid' "
+        "block of this preset YAML, e.g. the backbone's configs/<backbone>.yaml (the run ignores an existing block)",
     )
     parser.add_argument(
         "--tasks",
@@ -274,8 +281,11 @@ def run(args: argparse.Namespace) -> int:
             rows["sts"].append((variant.label, _entry(result_to_dict(result), common, start)))
         hybrid_setting = None
         if run_retrieval and args.hybrid:
-            hybrid_rows, hybrid_setting = _run_hybrid(configured, args, hybrid_weights, variant.config, common)
+            hybrid_rows, hybrid = _run_hybrid(configured, args, hybrid_weights, variant.config, common)
             rows["retrieval"].extend(hybrid_rows)
+            hybrid_setting = hybrid.setting
+            if args.hybrid_out is not None and ROLE_MODEL in variant.roles:
+                _write_hybrid_block(hybrid, args)
         elif run_retrieval:
             rows["retrieval"].append((variant.label, _run_retrieval(configured, args, variant.config, common)))
         if run_mteb:
@@ -443,6 +453,7 @@ def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[st
             ("--fusion", args.fusion),
             ("--fusion-weights", args.fusion_weights),
             ("--hybrid-index", args.hybrid_index),
+            ("--hybrid-out", args.hybrid_out),
         )
         if value
     ]
@@ -460,6 +471,12 @@ def _check_hybrid_args(args: argparse.Namespace, run_retrieval: bool) -> dict[st
         raise ValueError(
             "--mteb --hybrid runs MTEB's HybridSearch on saved models: use --sparse-model PATH, not --sparse"
         )
+    if args.hybrid_out is not None and (args.fusion is not None or args.fusion_weights is not None):
+        raise ValueError("--hybrid-out stores a fusion chosen by this run: leave out --fusion and --fusion-weights")
+    if args.hybrid_out is not None:
+        from sentence_transformers_tp.presets import load_preset_file
+
+        load_preset_file(args.hybrid_out)  # a missing or invalid preset fails before any encoding
     if args.sparse_model is not None and not Path(args.sparse_model).exists():
         raise FileNotFoundError(f"--sparse-model: {args.sparse_model} not found")
     if args.fusion_weights is None:
@@ -517,13 +534,26 @@ def _run_hybrid(
         corpus_sample=args.corpus_sample,
         batch_size=args.batch_size,
         index_path=args.hybrid_index,
+        use_preset=args.hybrid_out is None,
         show_progress_bar=not args.no_progress,
         model_name=common["label"],
         config=config,
     )
     shared = {**common, "data_dir": str(args.retrieval), "split": args.retrieval_split}
     rows = [(label, _entry(res.to_dict(), {**shared, "label": label}, start)) for label, res in result.rows]
-    return rows, result.setting
+    return rows, result
+
+
+def _write_hybrid_block(result: Any, args: argparse.Namespace) -> None:
+    """Store the fusion this run chose (--hybrid-out) as the preset's ``hybrid`` block, with where it was chosen."""
+    from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, tuned_fusion_block
+    from sentence_transformers_tp.tuning.result import write_preset_block
+
+    task = next(iter(result.rows[0][1].tasks.values()))
+    record = {"task": task.task, "split": task.split, "documents": task.n_docs, "corpus_size": task.corpus_size}
+    block = tuned_fusion_block(result.choice.to_preset(), record, command_line("evaluate"))
+    path = write_preset_block(args.hybrid_out, HYBRID_KEY, block)
+    print(f"hybrid: {result.choice.setting.label} written to {path}", file=sys.stderr, flush=True)
 
 
 def _run_hybrid_mteb(

@@ -71,6 +71,26 @@ def validate_fusion_block(block: Any, origin: str = "<preset>") -> dict[str, Any
     return {"channels": ordered, "fusion": fusion, "weights": {c: float(weights[c]) for c in ordered}, "rrf_k": rrf_k}
 
 
+def tuned_fusion_block(
+    block: Mapping[str, Any], record: Mapping[str, Any], command: str | None = None
+) -> dict[str, Any]:
+    """A chosen fusion as the preset's ``hybrid`` block, validated: the setting, ``status: tuned``, its ``score``
+    (``record``, e.g. the task and split, in front of the choice's own score) and the ``command`` that reproduces it.
+
+    Args:
+        block: ``FusionChoice.to_preset()`` (the setting and its ``score``).
+        record: Where it was chosen (``task``, ``split``, corpus size, ...).
+        command: The command line, if known.
+
+    Raises:
+        ValueError: If the block is not a valid fusion.
+    """
+    score = {**record, **block.get("score", {})}
+    tuned = {**block, "status": "tuned", "score": score, **({"command": command} if command else {})}
+    validate_fusion_block(tuned, "the tuned fusion")
+    return tuned
+
+
 def backbone_of(model: Any) -> str | None:
     """The backbone name of a TP model (its first module's ``backbone_name``), a backbone name itself, or None."""
     if isinstance(model, str):
@@ -101,4 +121,4 @@ def preset_fusion(model: Any) -> dict[str, Any] | None:
     return validate_fusion_block(preset.hybrid, str(preset.path or preset.name))
 
 
-__all__ = ["HYBRID_KEY", "backbone_of", "preset_fusion", "validate_fusion_block"]
+__all__ = ["HYBRID_KEY", "backbone_of", "preset_fusion", "tuned_fusion_block", "validate_fusion_block"]

@@ -29,7 +29,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
 from sentence_transformers_tp.hybrid.corpus import corpus_hash
 from sentence_transformers_tp.hybrid.encoders import normalize_rows
-from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, validate_fusion_block
+from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, tuned_fusion_block
 from sentence_transformers_tp.hybrid.retriever import HybridRetriever
 from sentence_transformers_tp.hybrid.scoring import top_k_search
 from sentence_transformers_tp.hybrid.selection import CHANNEL_ORDER, FusionChoice, choose_fusion
@@ -216,11 +216,8 @@ def hybrid_entry(summary: dict[str, Any], command: str | None = None) -> dict[st
     """
     if not summary.get("hybrid"):
         raise ValueError("The search has no fusion stage: run it with hybrid=True (--hybrid).")
-    block = dict(summary["hybrid"]["block"])
-    score = {"task": summary["settings"]["data"], "split": summary["settings"]["split"], **block["score"]}
-    block = {**block, "status": "tuned", "score": score, **({"command": command} if command else {})}
-    validate_fusion_block(block, "the tuned fusion")
-    return block
+    record = {"task": summary["settings"]["data"], "split": summary["settings"]["split"]}
+    return tuned_fusion_block(summary["hybrid"]["block"], record, command)
 
 
 def write_hybrid(summary: dict[str, Any], preset_path: str | os.PathLike, command: str | None = None) -> Path:

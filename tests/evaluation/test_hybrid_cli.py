@@ -82,6 +82,9 @@ def test_hybrid_with_a_saved_sparse_encoder_and_index(tiny_llama, tmp_path) -> N
         (["--hybrid", "--sparse", "--sparse-model", "x"], "not both"),
         (["--hybrid", "--sparse", "--mteb"], "use --sparse-model PATH"),
         (["--hybrid", "--sparse-model", "/nonexistent/splade"], "not found"),
+        (["--hybrid", "--fusion", "rrf", "--hybrid-out", "p.yaml"], "leave out --fusion"),
+        (["--hybrid", "--hybrid-out", "/nonexistent/preset.yaml"], "preset.yaml"),
+        (["--hybrid-out", "p.yaml"], "need(s) --hybrid"),
     ],
 )
 def test_hybrid_option_errors(args, message, capsys) -> None:
@@ -103,3 +106,28 @@ def test_hybrid_needs_retrieval(capsys) -> None:
     """--hybrid without --retrieval is an error."""
     assert main(["evaluate", "--model", "/nonexistent/model", "--data-dir", str(FIXTURE_DATA), "--hybrid"]) == 1
     assert "--hybrid needs --retrieval" in capsys.readouterr().err
+
+
+def test_hybrid_out_stores_the_chosen_fusion_in_the_preset(tiny_llama, tmp_path) -> None:
+    """--hybrid-out writes the fusion chosen on half of the queries as the preset's hybrid block, other keys kept."""
+    import shutil
+
+    from sentence_transformers_tp.presets import PRESET_DIR, load_preset_file
+
+    preset = Path(shutil.copy(PRESET_DIR / "smollm2.yaml", tmp_path / "smollm2.yaml"))
+    before = load_preset_file(preset)
+    code, rows = _evaluate(tmp_path, "--model", str(tiny_llama), "--hybrid", "--hybrid-out", str(preset))
+    assert code == 0
+    hybrid_row = rows[-1]["settings"]
+    assert hybrid_row["hybrid_source"] == "tuned"
+    after = load_preset_file(preset)
+    block = after.hybrid
+    assert {key: block[key] for key in ("channels", "fusion", "weights")} == {
+        key: hybrid_row["hybrid"][key] for key in ("channels", "fusion", "weights")
+    }
+    assert block["status"] == "tuned" and block["score"]["split"] == "train"
+    assert block["score"]["documents"] == rows[0]["tasks"]["beir"]["n_docs"]
+    assert (
+        block["score"]["tuning_queries"] + block["score"]["held_out_queries"] == rows[0]["tasks"]["beir"]["n_queries"]
+    )
+    assert after.task_settings == before.task_settings and after.templates == before.templates
