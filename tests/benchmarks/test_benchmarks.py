@@ -83,3 +83,22 @@ def teardown_module() -> None:
     """The scripts put benchmarks/ on sys.path for their shared helpers; take it off again."""
     while str(BENCHMARKS) in sys.path:
         sys.path.remove(str(BENCHMARKS))
+
+
+@requires_smollm2
+def test_documents_reports_every_variant_and_matching_embeddings(tmp_path):
+    """documents.py times stock and our document variants on a corpus; cached and uncached embeddings agree."""
+    documents = load_script("documents")
+    corpus = Path(__file__).resolve().parents[1] / "evaluation" / "fixtures" / "beir" / "corpus.jsonl"
+    out = tmp_path / "documents.json"
+    documents.main(
+        ["--shape", "tiny", "--corpus", str(corpus), "--documents", "4", "--batch-size", "2", "--repeats", "1"]
+        + ["--threads", "1", "--json", str(out)]
+    )
+    results = json.loads(out.read_text())
+    assert {"stock", "ours", "ours_full", "ours_256"} <= set(results["variants"])
+    for variant in results["variants"].values():
+        assert variant["documents_per_second"] > 0 and 0 <= variant["padding_share"] < 1
+    assert results["variants"]["ours"]["layers_run"] < results["variants"]["ours_full"]["layers_run"]
+    assert results["max_abs_diff"]["cached_vs_uncached"] < 1e-4
+    assert results["documents"] == 4 and results["findings"]
