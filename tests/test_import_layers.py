@@ -105,6 +105,20 @@ def test_package_has_no_import_cycle():
     assert import_cycles(package_graph()) == []
 
 
+def test_no_file_imports_another_files_private_names():
+    """No package file imports a _private name (one leading underscore) from another package file."""
+    private = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE.name)):
+                private += [
+                    f"{path.relative_to(PACKAGE)}: {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert private == []
+
+
 def test_cycle_finder_sees_a_function_local_cycle():
     """The cycle finder reports a cycle that closes only through an import inside a function."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}

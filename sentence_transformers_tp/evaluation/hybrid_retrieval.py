@@ -31,6 +31,7 @@ from sentence_transformers_tp.evaluation.retrieval import (
     load_beir,
     ranking_metrics,
 )
+from sentence_transformers_tp.evaluation.sts import card_model_name
 from sentence_transformers_tp.hybrid.fusion import RRF_K, Run
 from sentence_transformers_tp.hybrid.preset import preset_fusion
 from sentence_transformers_tp.hybrid.retriever import CHANNELS, HybridRetriever
@@ -138,7 +139,7 @@ def evaluate_hybrid_retrieval(
     data = load_beir(folder, split).subset(
         limit, sample, sample_seed, corpus_sample=corpus_sample, corpus_seed=corpus_seed
     )
-    name = model_name or _model_name(model) or _model_name(sparse_model) or "model"
+    name = model_name or card_model_name(model) or card_model_name(sparse_model) or "model"
     start = time.perf_counter()
     retriever = HybridRetriever(
         model,
@@ -219,12 +220,6 @@ def evaluate_hybrid_retrieval(
         extra["hybrid_tuning"] = choice.to_preset()["score"]
     rows.append(row(f"{name} hybrid {setting.label}", fused, extra))
     return HybridRetrievalResult(rows=rows, setting=setting, setting_source=source, choice=choice)
-
-
-def _model_name(model: Any) -> str | None:
-    card = getattr(model, "model_card_data", None)
-    value = getattr(card, "model_name", None)
-    return value if isinstance(value, str) and value else None
 
 
 def _mteb_encoder(model: Any) -> Any:

@@ -45,7 +45,7 @@ import numpy as np
 from sentence_transformers_tp.data import check_subset
 
 from ..truncation import report_truncation
-from .sts import SuiteResult
+from .sts import SuiteResult, card_model_name, nan_to_none
 
 DEFAULT_K_VALUES: tuple[int, ...] = (1, 3, 5, 10, 100)
 """Cut-offs at which nDCG, MRR and Recall are computed."""
@@ -519,10 +519,6 @@ def rank_documents(
 # ---------------------------------------------------------------------------------------------------------- results
 
 
-def _json_float(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
-
-
 @dataclass
 class RetrievalTaskResult:
     """Scores of one BEIR split.
@@ -584,9 +580,9 @@ class RetrievalTaskResult:
         per_1000 = 1000.0 * self.document_seconds / self.n_docs if self.n_docs else None
         return {
             "split": self.split,
-            "score": _json_float(self.score),
-            **{key: _json_float(self.metrics.get(key, float("nan"))) for key in HEADLINE_METRICS},
-            "metrics": {key: _json_float(value) for key, value in self.metrics.items()},
+            "score": nan_to_none(self.score),
+            **{key: nan_to_none(self.metrics.get(key, float("nan"))) for key in HEADLINE_METRICS},
+            "metrics": {key: nan_to_none(value) for key, value in self.metrics.items()},
             "n_queries": self.n_queries,
             "n_docs": self.n_docs,
             "corpus_size": self.corpus_size,
@@ -642,12 +638,6 @@ def retrieval_table(results: Sequence[tuple[str, Any]], *, digits: int = 2) -> s
                 f"| {name} | {task} ({entry['split']}) | " + " | ".join(cells) + f" | {entry['n_queries']} | {docs} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _model_name(model: Any) -> str | None:
-    card = getattr(model, "model_card_data", None)
-    name = getattr(card, "model_name", None)
-    return name if isinstance(name, str) and name else None
 
 
 def score_retrieval(
@@ -769,7 +759,7 @@ def evaluate_retrieval(
     settings["full_corpus"] = task.full_corpus
     return RetrievalResult(
         tasks={task.task: task},
-        model=model_name or _model_name(model),
+        model=model_name or card_model_name(model),
         config=dict(config or {}),
         settings=settings,
     )

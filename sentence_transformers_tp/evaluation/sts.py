@@ -159,8 +159,9 @@ def encode_unique(
     return cache, len(new)
 
 
-def _json_float(value: float) -> float | None:
-    return None if math.isnan(value) else value
+def nan_to_none(value: float | None) -> float | None:
+    """A score for JSON: ``nan``, infinities and None as None (JSON has no ``NaN``)."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 @dataclass
@@ -200,7 +201,7 @@ class STSTaskResult:
         """
         return {
             "split": self.split,
-            "spearman": _json_float(self.spearman),
+            "spearman": nan_to_none(self.spearman),
             "n_pairs": self.n_pairs,
             "subsets": {k: dict(v) for k, v in self.subsets.items()},
             "path": self.path,
@@ -260,7 +261,7 @@ class SuiteResult:
             "config": dict(self.config),
             "settings": dict(self.settings),
             "tasks": {r.name: r.to_dict() for r in self.tasks.values()},
-            "avg": _json_float(self.avg),
+            "avg": nan_to_none(self.avg),
         }
 
 
@@ -320,7 +321,7 @@ def score_sts(
         for name in dict.fromkeys(data.subsets):
             mask = labels == name
             subsets[name] = {
-                "spearman": _json_float(100.0 * spearman(sims[mask], gold[mask])),
+                "spearman": nan_to_none(100.0 * spearman(sims[mask], gold[mask])),
                 "n_pairs": int(mask.sum()),
             }
     return STSTaskResult(
@@ -335,7 +336,8 @@ def score_sts(
     )
 
 
-def _model_name(model: Any) -> str | None:
+def card_model_name(model: Any) -> str | None:
+    """The ``model_name`` of a model's card (``model.model_card_data.model_name``), if it has a non-empty one."""
     card = getattr(model, "model_card_data", None)
     name = getattr(card, "model_name", None)
     return name if isinstance(name, str) and name else None
@@ -419,7 +421,7 @@ def evaluate_sts(
         )
     return STSResult(
         tasks=results,
-        model=model_name or _model_name(model),
+        model=model_name or card_model_name(model),
         config=dict(config or {}),
         settings={
             "limit": limit,

@@ -43,7 +43,7 @@ from sentence_transformers_tp.data import (
     normalize_transfer_task,
 )
 
-from .sts import Encoder, SuiteResult, _json_float, _model_name, encode_unique
+from .sts import Encoder, SuiteResult, card_model_name, encode_unique, nan_to_none
 
 SENTEVAL_C_GRID: tuple[float, ...] = tuple(2.0**t for t in range(-2, 4))
 """Inverse regularisation strengths tried by SentEval's scikit-learn logistic regression."""
@@ -98,8 +98,8 @@ class TransferTaskResult:
         """
         return {
             "split": self.split,
-            "accuracy": _json_float(self.accuracy),
-            "dev_accuracy": _json_float(self.dev_accuracy),
+            "accuracy": nan_to_none(self.accuracy),
+            "dev_accuracy": nan_to_none(self.dev_accuracy),
             "n_train": self.n_train,
             "n_test": self.n_test,
             "n_classes": self.n_classes,
@@ -476,7 +476,7 @@ def evaluate_transfer(
         "batch_size": batch_size,
     }
     return TransferResult(
-        tasks=results, model=model_name or _model_name(model), config=dict(config or {}), settings=settings
+        tasks=results, model=model_name or card_model_name(model), config=dict(config or {}), settings=settings
     )
 
 
