@@ -23,6 +23,11 @@ Pool (:data:`POOL`), each entry tagged with its ``source``:
   with a one-word label written for this pool.
 - ``"definition"``: short dictionary-style definitions written for this pool, with their headword.
 
+A wider pool: :func:`draw_sentences` draws more candidate sentences, seeded, from the STS-B and SICK-R train splits
+of a data directory (never one of STS-B dev, SICK-R trial or the pool), for
+:func:`sentence_transformers_tp.labeling.label_with_backbone` to label with the backbone's own one-word answer
+(source ``"backbone"``); :func:`first_word` is the word rule of such an answer.
+
 No sentence of the pool is taken from STS-B dev or SICK trial (the data used to choose a demonstration), apart from
 the paper's own choice noted above. Whether an STS-B or SICK train sentence also occurs in a *test* split was not
 checked here (the test splits are not shipped with the project data); a demonstration only shares text with the
@@ -31,16 +36,27 @@ prompt prefix, never with the evaluated pair, so an overlap would not leak label
 
 from __future__ import annotations
 
+import os
+import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from sentence_transformers_tp.data import load_sts_split
 
 PAPER = "paper"
 STSB_TRAIN = "stsb-train"
 SICKR_TRAIN = "sickr-train"
 DEFINITION = "definition"
 CUSTOM = "custom"
+BACKBONE = "backbone"
+"""The source of a drawn sentence labelled by the backbone itself (not part of the shipped pool)."""
+
+DRAW_SOURCES = ("stsb:train", "sickr:train")
+"""The ``task:split`` splits :func:`draw_sentences` draws from by default."""
+DRAW_EXCLUDED = ("stsb:dev", "sickr:trial")
+"""The ``task:split`` splits whose sentences :func:`draw_sentences` never returns by default (the dev sets)."""
 
 SOURCES = (PAPER, STSB_TRAIN, SICKR_TRAIN, DEFINITION)
 """The sources of the shipped pool, in the order :data:`POOL` lists them."""
@@ -340,3 +356,86 @@ def to_config(demos: Any) -> list[list[str]]:
         if isinstance(demos, Iterable):
             demos = list(demos)
     return [demo.as_pair() for demo in parse_demonstrations(demos)]
+
+
+def first_word(text: str) -> str | None:
+    """The one word a one-word answer starts with (leading whitespace skipped; the word rule of
+    :class:`Demonstration`: letters and digits with internal hyphens), or None when it starts with anything else.
+
+    Args:
+        text: The answer, e.g. ``'Music". This'``.
+    """
+    match = _WORD.match(text.lstrip())
+    return match.group(0) if match else None
+
+
+def sentence_key(sentence: str) -> str:
+    """The form two sentences are compared in when :func:`draw_sentences` excludes one: whitespace runs collapsed,
+    case folded, final periods and spaces dropped (``"A man  plays."`` and ``"a man plays"`` are one sentence)."""
+    return " ".join(sentence.split()).casefold().rstrip(". ")
+
+
+def split_sentences(data_dir: str | os.PathLike, spec: str) -> list[str]:
+    """Both sentences of every pair of a ``task:split`` STS split of a data directory, in file order.
+
+    Args:
+        data_dir: The data directory.
+        spec: ``task:split``, e.g. ``"stsb:train"``.
+
+    Raises:
+        ValueError: If ``spec`` is not ``task:split``.
+        FileNotFoundError: If the data directory has no such split.
+    """
+    task, colon, split = spec.partition(":")
+    if not colon or not task or not split:
+        raise ValueError(f"A split must be written task:split (e.g. stsb:train), got {spec!r}.")
+    data, _, _ = load_sts_split(data_dir, task, split)
+    return [text for pair in zip(data.sentence1, data.sentence2) for text in pair]
+
+
+def draw_sentences(
+    data_dir: str | os.PathLike,
+    n: int,
+    *,
+    seed: int = 0,
+    sources: Sequence[str] = DRAW_SOURCES,
+    exclude: Sequence[str] = DRAW_EXCLUDED,
+    min_words: int = 4,
+    max_words: int = 30,
+) -> list[str]:
+    """``n`` candidate demonstration sentences drawn, seeded, from STS train splits: deduplicated, of ``min_words``
+    to ``max_words`` words, and never a sentence of ``exclude`` (the dev sets a demonstration is chosen on) or of
+    :data:`POOL` (compared by :func:`sentence_key`). Each split given must exist, the excluded ones too.
+
+    Args:
+        data_dir: The data directory (``sts/<task>/<split>.tsv``).
+        n: How many sentences.
+        seed: Seed of the draw (the same arguments give the same sentences, in the same order).
+        sources: ``task:split`` splits drawn from.
+        exclude: ``task:split`` splits whose sentences are never drawn.
+        min_words: Fewest words of a sentence (whitespace-separated).
+        max_words: Most words of a sentence.
+
+    Raises:
+        ValueError: If ``n`` is negative, the word bounds are empty, or fewer than ``n`` sentences qualify.
+        FileNotFoundError: If a split is missing.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"The number of sentences to draw must be a non-negative integer, got {n!r}.")
+    if not 1 <= min_words <= max_words:
+        raise ValueError(f"Need 1 <= min_words <= max_words, got {min_words} and {max_words}.")
+    banned = {sentence_key(text) for spec in exclude for text in split_sentences(data_dir, spec)}
+    banned.update(sentence_key(demo.sentence) for demo in POOL)
+    candidates: dict[str, str] = {}
+    for spec in sources:
+        for text in split_sentences(data_dir, spec):
+            text, key = " ".join(text.split()), sentence_key(text)
+            if key in banned or key in candidates or "{" in text or not min_words <= len(text.split()) <= max_words:
+                continue
+            candidates[key] = text
+    if len(candidates) < n:
+        raise ValueError(
+            f"Only {len(candidates)} sentences of {', '.join(sources)} qualify ({min_words}-{max_words} words, not in "
+            f"{', '.join(exclude)} or the shipped pool); asked for {n}."
+        )
+    return random.Random(seed).sample(list(candidates.values()), n)

@@ -202,3 +202,78 @@ def test_parse_rejects_bad_entries(value, named):
     with pytest.raises(ValueError) as info:
         parse_demonstrations(value)
     assert named in str(info.value)
+
+
+def write_split(root: Path, task: str, split: str, sentences: list[str]) -> None:
+    """Write ``root/sts/<task>/<split>.tsv`` pairing consecutive sentences (score 1.0)."""
+    folder = root / "sts" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = zip(sentences[::2], sentences[1::2])
+    rows = ["sentence1\tsentence2\tscore", *(f"{a}\t{b}\t1.0" for a, b in pairs)]
+    (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+TRAIN_STSB = [f"A man number {i} is playing a guitar." for i in range(12)]
+TRAIN_SICK = [f"Two dogs number {i} run in the park." for i in range(12)]
+DEV_STSB = ["A woman is slicing an onion today.", "The cat sleeps on the warm sofa."]
+TRIAL_SICK = ["A boy is jumping into the lake.", "The girl reads a long book."]
+
+
+def write_draw_data(root: Path) -> Path:
+    """STS-B train/dev and SICK-R train/trial whose train splits also hold dev/trial, pool, duplicate, too short and
+    too long sentences (24 sentences qualify); returns ``root``."""
+    bad = [
+        "a woman  is slicing an onion today",  # STS-B dev, other case, spacing and no period
+        "A boy is jumping into the lake.",  # SICK-R trial
+        "A man is smoking.",  # the pool
+        "Too short here.",  # 3 words
+        " ".join(["word"] * 31) + ".",  # 31 words
+        TRAIN_STSB[0],  # a duplicate
+    ]
+    write_split(root, "stsb", "train", TRAIN_STSB + bad[:4])
+    write_split(root, "sickr", "train", TRAIN_SICK + bad[4:])
+    write_split(root, "stsb", "dev", DEV_STSB)
+    write_split(root, "sickr", "trial", TRIAL_SICK)
+    return root
+
+
+def test_draw_sentences_excludes_dev_sets_pool_duplicates_and_lengths(tmp_path):
+    """Drawn sentences come from both train splits, are unique, 4-30 words, never dev/trial or pool sentences."""
+    from sentence_transformers_tp.demonstrations import draw_sentences
+
+    root = write_draw_data(tmp_path)
+    drawn = draw_sentences(root, 24, seed=0)
+    assert sorted(drawn) == sorted(TRAIN_STSB + TRAIN_SICK)
+    with pytest.raises(ValueError, match="Only 24 sentences"):
+        draw_sentences(root, 25)
+
+
+def test_draw_sentences_is_seeded(tmp_path):
+    """The same seed draws the same sentences in the same order; another seed another order."""
+    from sentence_transformers_tp.demonstrations import draw_sentences
+
+    root = write_draw_data(tmp_path)
+    first = draw_sentences(root, 10, seed=3)
+    assert first == draw_sentences(root, 10, seed=3) and len(set(first)) == 10
+    assert draw_sentences(root, 24, seed=3) != draw_sentences(root, 24, seed=4)
+
+
+def test_draw_sentences_needs_every_split(tmp_path):
+    """A missing split (here SICK-R trial, an excluded one) is an error, never a silent skip."""
+    from sentence_transformers_tp.demonstrations import draw_sentences
+
+    root = write_draw_data(tmp_path)
+    (root / "sts" / "sickr" / "trial.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="trial"):
+        draw_sentences(root, 5)
+    with pytest.raises(ValueError, match="task:split"):
+        draw_sentences(root, 5, sources=["stsb"], exclude=["stsb:dev"])
+
+
+def test_first_word_is_the_demonstration_word_rule():
+    """first_word gives the leading word of an answer (internal hyphens kept), or None when none leads."""
+    from sentence_transformers_tp.demonstrations import first_word
+
+    assert first_word('Music". This') == "Music"
+    assert first_word(' Horseback-riding"') == "Horseback-riding"
+    assert first_word('"') is None and first_word("") is None and first_word("<s>") is None

@@ -12,7 +12,9 @@ from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.evaluation import evaluate_sts
-from sentence_transformers_tp.joint_tuning import Candidate, tune_joint
+from sentence_transformers_tp.joint_tuning import Candidate, combination_entry, tune_joint
+from sentence_transformers_tp.tuning.cells import Scored, describe
+from sentence_transformers_tp.tuning.passes import Search
 
 from .conftest import write_tiny_preset
 from .test_tuning import make_pairs, write_sts
@@ -59,12 +61,12 @@ def result(module, data_dir, tmp_path_factory):
 
 
 def test_stages_run_the_stated_number_of_passes(result):
-    """Stage 1: 2 x 2 passes, stage 2: 1, stage 3: 2, stage 4: vanilla + finalists, stage 6: 2 (second dev set)."""
+    """Stage 1: 2 x 2 passes, stage 2: 1, stage 3: 2, stage 4: vanilla + finalists on all pairs and on the second set."""
     by_data = {d: [p for p in result.passes if p.data == d] for d in ("sample", "full", "second")}
     assert len(by_data["sample"]) == 4 + 1 + 2
     first = Candidate.from_setting(by_data["full"][0].setting)
     assert 2 <= len(by_data["full"]) <= 3 and first == Candidate("prompteol")
-    assert len(by_data["second"]) == 2
+    assert [p.setting for p in by_data["second"]] == [p.setting for p in by_data["full"]]
     assert all(len(p.scores) == module_layers(result) for p in result.passes)
 
 
@@ -84,10 +86,24 @@ def test_winner_is_never_below_vanilla_and_matches_a_separate_encode(result, tin
 
 
 def test_centering_and_second_dev_set_are_reported(result):
-    """Centering is measured on unlabeled train sentences; the second dev set reports the winner and vanilla."""
+    """Centering is measured on unlabeled train sentences; the second dev set reports the winner, vanilla's best layer
+    and each finalist's score at its layer with its eligibility (not below vanilla's best there)."""
     assert result.centering_gain is not None and isinstance(result.centering_chosen, bool)
-    assert result.second["data"] == "sickr/trial"
-    assert {"winner_at_layer", "vanilla_at_its_layer"} <= set(result.second)
+    second = result.second
+    assert second["data"] == "sickr/trial"
+    keys = {"winner_at_layer", "vanilla_at_its_layer", "vanilla_best_layer", "vanilla_best", "finalists"}
+    assert keys <= set(second)
+    on_second = {p.setting: p for p in result.passes if p.data == "second"}
+    vanilla = on_second[result.vanilla.setting]
+    assert (second["vanilla_best_layer"], second["vanilla_best"]) == (vanilla.best_layer, round(vanilla.best, 2))
+    full = [p for p in result.passes if p.data == "full" and p.setting != result.vanilla.setting]
+    assert [row["setting"] for row in second["finalists"]] == [describe(p.setting) for p in full]
+    for row, item in zip(second["finalists"], full):
+        score = on_second[item.setting].scores[item.best_layer]
+        assert row["layer"] == item.best_layer and row["eligible"] == (score >= vanilla.best)
+    eligible = {row["setting"] for row in second["finalists"] if row["eligible"]}
+    assert result.winner is result.vanilla or describe(result.winner.setting) in eligible
+    assert "eligible" in result.to_markdown()
 
 
 def test_result_serialises_and_checkpoint_skips_finished_passes(result, module, data_dir, tmp_path):
@@ -136,28 +152,116 @@ def test_winner_is_written_as_a_preset_combination(result, tiny_llama, tmp_path,
     assert module.cp_layer == kwargs.get("cp_layer") and module.template == kwargs["template"]
     stored = presets.load_preset_file(path).combination
     assert stored["command"] == "st-tp tune-boosters ..." and stored["score"]["n_pairs"] == 24
+    record = stored["score"]["second_dev_set"]
+    assert {"winner_at_layer", "vanilla_at_its_layer", "vanilla_best_layer", "vanilla_best"} <= set(record)
+    assert all({"setting", "layer", "spearman", "eligible"} <= set(row) for row in record["finalists"])
 
 
-def test_final_sample_stands_in_for_all_pairs_and_is_recorded(module, data_dir):
-    """final_sample scores stages 4-6 on a seeded sample of that size; the combination entry records both sizes."""
-    from sentence_transformers_tp.joint_tuning import combination_entry
+def test_old_second_dev_set_records_still_load(tiny_llama, tmp_path):
+    """A preset combination whose second_dev_set has only the old keys (winner_at_layer, vanilla_at_its_layer) loads."""
+    import yaml
 
-    small = tune_joint(
-        module,
-        data_dir,
-        sample=12,
-        templates=("prompteol",),
-        tp_bands=[],
-        demonstrations=[],
-        cp_layers=[],
-        finalists=1,
-        final_sample=10,
-        centering_sentences=0,
-        batch_size=6,
-    )
-    assert (small.settings["n_pairs"], small.settings["split_pairs"]) == (10, 24)
-    assert {p.data for p in small.passes} == {"sample", "full", "second"}
-    entry = combination_entry(json.loads(json.dumps(small.to_dict())))
-    assert (entry["score"]["n_pairs"], entry["score"]["of_pairs"]) == (10, 24)
-    with pytest.raises(ValueError, match="final_sample"):
-        tune_joint(module, data_dir, final_sample=0)
+    import sentence_transformers_tp.presets as presets
+
+    path = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
+    data = yaml.safe_load(path.read_text())
+    old = {"data": "sickr/trial", "winner_at_layer": 70.43, "vanilla_at_its_layer": 68.91}
+    data["combination"] = {"template": "knowledge", "tp_start": 1, "tp_exit": 1, "output_layer": -1}
+    data["combination"].update(status="tuned", score={"task": "stsb", "spearman": 80.6, "second_dev_set": old})
+    path.write_text(yaml.safe_dump(data))
+    assert presets.load_preset_file(path).combination["score"]["second_dev_set"] == old
+
+
+class ScriptedSearch(Search):
+    """A Search whose scores are scripted per data set and template (TP-on Settings score 0; no forward pass)."""
+
+    scores: dict[tuple[str, str], list[float]] = {}
+
+    def score(self, objective, setting, data, keep=False):
+        """The scripted per-layer scores of ``(data, template)``, recorded like a real pass."""
+        values = [0.0] * 5 if setting.tp_enabled else list(self.scores[(data, setting.template)])
+        item = Scored((setting,), values, 0.0, data)
+        self.passes.append(item)
+        return item
+
+
+def scripted_search(module, data_dir, monkeypatch, scores=None, **kwargs):
+    """tune_joint over three templates (demonstrations, CP and centering off) with ScriptedSearch's scores, updated
+    by ``scores``.
+
+    On all pairs knowledge is best (60, layer 2), then pretended_cot (55, layer 3), then vanilla (50, layer 4); on the
+    second set vanilla's best layer (1) scores 40, knowledge 35 at its layer 2 and pretended_cot 45 at its layer 3."""
+    from sentence_transformers_tp.tuning import joint
+
+    script = {
+        ("sample", "prompteol"): [10, 10, 10, 10, 10],
+        ("sample", "knowledge"): [30, 30, 30, 30, 30],
+        ("sample", "pretended_cot"): [20, 20, 20, 20, 20],
+        ("full", "prompteol"): [40, 40, 40, 40, 50],
+        ("full", "knowledge"): [40, 40, 60, 40, 40],
+        ("full", "pretended_cot"): [40, 40, 40, 55, 40],
+        ("second", "prompteol"): [30, 40, 30, 30, 38],
+        ("second", "knowledge"): [50, 50, 35, 50, 50],
+        ("second", "pretended_cot"): [0, 0, 0, 45, 0],
+    }
+    monkeypatch.setattr(ScriptedSearch, "scores", {**script, **(scores or {})})
+    monkeypatch.setattr(joint, "Search", ScriptedSearch)
+    options = dict(templates=("prompteol", "knowledge", "pretended_cot"), tp_bands=[(1, 3)], demonstrations=[])
+    options.update(cp_layers=[], finalists=3, centering_sentences=0, **kwargs)
+    return tune_joint(module, data_dir, **options)
+
+
+def test_a_finalist_below_vanilla_on_the_second_set_is_not_chosen(module, data_dir, monkeypatch):
+    """The best finalist on STS-B scores below vanilla's best layer on the second set, so the next eligible one wins;
+    without a second set (second_task="") the best finalist wins as before."""
+    result = scripted_search(module, data_dir, monkeypatch)
+    assert result.winner.setting.template == "pretended_cot" and result.output_layer == 3
+    second = result.second
+    assert (second["vanilla_best_layer"], second["vanilla_best"], second["vanilla_at_its_layer"]) == (1, 40, 38)
+    assert second["winner_at_layer"] == 45
+    rows = {row["setting"]: row for row in second["finalists"]}
+    assert rows["knowledge"] == {"setting": "knowledge", "layer": 2, "spearman": 35, "eligible": False}
+    assert rows["pretended_cot"] == {"setting": "pretended_cot", "layer": 3, "spearman": 45, "eligible": True}
+    entry = combination_entry(json.loads(json.dumps(result.to_dict())))
+    assert entry["score"]["second_dev_set"]["finalists"] == second["finalists"]
+    alone = scripted_search(module, data_dir, monkeypatch, second_task="")
+    assert alone.winner.setting.template == "knowledge" and alone.second == {}
+    assert not [p for p in alone.passes if p.data == "second"]
+
+
+def test_vanilla_wins_when_no_finalist_is_eligible(module, data_dir, monkeypatch):
+    """With every finalist below vanilla's best layer on the second set, vanilla PromptEOL is the winner."""
+    result = scripted_search(module, data_dir, monkeypatch, {("second", "pretended_cot"): [0, 0, 0, 39.9, 0]})
+    assert result.winner is result.vanilla
+    assert not any(row["eligible"] for row in result.second["finalists"])
+
+
+def test_min_gain_applies_among_the_eligible_finalists(module, data_dir, monkeypatch):
+    """An eligible finalist that does not beat vanilla by more than min_gain on all pairs does not win."""
+    result = scripted_search(module, data_dir, monkeypatch, {("full", "pretended_cot"): [40, 40, 40, 50.1, 40]})
+    assert result.winner is result.vanilla
+
+
+def test_demonstration_screen_counts_its_passes_and_keeps_the_best(module, data_dir):
+    """With screen_sample, every candidate gets one screen pass with the best stage-1 setting; only the screen_top
+    best go on to stage 2, and the record counts the passes and their seconds."""
+    candidates = [("A man is smoking.", "Smoking"), ("A cat naps.", "Sleep"), ("A dog runs.", "Running")]
+    candidates.append(("meat from a deer.", "Venison"))
+    options = dict(templates=("prompteol",), tp_bands=[(1, 3)], demonstrations=candidates, top_k=2, cp_layers=[])
+    options.update(finalists=1, centering_sentences=0, second_task="", batch_size=6)
+    result = tune_joint(module, data_dir, sample=16, screen_sample=8, screen_top=2, **options)
+    screen = [p for p in result.passes if p.data == "screen"]
+    best_stage1 = max(result.passes[:2], key=lambda p: p.best).setting
+    assert [p.setting for p in screen] == [best_stage1.replace(demonstrations=(demo,)) for demo in candidates]
+    record = result.screen
+    assert (record["candidates"], record["sample"], record["passes"]) == (4, 8, 4)
+    assert record["seconds"] == round(sum(p.seconds for p in screen), 1)
+    ranked = sorted(screen, key=lambda p: -p.best)[:2]
+    assert record["kept"] == [p.setting.demonstrations[0].word for p in ranked]
+    stage2 = [p for p in result.passes if p.data == "sample" and p.setting.demonstrations]
+    assert len(stage2) == 2 * 2 and {p.setting.demonstrations[0].word for p in stage2} == set(record["kept"])
+    assert "Demonstration screen: 4 candidates" in result.to_markdown() and result.to_dict()["screen"] == record
+    unscreened = tune_joint(module, data_dir, sample=16, screen_sample=8, screen_top=4, **options)
+    assert unscreened.screen == {} and not [p for p in unscreened.passes if p.data == "screen"]
+    with pytest.raises(ValueError, match="screen_top"):
+        tune_joint(module, data_dir, screen_top=0, **options)

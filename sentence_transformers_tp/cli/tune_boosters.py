@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="search templates, ensembles, demonstrations, TP bands, Contrastive Prompting, layers and centering",
         description="A staged search (sentence_transformers_tp.tuning.joint): templates x TP bands on a seeded sample "
         "of the tuning pairs, then in-context demonstrations on the best settings, then Contrastive Prompting on the "
-        "best one, then the finalists and vanilla PromptEOL on all pairs, then centering and a second dev set. Each "
-        "pass scores every output layer at once. The winner is never below vanilla PromptEOL's best layer.",
+        "best one, then the finalists and vanilla PromptEOL on all pairs and on a second dev set, then centering. "
+        "Each pass scores every output layer at once. The winner is never below vanilla PromptEOL's best layer on "
+        "the tuning data, nor (at its layer) below vanilla PromptEOL's best layer on the second dev set.",
     )
     parser.add_argument("--model", default="smollm2", help="backbone (default: smollm2)")
     parser.add_argument("--data-dir", required=True, help="evaluation data directory (holding sts/<task>/<split>.tsv)")
@@ -37,9 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--demonstrations",
         default="paper",
-        help="'paper' (the six of Jiang et al.), 'pool' (every shipped candidate), 'none', or words of the pool, "
+        help="'paper' (the six of Jiang et al.), 'pool' (every shipped candidate), 'pool+N' (the shipped pool plus N "
+        "sentences drawn, seeded by --seed, from STS-B train and SICK-R train of --data-dir, never from STS-B dev or "
+        "SICK-R trial, labelled with the backbone's own greedy one-word answer), 'none', or words of the pool, "
         "comma-separated (default: paper)",
     )
+    parser.add_argument(
+        "--screen-sample",
+        type=int,
+        help="first score every candidate demonstration with the best stage-1 setting on a seeded sample of this "
+        "many pairs (one pass each); only the best --screen-top go on to stage 2",
+    )
+    parser.add_argument("--screen-top", type=int, default=8, help="candidates the screen keeps (default: 8)")
     parser.add_argument("--top-k", type=int, default=2, help="stage-1 settings that get demonstrations (default: 2)")
     parser.add_argument("--cp-layers", default="2,4,6", help="CP layers, 0-based, or 'none' (default: 2,4,6)")
     parser.add_argument("--cp-alphas", default="0.5,1,2", help="CP ns scales (default: 0.5,1,2)")
@@ -47,12 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--final-sample",
         type=int,
-        help="score stages 4-6 on a seeded sample of this many pairs instead of all pairs (for slow machines)",
+        help="score stages 4-5 on a seeded sample of this many pairs instead of all pairs (for slow machines)",
     )
     parser.add_argument(
         "--centering-sentences", type=int, default=1000, help="unlabeled STS-B train sentences (0: skip; default 1000)"
     )
-    parser.add_argument("--second", default="sickr:trial", help="second dev set TASK:SPLIT, or 'none'")
+    parser.add_argument(
+        "--second",
+        default="sickr:trial",
+        help="second dev set TASK:SPLIT: a finalist below vanilla PromptEOL's best layer there cannot win; 'none' "
+        "tunes on the tuning data alone (default: sickr:trial)",
+    )
     parser.add_argument("--min-gain", type=float, default=0.2, help="points a more complex setting must gain (0.2)")
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass (default: 32)")
     parser.add_argument(
@@ -75,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         parse_tp_bands,
         write_outputs,
     )
-    from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, find_demonstration
+    from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, draw_sentences, find_demonstration
     from sentence_transformers_tp.tuning import tune_joint, write_combination
 
     if not Path(args.data_dir).is_dir():
@@ -86,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the combination is added to an existing one)")
     templates = parse_template_names(args.templates, "--templates")
-    if args.demonstrations == "paper":
+    drawn = drawn_count(args.demonstrations)
+    if drawn is not None:
+        demos, sentences = list(POOL), draw_sentences(args.data_dir, drawn, seed=args.seed)
+    elif args.demonstrations == "paper":
         demos = list(PAPER_DEMONSTRATIONS)
     elif args.demonstrations == "pool":
         demos = list(POOL)
@@ -99,6 +117,24 @@ def run(args: argparse.Namespace) -> int:
     second_task, second_split = ("", "") if args.second == "none" else args.second.split(":", 1)
 
     module = load_module(args.model, "prompteol")
+    labelling = None
+    if drawn is not None:
+        from sentence_transformers_tp.labeling import label_with_backbone
+
+        labelled = label_with_backbone(module, sentences, batch_size=args.batch_size)
+        demos += labelled
+        labelling = {
+            "drawn": drawn,
+            "labelled": len(labelled),
+            "seed": args.seed,
+            "seconds": round(labelled.seconds, 1),
+        }
+        print(
+            f"labelled {len(labelled)} of {drawn} drawn sentences with the backbone's own answer in "
+            f"{labelled.seconds:.0f} s: {len(demos)} candidates",
+            file=sys.stderr,
+            flush=True,
+        )
     result = tune_joint(
         module,
         args.data_dir,
@@ -109,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         templates=templates,
         tp_bands=parse_tp_bands(args.tp_bands),
         demonstrations=demos,
+        screen_sample=args.screen_sample,
+        screen_top=args.screen_top,
         top_k=args.top_k,
         cp_layers=cp_layers,
         cp_alphas=alphas,
@@ -123,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     report = result.to_markdown()
+    if labelling is not None:
+        report += (
+            f"\nCandidates: the shipped pool ({len(POOL)}) and {labelling['labelled']} of {drawn} drawn sentences "
+            f"labelled by the backbone ({labelling['seconds']:.0f} s).\n"
+        )
     print(report)
     print(
         "Build the winner with: TokenPrependingTransformer("
@@ -133,7 +176,23 @@ def run(args: argparse.Namespace) -> int:
     )
     data = result.to_dict()
     data["command"] = command_line("tune-boosters")
+    if labelling is not None:
+        data["drawn_demonstrations"] = labelling
     if args.out:
         write_combination(data, args.out, data["command"])
     write_outputs([(args.json, json.dumps(data, indent=2)), (args.markdown, report)])
     return 0
+
+
+def drawn_count(value: str) -> int | None:
+    """N of a ``--demonstrations pool+N`` value (None for any other value).
+
+    Raises:
+        ValueError: If N is not a positive integer.
+    """
+    if not value.startswith("pool+"):
+        return None
+    count = value.removeprefix("pool+")
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"--demonstrations {value}: pool+N needs a positive number of sentences N, e.g. pool+216.")
+    return int(count)

@@ -1,13 +1,16 @@
 """The joint booster search (``st-tp tune-boosters``) on STS data, as a plan of Settings by stage:
 
 1. every template with TP off and every band, on a seeded sample of the tuning pairs;
-2. the ``top_k`` best of stage 1, each with every candidate demonstration;
+2. the ``top_k`` best of stage 1, each with every candidate demonstration (with ``screen_sample``: only the
+   ``screen_top`` candidates that score best with the best stage-1 setting on a smaller seeded sample, one pass
+   each);
 3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
-4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs: the winner is
-   :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s;
+4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs and, when given,
+   on a second dev set: a finalist is eligible only if its second-set score at its layer (its best layer on all
+   pairs) is not below vanilla PromptEOL's best layer on the second set, and the winner is
+   :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s among vanilla and the eligible finalists;
 5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` fitted at its layer on unlabeled
-   sentences drawn as ``st-tp center`` draws them;
-6. the winner and vanilla PromptEOL on a second dev set."""
+   sentences drawn as ``st-tp center`` draws them."""
 
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ from typing import Any
 import torch
 
 from sentence_transformers_tp.centering import Centering, read_sentences
-from sentence_transformers_tp.data import load_sts_split
-from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
+from sentence_transformers_tp.data import STSData, load_sts_split
+from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, Demonstration, parse_demonstrations
 from sentence_transformers_tp.settings import Setting
-from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe
+from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe, finite
 from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block
@@ -47,7 +50,10 @@ class JointResult(Result):
         vanilla: Vanilla PromptEOL (TP off) on the full tuning data.
         centering_gain: Spearman gain of centering the winner at its layer (None if not measured).
         centering_chosen: Whether centering gains more than ``min_gain``.
-        second: The winner and vanilla on the second dev set.
+        screen: The demonstration screen of stage 2: candidates, sample pairs, passes, seconds and the kept
+            candidates' words (empty without a screen).
+        second: The second dev set: the winner and vanilla there, vanilla's best layer there, and each finalist's
+            score at its layer and eligibility (empty without a second dev set).
         settings: The run's arguments (data, sample, seeds).
     """
 
@@ -58,6 +64,7 @@ class JointResult(Result):
     vanilla: Scored | None = None
     centering_gain: float | None = None
     centering_chosen: bool = False
+    screen: dict[str, Any] = field(default_factory=dict)
     second: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +102,7 @@ class JointResult(Result):
             "module_kwargs": self.module_kwargs() if self.winner else None,
             "centering_gain": self.centering_gain,
             "centering_chosen": self.centering_chosen,
+            "screen": self.screen,
             "second": self.second,
             "settings": self.settings,
             "passes": [scored(item) for item in self.passes],
@@ -107,7 +115,7 @@ class JointResult(Result):
     def to_markdown(self) -> str:
         """The passes ranked per data set, then the winner, the centering gain and the second dev set."""
         lines = [f"## Joint tuning: {self.backbone}", ""]
-        for data in ("sample", "full", "second"):
+        for data in ("screen", "sample", "full", "second"):
             items = sorted((p for p in self.passes if p.data == data), key=lambda p: -p.best)
             if items:
                 rows = [(describe(p.setting), p.best_layer, f"{p.best:.2f}", f"{p.seconds:.0f}") for p in items]
@@ -117,13 +125,34 @@ class JointResult(Result):
                 f"Winner: **{describe(self.winner.setting)}**, layer {self.output_layer}: {self.winner.best:.2f} "
                 f"(vanilla PromptEOL best layer {self.vanilla.best_layer}: {self.vanilla.best:.2f})."
             )
+        if self.screen:
+            screen = self.screen
+            lines.append(
+                f"Demonstration screen: {screen['candidates']} candidates on {screen['sample']} pairs with "
+                f"{screen['setting']}: {screen['passes']} passes, {screen['seconds']:.0f} s; kept "
+                f"{', '.join(screen['kept'])}."
+            )
         if self.centering_gain is not None:
             lines.append(
                 f"Centering gain at that layer: {self.centering_gain:+.2f} (chosen: {self.centering_chosen})."
             )
         if self.second:
-            lines.append(f"Second dev set {self.second.get('data')}: {json.dumps(self.second)}")
+            lines += ["", *second_lines(self.second)]
         return "\n".join(lines) + "\n"
+
+
+def second_lines(second: dict[str, Any]) -> list[str]:
+    """The report lines of a second dev set record (:attr:`JointResult.second`): vanilla PromptEOL's best layer there
+    and each finalist's score at its layer with its eligibility, as a table (older records: their JSON)."""
+    if "finalists" not in second:
+        return [f"Second dev set {second.get('data')}: {json.dumps(second)}"]
+    head = (
+        f"Second dev set {second['data']}: vanilla PromptEOL best layer {second['vanilla_best_layer']}: "
+        f"{second['vanilla_best']}; the winner at its layer: {second['winner_at_layer']}. A finalist is eligible "
+        "only if it is not below vanilla's best layer here."
+    )
+    rows = [(f["setting"], f["layer"], f["spearman"], "yes" if f["eligible"] else "no") for f in second["finalists"]]
+    return [head, "", *table(("finalist", "its layer", "Spearman x100 here", "eligible"), rows)]
 
 
 def combination_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
@@ -162,6 +191,8 @@ def tune_joint(
     templates: Sequence[str | Sequence[str]] = DEFAULT_TEMPLATES,
     tp_bands: Sequence[tuple[int, int]] | None = None,
     demonstrations: Sequence[Any] | None = None,
+    screen_sample: int | None = None,
+    screen_top: int = 8,
     top_k: int = 2,
     cp_layers: Sequence[int] | None = None,
     cp_alphas: Sequence[float] = DEFAULT_CP_ALPHAS,
@@ -189,16 +220,20 @@ def tune_joint(
         templates: Template specs of stage 1 (names, or tuples of names for ensembles).
         tp_bands: ``(tp_start, tp_exit)`` bands of stage 1 (default ``(1, 3), (1, 4), (1, 7)``, clipped to the model).
         demonstrations: Candidates of stage 2 (default: the paper's six); empty to skip the stage.
+        screen_sample: Pairs of a seeded sample of the stage 1-3 sample on which every candidate is first scored
+            with the best stage-1 setting (one pass each) when there are more than ``screen_top``; None: no screen.
+        screen_top: Candidates of the screen that go on to stage 2.
         top_k: Settings of stage 1 that stage 2 extends.
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
         finalists: Settings rescored on all pairs in stage 4 besides vanilla PromptEOL.
         final_sample: A seeded sample (drawn apart from the stage 1-3 one) standing in for "all pairs" and the second
-            dev set in stages 4-6, for slow machines; None uses every pair.
+            dev set in stages 4-5, for slow machines; None uses every pair.
         centering_task: Task of the unlabeled centering sentences (labels unused).
         centering_split: Their split (default STS-B train: not the tuning data).
         centering_sentences: How many (0 skips stage 5).
-        second_task: Task of the second dev set (stage 6; empty to skip).
+        second_task: Task of the second dev set (stage 4: vanilla PromptEOL and every finalist are scored on it, and
+            only finalists not below vanilla's best layer there can win; empty for the tuning data alone).
         second_split: Its split.
         min_gain: Points a Setting with more changes must gain over a simpler one, and centering to be chosen.
         batch_size: Sentences per forward.
@@ -212,6 +247,10 @@ def tune_joint(
     demos = parse_demonstrations(list(demonstrations) if demonstrations is not None else list(PAPER_DEMONSTRATIONS))
     if final_sample is not None and final_sample < 1:
         raise ValueError(f"final_sample must be positive, got {final_sample}.")
+    if screen_sample is not None and screen_sample < 2:
+        raise ValueError(f"screen_sample must be at least 2 pairs, got {screen_sample}.")
+    if screen_top < 1:
+        raise ValueError(f"screen_top must be positive, got {screen_top}.")
     full, task, split = load_sts_split(data_dir, task, split)
     n_pairs = len(full)
     if final_sample and final_sample < len(full):
@@ -231,6 +270,9 @@ def tune_joint(
     stage1 = [search.score(on_sample, s, "sample") for s in plan1]
     # Stage 2: demonstrations on the top settings.
     top = [p.setting for p in sorted(stage1, key=lambda p: -p.best)[:top_k]]
+    if screen_sample and top and len(demos) > screen_top:
+        screen = screen_demonstrations(search, sampled, top[0], demos, screen_sample, screen_top, sample_seed + 2)
+        demos, result.screen = screen
     stage2 = [search.score(on_sample, s.replace(demonstrations=(demo,)), "sample") for s in top for demo in demos]
     # Stage 3: Contrastive Prompting on the best setting so far.
     so_far = best(stage1 + stage2).setting
@@ -244,8 +286,19 @@ def tune_joint(
     keep = bool(centering_sentences)
     vanilla = search.score(on_full, Setting(), "full", keep)
     scored = [search.score(on_full, s, "full", keep) for s in chosen if s != vanilla.setting]
-    winner = choose_winner([vanilla, *scored], vanilla, min_gain)
+    eligible, second = scored, None
+    if second_task:  # ... and on the second dev set: a finalist below vanilla's best layer there cannot win.
+        second_data, _, _ = load_sts_split(data_dir, second_task, second_split)
+        if final_sample and final_sample < len(second_data):
+            second_data = second_data.subset(None, final_sample, sample_seed + 1)
+        on_second = SpearmanObjective(second_data)
+        second = {item.setting: search.score(on_second, item.setting, "second") for item in (vanilla, *scored)}
+        floor = finite(second[vanilla.setting].best)
+        eligible = [item for item in scored if finite(second[item.setting].scores[item.best_layer]) >= floor]
+    winner = choose_winner([vanilla, *eligible], vanilla, min_gain)
     result.vanilla, result.winner = vanilla, winner
+    if second is not None:
+        result.second = second_record(f"{second_task}/{second_split}", winner, vanilla, scored, eligible, second)
     layer = winner.best_layer
     # Stage 5: centering with unlabeled sentences that are not the tuning data.
     if centering_sentences:
@@ -259,16 +312,84 @@ def tune_joint(
         result.centering_gain = float(centered - winner.scores[layer])
         result.centering_chosen = result.centering_gain > min_gain
         search.say(f"centering at layer {layer}: {centered:.2f} ({result.centering_gain:+.2f})")
-    # Stage 6: the winner and vanilla on a second dev set.
-    if second_task:
-        second, _, _ = load_sts_split(data_dir, second_task, second_split)
-        if final_sample and final_sample < len(second):
-            second = second.subset(None, final_sample, sample_seed + 1)
-        on_second = SpearmanObjective(second)
-        w, v = (search.score(on_second, item.setting, "second") for item in (winner, vanilla))
-        result.second = {
-            "data": f"{second_task}/{second_split}",
-            "winner_at_layer": round(w.scores[layer], 2),
-            "vanilla_at_its_layer": round(v.scores[vanilla.best_layer], 2),
-        }
     return result
+
+
+def second_record(
+    data: str,
+    winner: Scored,
+    vanilla: Scored,
+    finalists: Sequence[Scored],
+    eligible: Sequence[Scored],
+    second: dict[Setting, Scored],
+) -> dict[str, Any]:
+    """The second dev set record of a search (:attr:`JointResult.second`, a preset's ``second_dev_set``).
+
+    Args:
+        data: ``task/split`` of the second dev set.
+        winner: The winner's pass on the tuning data.
+        vanilla: Vanilla PromptEOL's pass on the tuning data.
+        finalists: The other finalists' passes on the tuning data.
+        eligible: The finalists that may win.
+        second: Setting -> its pass on the second dev set (vanilla and every finalist).
+    """
+    floor = second[vanilla.setting]
+    rows = [
+        {
+            "setting": describe(item.setting),
+            "layer": item.best_layer,
+            "spearman": json_float(second[item.setting].scores[item.best_layer], 2),
+            "eligible": any(item is other for other in eligible),
+        }
+        for item in finalists
+    ]
+    return {
+        "data": data,
+        "winner_at_layer": round(second[winner.setting].scores[winner.best_layer], 2),
+        "vanilla_at_its_layer": round(floor.scores[vanilla.best_layer], 2),
+        "vanilla_best_layer": floor.best_layer,
+        "vanilla_best": json_float(floor.best, 2),
+        "finalists": rows,
+    }
+
+
+def screen_demonstrations(
+    search: Search,
+    sampled: STSData,
+    setting: Setting,
+    candidates: Sequence[Demonstration],
+    sample: int,
+    keep: int,
+    seed: int = 2,
+) -> tuple[tuple[Demonstration, ...], dict[str, Any]]:
+    """The coarse demonstration screen of stage 2: every candidate with ``setting`` on a seeded ``sample``-pair
+    sample of ``sampled`` (one pass each, recorded under ``"screen"``); the ``keep`` best go on.
+
+    Args:
+        search: The search (its passes and checkpoint).
+        sampled: The stage 1-3 sample.
+        setting: The Setting the candidates are put in front of (the best of stage 1).
+        candidates: The candidate demonstrations.
+        sample: Pairs of the screen sample (all of ``sampled`` if it has no more).
+        keep: How many candidates go on.
+        seed: Seed of the screen sample.
+
+    Returns:
+        The kept candidates (best first) and the screen's record: candidates, sample pairs and seed, passes, seconds
+        (the sum of the passes' wall times), the setting and the kept candidates' words.
+    """
+    pairs = sampled.subset(None, sample, seed) if sample < len(sampled) else sampled
+    objective = SpearmanObjective(pairs)
+    scored = [search.score(objective, setting.replace(demonstrations=(demo,)), "screen") for demo in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: -finite(scored[i].best))[:keep]
+    kept = tuple(candidates[i] for i in order)
+    record = {
+        "candidates": len(candidates),
+        "sample": len(pairs),
+        "sample_seed": seed,
+        "passes": len(scored),
+        "seconds": round(sum(item.seconds for item in scored), 1),
+        "setting": describe(setting),
+        "kept": [demo.word for demo in kept],
+    }
+    return kept, record

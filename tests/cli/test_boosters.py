@@ -75,3 +75,37 @@ def test_tune_boosters_writes_the_result(tiny_llama, data_dir, tmp_path, capsys)
     assert data["winner"]["best"] >= data["vanilla"]["best"]
     assert set(data["module_kwargs"]) >= {"template", "tp_start", "tp_exit", "output_layer"}
     assert "Winner:" in capsys.readouterr().out
+
+
+def test_tune_boosters_screens_the_pool_with_backbone_labelled_sentences(tiny_llama, data_dir, tmp_path):  # noqa: F811
+    """--demonstrations pool+N adds N drawn sentences labelled by the backbone; --screen-sample scores every candidate
+    once on the screen sample and keeps --screen-top of them; the JSON records both."""
+    import shutil
+
+    from sentence_transformers_tp.demonstrations import POOL
+
+    from ..test_demonstrations import TRAIN_SICK, write_split
+
+    root = tmp_path / "data"
+    shutil.copytree(data_dir, root)
+    write_split(root, "sickr", "train", TRAIN_SICK)
+    out = tmp_path / "joint.json"
+    args = ["tune-boosters", "--model", str(tiny_llama), "--data-dir", str(root), "--sample", "16"]
+    args += ["--templates", "prompteol", "--tp-bands", "1-3", "--demonstrations", "pool+3", "--top-k", "1"]
+    args += ["--screen-sample", "8", "--screen-top", "2", "--cp-layers", "none", "--finalists", "1"]
+    args += ["--centering-sentences", "0", "--second", "none", "--batch-size", "8", "--json", str(out)]
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    drawn = data["drawn_demonstrations"]
+    assert drawn["drawn"] == 3 and 0 <= drawn["labelled"] <= 3
+    screen = data["screen"]
+    assert screen["candidates"] == screen["passes"] == len(POOL) + drawn["labelled"] and len(screen["kept"]) == 2
+    assert sum(p["data"] == "screen" for p in data["passes"]) == screen["passes"]
+
+
+def test_tune_boosters_pool_plus_needs_a_count(tiny_llama, data_dir, capsys):  # noqa: F811
+    """--demonstrations pool+x is a one-line error."""
+    args = ["tune-boosters", "--model", str(tiny_llama), "--data-dir", str(data_dir), "--demonstrations", "pool+x"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "pool+N" in err and "Traceback" not in err
