@@ -265,3 +265,26 @@ def test_demonstration_screen_counts_its_passes_and_keeps_the_best(module, data_
     assert unscreened.screen == {} and not [p for p in unscreened.passes if p.data == "screen"]
     with pytest.raises(ValueError, match="screen_top"):
         tune_joint(module, data_dir, screen_top=0, **options)
+
+
+def test_demonstration_extras_add_ck_and_a_template_ensemble_with_the_best_demonstration():
+    """Stage 2 adds CK (searched, without a demonstration yet) and the two best single templates' ensemble, each
+    with the best demonstration at the best template's band; nothing without stage-2 passes."""
+    from sentence_transformers_tp.settings import Setting
+    from sentence_transformers_tp.tuning.joint import demonstration_extras
+
+    def scored(setting: Setting, best: float) -> Scored:
+        return Scored((setting,), [0.0, best], data="sample")
+
+    knowledge = Setting(template="knowledge", tp_start=1, tp_exit=4)
+    stage1 = [scored(knowledge, 70.0), scored(Setting(template="pretended_cot"), 65.0), scored(Setting("ck"), 60.0)]
+    music, smoking = ("A man plays a guitar.", "Music"), ("A man is smoking.", "Smoking")
+    stage2 = [scored(knowledge.replace(demonstrations=(music,)), 72.0)]
+    stage2.append(scored(knowledge.replace(demonstrations=(smoking,)), 71.0))
+    extras = demonstration_extras(stage1, stage2, ("prompteol", "pretended_cot", "knowledge", "ck"))
+    assert extras == [
+        Setting(template="ck", demonstrations=(music,)),
+        knowledge.replace(template=("knowledge", "pretended_cot"), demonstrations=(music,)),
+    ]
+    assert demonstration_extras(stage1, [], ("ck",)) == []
+    assert demonstration_extras(stage1, stage2, ("knowledge",))[0].template == ("knowledge", "pretended_cot")

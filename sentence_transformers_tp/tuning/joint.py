@@ -3,7 +3,8 @@
 1. every template with TP off and every band, on a seeded sample of the tuning pairs;
 2. the ``top_k`` best of stage 1, each with every candidate demonstration (with ``screen_sample``: only the
    ``screen_top`` candidates that score best with the best stage-1 setting on a smaller seeded sample, one pass
-   each);
+   each); then the best demonstration with CK and with the ensemble of the two best single templates
+   (:func:`demonstration_extras`);
 3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
 4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs and, when given,
    on a second dev set: a finalist is eligible only if its second-set score at its layer (its best layer on all
@@ -274,6 +275,8 @@ def tune_joint(
         screen = screen_demonstrations(search, sampled, top[0], demos, screen_sample, screen_top, sample_seed + 2)
         demos, result.screen = screen
     stage2 = [search.score(on_sample, s.replace(demonstrations=(demo,)), "sample") for s in top for demo in demos]
+    # ... and the best demonstration with CK and with an ensemble of the two best single templates of stage 1.
+    stage2 += [search.score(on_sample, s, "sample") for s in demonstration_extras(stage1, stage2, templates)]
     # Stage 3: Contrastive Prompting on the best setting so far.
     so_far = best(stage1 + stage2).setting
     modes = [*(("ns", float(alpha)) for alpha in cp_alphas), ("nr", 1.0)]
@@ -313,6 +316,33 @@ def tune_joint(
         result.centering_chosen = result.centering_gain > min_gain
         search.say(f"centering at layer {layer}: {centered:.2f} ({result.centering_gain:+.2f})")
     return result
+
+
+def demonstration_extras(
+    stage1: Sequence[Scored], stage2: Sequence[Scored], templates: Sequence[str | Sequence[str]]
+) -> list[Setting]:
+    """The Settings stage 2 adds with its best demonstration: CK with it (when CK was searched in stage 1 but got no
+    demonstration), and the ensemble of the two best single templates of stage 1 with it (at the best one's TP band).
+
+    Args:
+        stage1: The stage-1 passes.
+        stage2: The stage-2 passes (single demonstrations).
+        templates: The stage-1 template specs.
+    """
+    if not stage2:
+        return []
+    demo = max(stage2, key=lambda p: finite(p.best)).setting.demonstrations
+    with_demo = {p.setting.replace(demonstrations=()) for p in stage2}
+    ranked = sorted(stage1, key=lambda p: -finite(p.best))
+    extras = []
+    ck = [p.setting for p in ranked if p.setting.template == "ck"]
+    if "ck" in templates and ck and ck[0] not in with_demo:
+        extras.append(ck[0].replace(demonstrations=demo))
+    singles = list(dict.fromkeys(p.setting.template for p in ranked if isinstance(p.setting.template, str)))
+    if len(singles) >= 2:
+        first = next(p.setting for p in ranked if p.setting.template == singles[0])
+        extras.append(first.replace(template=(singles[0], singles[1]), demonstrations=demo))
+    return [s for s in dict.fromkeys(extras) if s not in {p.setting for p in stage2}]
 
 
 def second_record(
