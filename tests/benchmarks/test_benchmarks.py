@@ -102,3 +102,16 @@ def test_documents_reports_every_variant_and_matching_embeddings(tmp_path):
     assert results["variants"]["ours"]["layers_run"] < results["variants"]["ours_full"]["layers_run"]
     assert results["max_abs_diff"]["cached_vs_uncached"] < 1e-4
     assert results["documents"] == 4 and results["findings"]
+
+
+def test_sts_baselines_scores_a_stock_model_on_each_task(tmp_path, capsys):
+    """sts_baselines.py scores a stock sentence-transformers folder with evaluate_sts: one JSON line per task."""
+    from ..evaluation.conftest import FIXTURE_DATA, build_tiny_sentence_transformer
+
+    model = build_tiny_sentence_transformer(tmp_path / "backbone")
+    model.save(str(tmp_path / "stock"))
+    baselines = load_script("sts_baselines")
+    assert baselines.main([str(FIXTURE_DATA), "--split", "dev", "--model", str(tmp_path / "stock")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {(row["task"], row["split"]) for row in rows} == {("stsb", "dev"), ("sickr", "trial")}
+    assert all(row["n_pairs"] > 0 and -100 <= row["spearman"] <= 100 for row in rows)
