@@ -51,11 +51,15 @@ def test_layer_grid_winners_are_the_preset_template_entries(grid):
 
 @pytest.mark.parametrize("run", RECORDED["joint"], ids=lambda r: r["preset"])
 def test_joint_winners_are_the_preset_combinations(run):
-    """`st-tp tune-boosters`'s winner among the recorded full-data passes is the preset's combination."""
+    """`st-tp tune-boosters`'s winner among the recorded full-data passes is the preset's combination (with a
+    recorded second dev set: among vanilla and the finalists not below vanilla's best layer there)."""
     combination = preset(run["preset"]).combination
     passes = [
         Scored((Setting.from_config(c),), nan_row(run["num_layers"], k, s), data="full") for c, k, s in run["passes"]
     ]
+    if "second" in run:
+        floor, at_layer = run["second"]["vanilla_best"], run["second"]["at_layer"]
+        passes = [passes[0], *(p for p, s in zip(passes[1:], at_layer[1:]) if s >= floor)]
     winner = choose_winner(passes, passes[0], run["min_gain"])
     layer = -1 if winner.best_layer == run["num_layers"] else winner.best_layer
     expected = Setting.from_config({key: combination[key] for key in combination if key not in ("status", "score")})
