@@ -22,8 +22,7 @@ __all__ += ["tune_joint", "write_combination"]
 
 @dataclass(frozen=True)
 class Candidate:
-    """Deprecated (kept for one release): the old joint candidate; use a
-    :class:`~sentence_transformers_tp.settings.Setting`.
+    """Deprecated (kept for one release; use a :class:`~sentence_transformers_tp.settings.Setting`): a joint candidate.
 
     Args:
         template: A built-in template name or a tuple of names (an ensemble).
@@ -48,12 +47,9 @@ class Candidate:
     def from_setting(cls, setting: Setting) -> Candidate:
         """The candidate of a Setting (its first demonstration only)."""
         demo = setting.demonstrations[0] if setting.demonstrations else None
-        return cls(
-            setting.template,
-            (demo.sentence, demo.word) if demo else None,
-            (setting.tp_start, setting.tp_exit) if setting.tp_enabled else None,
-            (setting.cp_layer, setting.cp_mode, setting.cp_alpha) if setting.cp_enabled else None,
-        )
+        tp = (setting.tp_start, setting.tp_exit) if setting.tp_enabled else None
+        cp = (setting.cp_layer, setting.cp_mode, setting.cp_alpha) if setting.cp_enabled else None
+        return cls(setting.template, (demo.sentence, demo.word) if demo else None, tp, cp)
 
     @property
     def boosters(self) -> int:

@@ -30,15 +30,13 @@ def choose_winner(
     changes: Callable[[dict[str, Any]], int],
     min_gain: float,
 ) -> dict[str, Any]:
-    """Deprecated: :func:`~sentence_transformers_tp.tuning.cells.choose_winner` over cell dicts scored by
-    ``ndcg_at_10``."""
+    """Deprecated: :func:`~sentence_transformers_tp.tuning.cells.choose_winner` over cells scored by ``ndcg_at_10``."""
     return winner_rule(cells, vanilla, min_gain, changes=changes, score=lambda cell: cell["ndcg_at_10"])
 
 
 @dataclass(frozen=True)
 class Side:
-    """Deprecated (kept for one release): the old view of a retrieval Setting; use a
-    :class:`~sentence_transformers_tp.settings.Setting`.
+    """Deprecated (kept for one release; use a :class:`~sentence_transformers_tp.settings.Setting`): a retrieval side.
 
     Args:
         template: A template spec (a tuple for an ensemble).

@@ -30,5 +30,5 @@ from sentence_transformers_tp.tuning.retrieval import (
 __all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "JointResult", "NDCGObjective", "Objective"]
 __all__ += ["PassStore", "Result", "RetrievalTuning", "Scored", "Search", "SpearmanObjective", "TuningResult"]
 __all__ += ["as_module", "best_layer", "choose_winner", "combination_entry", "default_tp_exits", "describe"]
-__all__ += ["encode_all_layers", "parse_int_list", "score_layers", "task_settings_entry", "tune", "tune_joint"]
-__all__ += ["tune_retrieval", "write_combination", "write_task_settings"]
+__all__ += ["encode_all_layers", "parse_int_list", "task_settings_entry", "tune", "tune_joint", "tune_retrieval"]
+__all__ += ["score_layers", "write_combination", "write_task_settings"]

@@ -1,9 +1,5 @@
-"""Scored Settings and the one winner rule every search uses.
-
-A cell is read at its :func:`best_layer` (ties: the deeper layer). :func:`choose_winner` never goes below vanilla
-(always searched): vanilla wins unless the best cell beats it by more than ``min_gain``; else, of the cells within
-``min_gain`` of the best, the fewest :meth:`~sentence_transformers_tp.settings.Setting.changes` win, then the higher
-score, then plan order (plans list simpler Settings first)."""
+"""Scored Settings and the one winner rule every search uses (:func:`choose_winner`), each cell read at its
+:func:`best_layer`."""
 
 from __future__ import annotations
 
@@ -39,7 +35,8 @@ def choose_winner(
     changes: Callable[[T], int] | None = None,
     score: Callable[[T], float] | None = None,
 ) -> T:
-    """The winner of scored cells (see the module docstring).
+    """The winner of scored cells: vanilla unless the best cell beats it by more than ``min_gain``; else, of the cells
+    within ``min_gain`` of the best, the fewest changes win, then the higher score, then plan order.
 
     Args:
         cells: The cells, in plan order (vanilla among them or not).

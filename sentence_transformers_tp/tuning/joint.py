@@ -1,21 +1,11 @@
-"""The joint booster search (``st-tp tune-boosters``) on STS data, as a plan of Settings by stage:
-
-1. every template with TP off and every band, on a seeded sample of the tuning pairs;
-2. the ``top_k`` best of stage 1, each with every candidate demonstration (with ``screen_sample``: only the
-   ``screen_top`` candidates that score best with the best stage-1 setting on a smaller seeded sample, one pass
-   each); then the best demonstration with CK and with the ensemble of the two best single templates
-   (:func:`demonstration_extras`);
-3. the best so far with CP at every ``cp_layers`` (``"ns"`` with each of ``cp_alphas``, and ``"nr"``);
-4. vanilla PromptEOL and the finalists (the best of each stage, then the next best) on all pairs and, when given,
-   on a second dev set: a finalist is eligible only if its second-set score at its layer (its best layer on all
-   pairs) is not below vanilla PromptEOL's best layer on the second set, and the winner is
-   :func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s among vanilla and the eligible finalists;
-5. the winner with a :class:`~sentence_transformers_tp.centering.Centering` fitted at its layer on unlabeled
-   sentences drawn as ``st-tp center`` draws them."""
+"""The joint booster search (``st-tp tune-boosters``) on STS data, a plan of Settings by stage: 1. every template
+with TP off and every band (on a seeded sample of the pairs); 2. the ``top_k`` best with every demonstration (first
+screened on a smaller sample with ``screen_sample``), then :func:`demonstration_extras`; 3. the best so far with CP;
+4. vanilla PromptEOL and the finalists on all pairs and on a second dev set, where a finalist below vanilla's best
+layer is not eligible, then the winner rule; 5. the winner with a fitted ``Centering`` at its layer."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,10 +41,8 @@ class JointResult(Result):
         vanilla: Vanilla PromptEOL (TP off) on the full tuning data.
         centering_gain: Spearman gain of centering the winner at its layer (None if not measured).
         centering_chosen: Whether centering gains more than ``min_gain``.
-        screen: The demonstration screen of stage 2: candidates, sample pairs, passes, seconds and the kept
-            candidates' words (empty without a screen).
-        second: The second dev set: the winner and vanilla there, vanilla's best layer there, and each finalist's
-            score at its layer and eligibility (empty without a second dev set).
+        screen: The demonstration screen of stage 2 (:func:`screen_demonstrations`; empty without one).
+        second: The second dev set record (:func:`second_record`; empty without one).
         settings: The run's arguments (data, sample, seeds).
     """
 
@@ -126,8 +114,7 @@ class JointResult(Result):
                 f"Winner: **{describe(self.winner.setting)}**, layer {self.output_layer}: {self.winner.best:.2f} "
                 f"(vanilla PromptEOL best layer {self.vanilla.best_layer}: {self.vanilla.best:.2f})."
             )
-        if self.screen:
-            screen = self.screen
+        if screen := self.screen:
             lines.append(
                 f"Demonstration screen: {screen['candidates']} candidates on {screen['sample']} pairs with "
                 f"{screen['setting']}: {screen['passes']} passes, {screen['seconds']:.0f} s; kept "
@@ -137,29 +124,21 @@ class JointResult(Result):
             lines.append(
                 f"Centering gain at that layer: {self.centering_gain:+.2f} (chosen: {self.centering_chosen})."
             )
-        if self.second:
-            lines += ["", *second_lines(self.second)]
+        if second := self.second:
+            head = f"Second dev set {second['data']}: vanilla PromptEOL best layer {second['vanilla_best_layer']}: "
+            head += f"{second['vanilla_best']}; the winner at its layer: {second['winner_at_layer']}."
+            rows = [
+                (f["setting"], f["layer"], f["spearman"], "yes" if f["eligible"] else "no")
+                for f in second["finalists"]
+            ]
+            lines += ["", head + " A finalist is eligible only if it is not below vanilla's best layer here.", ""]
+            lines += table(("finalist", "its layer", "Spearman x100 here", "eligible"), rows)
         return "\n".join(lines) + "\n"
 
 
-def second_lines(second: dict[str, Any]) -> list[str]:
-    """The report lines of a second dev set record (:attr:`JointResult.second`): vanilla PromptEOL's best layer there
-    and each finalist's score at its layer with its eligibility, as a table (older records: their JSON)."""
-    if "finalists" not in second:
-        return [f"Second dev set {second.get('data')}: {json.dumps(second)}"]
-    head = (
-        f"Second dev set {second['data']}: vanilla PromptEOL best layer {second['vanilla_best_layer']}: "
-        f"{second['vanilla_best']}; the winner at its layer: {second['winner_at_layer']}. A finalist is eligible "
-        "only if it is not below vanilla's best layer here."
-    )
-    rows = [(f["setting"], f["layer"], f["spearman"], "yes" if f["eligible"] else "no") for f in second["finalists"]]
-    return [head, "", *table(("finalist", "its layer", "Spearman x100 here", "eligible"), rows)]
-
-
 def combination_entry(summary: dict[str, Any], command: str | None = None) -> dict[str, Any]:
-    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary (e.g. read back from
-    ``st-tp tune-boosters --json``): the winner's constructor arguments, its scores next to vanilla PromptEOL's, the
-    second dev set, the centering gain and ``command``."""
+    """A preset ``combination`` block from a :meth:`JointResult.to_dict` summary (e.g. ``st-tp tune-boosters --json``):
+    the winner's constructor arguments, its score next to vanilla PromptEOL's and ``command``."""
     winner, vanilla, settings = summary["winner"], summary["vanilla"], summary["settings"]
     layer = summary["output_layer"] % (summary["num_layers"] + 1)
     score: dict[str, Any] = {"task": settings["task"], "split": settings["split"], "n_pairs": settings["n_pairs"]}
@@ -209,32 +188,29 @@ def tune_joint(
     checkpoint: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> JointResult:
-    """Search templates, ensembles, demonstrations, TP bands, CP, output layers and centering (see the module); the
-    result's :meth:`JointResult.module_kwargs` builds the winner.
+    """Search templates, ensembles, demonstrations, TP bands, CP, output layers and centering (see the module).
 
     Args:
         model: A module or a ``SentenceTransformer`` starting with one (its backbone embeds every Setting).
         data_dir: Data directory (``sts/<task>/<split>.tsv``).
         task: Tuning task.
         split: Tuning split.
-        sample: Pairs of the seeded sample of stages 1-3 (``sample_seed`` also seeds the centering draw).
+        sample: Pairs of the seeded sample of stages 1-3.
+        sample_seed: Seed of that sample (and of the screen, final and centering draws).
         templates: Template specs of stage 1 (names, or tuples of names for ensembles).
         tp_bands: ``(tp_start, tp_exit)`` bands of stage 1 (default ``(1, 3), (1, 4), (1, 7)``, clipped to the model).
         demonstrations: Candidates of stage 2 (default: the paper's six); empty to skip the stage.
-        screen_sample: Pairs of a seeded sample of the stage 1-3 sample on which every candidate is first scored
-            with the best stage-1 setting (one pass each) when there are more than ``screen_top``; None: no screen.
+        screen_sample: Pairs of the demonstration screen (when more than ``screen_top`` candidates); None: none.
         screen_top: Candidates of the screen that go on to stage 2.
         top_k: Settings of stage 1 that stage 2 extends.
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
         finalists: Settings rescored on all pairs in stage 4 besides vanilla PromptEOL.
-        final_sample: A seeded sample (drawn apart from the stage 1-3 one) standing in for "all pairs" and the second
-            dev set in stages 4-5, for slow machines; None uses every pair.
+        final_sample: A seeded sample standing in for all pairs and the second dev set in stages 4-5; None: all.
         centering_task: Task of the unlabeled centering sentences (labels unused).
         centering_split: Their split (default STS-B train: not the tuning data).
         centering_sentences: How many (0 skips stage 5).
-        second_task: Task of the second dev set (stage 4: vanilla PromptEOL and every finalist are scored on it, and
-            only finalists not below vanilla's best layer there can win; empty for the tuning data alone).
+        second_task: Task of the second dev set of stage 4 (empty: the tuning data alone).
         second_split: Its split.
         min_gain: Points a Setting with more changes must gain over a simpler one, and centering to be chosen.
         batch_size: Sentences per forward.
@@ -253,10 +229,8 @@ def tune_joint(
     if screen_top < 1:
         raise ValueError(f"screen_top must be positive, got {screen_top}.")
     full, task, split = load_sts_split(data_dir, task, split)
-    n_pairs = len(full)
-    if final_sample and final_sample < len(full):
-        full = full.subset(None, final_sample, sample_seed + 1)
-    sampled = full.subset(None, sample, sample_seed) if sample and sample < len(full) else full
+    n_pairs, full = len(full), full.subset(None, final_sample, sample_seed + 1)  # each draw: all pairs if no more
+    sampled = full.subset(None, sample or None, sample_seed)
     settings = dict(task=task, split=split, sample=len(sampled), sample_seed=sample_seed, n_pairs=len(full))
     centering = f"{centering_task}/{centering_split} x{centering_sentences}"
     settings.update(split_pairs=n_pairs, centering=centering, second=f"{second_task}/{second_split}")
@@ -291,10 +265,8 @@ def tune_joint(
     scored = [search.score(on_full, s, "full", keep) for s in chosen if s != vanilla.setting]
     eligible, second = scored, None
     if second_task:  # ... and on the second dev set: a finalist below vanilla's best layer there cannot win.
-        second_data, _, _ = load_sts_split(data_dir, second_task, second_split)
-        if final_sample and final_sample < len(second_data):
-            second_data = second_data.subset(None, final_sample, sample_seed + 1)
-        on_second = SpearmanObjective(second_data)
+        second_data = load_sts_split(data_dir, second_task, second_split)[0]
+        on_second = SpearmanObjective(second_data.subset(None, final_sample, sample_seed + 1))
         second = {item.setting: search.score(on_second, item.setting, "second") for item in (vanilla, *scored)}
         floor = finite(second[vanilla.setting].best)
         eligible = [item for item in scored if finite(second[item.setting].scores[item.best_layer]) >= floor]
@@ -392,8 +364,8 @@ def screen_demonstrations(
     keep: int,
     seed: int = 2,
 ) -> tuple[tuple[Demonstration, ...], dict[str, Any]]:
-    """The coarse demonstration screen of stage 2: every candidate with ``setting`` on a seeded ``sample``-pair
-    sample of ``sampled`` (one pass each, recorded under ``"screen"``); the ``keep`` best go on.
+    """Stage 2's screen: every candidate with ``setting`` on a seeded sample of ``sampled`` (one ``"screen"`` pass
+    each); the ``keep`` best go on.
 
     Args:
         search: The search (its passes and checkpoint).
@@ -405,21 +377,13 @@ def screen_demonstrations(
         seed: Seed of the screen sample.
 
     Returns:
-        The kept candidates (best first) and the screen's record: candidates, sample pairs and seed, passes, seconds
-        (the sum of the passes' wall times), the setting and the kept candidates' words.
+        The kept candidates (best first) and the screen's record (:attr:`JointResult.screen`).
     """
-    pairs = sampled.subset(None, sample, seed) if sample < len(sampled) else sampled
+    pairs = sampled.subset(None, sample, seed)
     objective = SpearmanObjective(pairs)
     scored = [search.score(objective, setting.replace(demonstrations=(demo,)), "screen") for demo in candidates]
     order = sorted(range(len(candidates)), key=lambda i: -finite(scored[i].best))[:keep]
     kept = tuple(candidates[i] for i in order)
-    record = {
-        "candidates": len(candidates),
-        "sample": len(pairs),
-        "sample_seed": seed,
-        "passes": len(scored),
-        "seconds": round(sum(item.seconds for item in scored), 1),
-        "setting": describe(setting),
-        "kept": [demo.word for demo in kept],
-    }
-    return kept, record
+    seconds = round(sum(item.seconds for item in scored), 1)
+    record = dict(candidates=len(candidates), sample=len(pairs), sample_seed=seed, passes=len(scored), seconds=seconds)
+    return kept, {**record, "setting": describe(setting), "kept": [demo.word for demo in kept]}

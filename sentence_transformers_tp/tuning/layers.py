@@ -1,7 +1,6 @@
 """The layer grid (``st-tp tune``): the module's Setting with TP off, then with every band (narrower first), each
-scored by one all-layer pass at every output layer ``0 .. num_layers`` (the last: the final normed output, -1 in
-presets) on STS data, as ``evaluate_sts`` would (the paper tunes on STS-B dev, TP_REFERENCE §4). The winner is
-:func:`~sentence_transformers_tp.tuning.cells.choose_winner`'s: never below the best vanilla layer."""
+scored by one all-layer pass at every output layer on STS data, as ``evaluate_sts`` would (the paper tunes on STS-B
+dev, TP_REFERENCE §4); the winner rule never goes below the best vanilla layer."""
 
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ from sentence_transformers_tp.tuning.objectives import SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry
 
-__all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "TuningResult", "default_tp_exits", "tune"]
-__all__ += ["parse_int_list"]
+__all__ = ["DEFAULT_MAX_TP_EXIT", "TP_OFF", "Choice", "GridKey", "TuningResult", "default_tp_exits", "parse_int_list"]
+__all__ += ["tune"]
 
 #: Grid key of the vanilla setting (TP off, the prompt without placeholder).
 TP_OFF = "off"
@@ -218,7 +217,7 @@ class TuningResult(Result):
             source: The preset's ``source`` text (default: ``base``'s, else a generated one).
 
         Raises:
-            ValueError: If the template is not built in, or ``base`` has a different number of layers.
+            ValueError: If the template is not built in, ``base`` has another number of layers, or no backbone is known.
         """
         template = canonical_template_name(self.template) if isinstance(self.template, str) else None
         if template is None:
@@ -332,7 +331,7 @@ def tune(
     progress: Callable[[str], None] | None = None,
     **module_kwargs: Any,
 ) -> TuningResult:
-    """Search TP off and TP bands x every output layer on STS data; return the full score grid.
+    """Search TP off and TP bands x every output layer on STS data.
 
     Args:
         model: A module, a ``SentenceTransformer`` starting with one, or a backbone name/path (see :func:`as_module`).
@@ -377,11 +376,9 @@ def tune(
     bands = sorted(bands, key=_simplicity)  # the plan: the module's Setting with TP off, then every band
     plan = zip([TP_OFF, *bands], with_bands([module.setting.replace(tp_start=starts[0])], bands))
     objective = SpearmanObjective(data)
-    about = dict(
-        task=task, split=split, n_pairs=len(data), n_sentences=len(objective.texts), limit=limit, sample=sample
-    )
-    result = TuningResult({}, num_layers, module.template, str(module.backbone_name), **about, sample_seed=sample_seed)
-    result.min_gain, result.data_dir = min_gain, None if data_dir is None else str(data_dir)
+    about = dict(task=task, split=split, n_pairs=len(data), n_sentences=len(objective.texts), limit=limit)
+    about.update(sample=sample, sample_seed=sample_seed, min_gain=min_gain, data_dir=data_dir and str(data_dir))
+    result = TuningResult({}, num_layers, module.template, str(module.backbone_name), **about)
     search = Search(module, checkpoint, batch_size, progress)
     for key, setting in plan:
         item = search.score(objective, setting, "full")

@@ -1,7 +1,6 @@
-"""What a pass is scored on, as sentence-transformers' evaluators (one base, one overridable hook) and mteb (raw
-similarity scores, then the metric): :meth:`Objective.score_layer` turns one layer's embeddings into pair cosines or
-rankings and those into Spearman x 100 or nDCG@10 x 100, equal to what ``evaluate_sts`` / ``evaluate_retrieval``
-report for a model built at that layer."""
+"""What a pass is scored on: :meth:`Objective.score_layer` turns one layer's embeddings into pair cosines or rankings
+and those into Spearman x 100 or nDCG@10 x 100, what ``evaluate_sts`` / ``evaluate_retrieval`` report for a model
+built at that layer (raw similarity scores, then the metric, as mteb)."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from sentence_transformers_tp.data import STSData
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, rank_documents, ranking_metrics
 from sentence_transformers_tp.evaluation.sts import cosine_scores, spearman
 
-__all__ = ["NDCGObjective", "Objective", "SpearmanObjective", "pair_spearman", "score_layers"]
+__all__ = ["NDCGObjective", "Objective", "SpearmanObjective", "score_layers"]
 
 
 class Objective:
@@ -48,7 +47,7 @@ class SpearmanObjective(Objective):
 
     def score_layer(self, embeddings: np.ndarray) -> float:
         """Spearman x 100 of ``cosine(a, b)`` over the pairs."""
-        return pair_spearman(embeddings[self.index1], embeddings[self.index2], self.gold)
+        return 100.0 * spearman(cosine_scores(embeddings[self.index1], embeddings[self.index2]), self.gold)
 
 
 class NDCGObjective(Objective):
@@ -82,10 +81,8 @@ class NDCGObjective(Objective):
 
 
 def score_layers(states: np.ndarray, index1: np.ndarray, index2: np.ndarray, gold: Sequence[float]) -> list[float]:
-    """Deprecated (use :class:`SpearmanObjective`): Spearman x 100 of pairs of all-layer states vs ``gold``."""
-    return [pair_spearman(states[index1, layer], states[index2, layer], gold) for layer in range(states.shape[1])]
-
-
-def pair_spearman(a: np.ndarray, b: np.ndarray, gold: Sequence[float]) -> float:
-    """Spearman x 100 of the row-wise cosines of ``a`` and ``b`` vs ``gold`` (raw scores, then the metric)."""
-    return 100.0 * spearman(cosine_scores(a, b), np.asarray(gold, dtype=np.float64))
+    """Deprecated (kept for one release; use :class:`SpearmanObjective`): Spearman x 100 of all-layer pair states."""
+    gold = np.asarray(gold, dtype=np.float64)
+    return [
+        100.0 * spearman(cosine_scores(states[index1, k], states[index2, k]), gold) for k in range(states.shape[1])
+    ]

@@ -1,6 +1,5 @@
-"""One all-layer pass over texts under a :class:`~sentence_transformers_tp.settings.Setting` (what ``encode`` does,
-capturing every output layer at once), the checkpoint store of finished passes (one ``<key>.npz`` each in a folder,
-keyed by the backbone, the data and the Setting: a rerun skips them) and :class:`Search`, which runs a plan."""
+"""One all-layer pass under a :class:`~sentence_transformers_tp.settings.Setting` (``encode`` at every output layer
+at once), the one checkpoint store of finished passes and :class:`Search`, which runs a plan."""
 
 from __future__ import annotations
 
@@ -65,9 +64,8 @@ def encode_all_layers(
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> np.ndarray:
-    """``(len(texts), num_layers + 1, hidden)`` float32 states, one forward per batch: row ``i``, layer ``k`` equals
-    ``encode`` of text ``i`` under ``setting`` with ``output_layer=k`` (both run ``module.using(setting)``,
-    ``preprocess`` and ``embed``; batches formed as ``SentenceTransformer.encode`` forms them, longest texts first).
+    """``(len(texts), num_layers + 1, hidden)`` float32 states: row ``i``, layer ``k`` equals ``encode`` of text ``i``
+    under ``setting`` with ``output_layer=k`` (the same ``using`` / ``preprocess`` / ``embed``, longest texts first).
 
     Args:
         module: A :class:`~sentence_transformers_tp.module.TokenPrependingTransformer`.
@@ -108,7 +106,7 @@ def digest(*parts: Any) -> str:
 
 
 class PassStore:
-    """Finished passes in a folder: ``<key>.npz`` with what a pass gave (``value``) and its wall ``seconds``.
+    """Finished passes in a folder, one ``<key>.npz`` each with what the pass gave (``value``) and its ``seconds``.
 
     Args:
         folder: The folder (created on the first save; an existing file is a ValueError); None keeps nothing.
@@ -165,7 +163,7 @@ class Search:
         self, texts: Sequence[str], setting: Setting, data: str, reduce: Callable[[np.ndarray], np.ndarray]
     ) -> tuple[np.ndarray, float, bool]:
         """One checkpointed pass: ``(reduce(states), seconds, whether from the checkpoint)``, keyed by the backbone,
-        the token budget, ``data`` (a key of the data) and the Setting."""
+        the token budget, ``data`` and the Setting."""
         module, config = self.module, setting.replace(output_layer=-1).to_config()  # a pass captures every layer
         key = digest(
             str(module.backbone_name), module.num_layers, setting.max_seq_length or module.max_seq_length, data, config
@@ -180,9 +178,8 @@ class Search:
         return value, seconds, False
 
     def score(self, objective: Objective, setting: Setting, data: str, keep: bool = False) -> Scored:
-        """Score a Setting at every layer on an objective (a checkpointed pass over its texts), recorded in
-        :attr:`passes` under ``data`` (``"sample"``, ``"full"``, ...); ``keep`` keeps the states of a pass that runs
-        in :attr:`kept` by ``(data, setting)``."""
+        """Score a Setting at every layer on an objective (a checkpointed pass), recorded in :attr:`passes` under
+        ``data``; with ``keep`` the states of a pass that runs go to :attr:`kept` by ``(data, setting)``."""
 
         def reduce(states: np.ndarray) -> np.ndarray:
             if keep:
@@ -199,8 +196,7 @@ class Search:
         return item
 
     def states(self, texts: Sequence[str], setting: Setting, data: str) -> np.ndarray:
-        """The L2-normalised all-layer states of texts under a Setting (a checkpointed pass); its wall time goes to
-        :attr:`seconds` under ``"<data>:<label>"``."""
+        """The L2-normalised all-layer states of texts (a checkpointed pass), timed in :attr:`seconds`."""
 
         def normalized(states: np.ndarray) -> np.ndarray:
             norms = np.linalg.norm(states, axis=-1, keepdims=True)

@@ -1,15 +1,7 @@
-"""The retrieval search (``st-tp tune-retrieval``): query and document Settings and one output layer, by nDCG@10 on
-a BEIR-layout train split. The plan lists, per side, every template with TP off and each band (and the module's own
-Setting; documents under ``max_seq_length``); each (query, document, layer) cell is scored on the tuning half of a
-seeded query sample, the winner (:func:`~sentence_transformers_tp.tuning.cells.choose_winner`, both sides' changes
-counted) checked on the held-out half; last, nDCG@10 per document Setting by relevant-document length (terciles).
-
-With ``hybrid=True`` a last stage chooses the hybrid retriever's fusion (:func:`tune_fusion`): the winner's cached
-dense states at its layer, BM25 and optionally the model's own PromptReps sparse channel (under the winner's
-settings) are ranked once for every sampled query, and
-:func:`~sentence_transformers_tp.hybrid.selection.choose_fusion` picks channels, rule and weights on the same
-tuning queries, checked on the same held-out ones (BM25 alone is a candidate: never below it on the tuning
-queries)."""
+"""The retrieval search (``st-tp tune-retrieval``): query and document Settings (per side every template with TP off
+and each band, and the module's own) and one output layer, by nDCG@10 of the tuning half of a seeded query sample of
+a BEIR-layout train split; the winner (both sides' changes counted) is checked on the held-out half, then nDCG@10 per
+document Setting by relevant-document length. ``hybrid=True`` then chooses the hybrid fusion (:func:`tune_fusion`)."""
 
 from __future__ import annotations
 
@@ -39,16 +31,8 @@ from sentence_transformers_tp.tuning.objectives import NDCGObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, table, tuned_entry, write_preset_block
 
-__all__ = [
-    "RetrievalTuning",
-    "hybrid_entry",
-    "task_entry",
-    "task_settings_entry",
-    "tune_fusion",
-    "tune_retrieval",
-    "write_hybrid",
-    "write_task_settings",
-]
+__all__ = ["RetrievalTuning", "hybrid_entry", "task_entry", "task_settings_entry", "tune_fusion", "tune_retrieval"]
+__all__ += ["write_hybrid", "write_task_settings"]
 
 DEFAULT_QUERY_TEMPLATES = ("prompteol", "retrieval_query")
 DEFAULT_DOCUMENT_TEMPLATES = ("prompteol", "retrieval_document")
@@ -79,7 +63,8 @@ class RetrievalTuning(Result):
         default: The same for the module's own Setting on both sides, when searched.
         held_out: Metrics x 100 on the held-out queries: ``{"winner": {...}, "vanilla": {...}, ...}``.
         lengths: Document length buckets: ``{"edges": [...], "rows": [{"label", "ndcg_at_10": [...]}], ...}``.
-        hybrid: The fusion stage (``hybrid=True``), see :func:`fusion_summary`; None when not run.
+        hybrid: The fusion stage (``hybrid=True``): channels, held-out ids, the chosen label and its nDCG@10, each
+            channel alone, the top candidates, the preset ``block`` and the seconds; None when not run.
     """
 
     backbone: str
@@ -150,17 +135,13 @@ class RetrievalTuning(Result):
         cells = lambda row: [f"{scores[best_layer(scores)]:.2f} (L{best_layer(scores)})" for scores in row]
         rows = [[describe(q), *cells(row)] for q, row in zip(self.query_settings, self.grid)]
         lines += [*table(["query \\ document", *labels], rows), ""]
-        rows, named = (
-            [],
-            (("winner", self.winner), ("vanilla PromptEOL", self.vanilla), ("module default", self.default)),
-        )
-        for name, item in named:
-            if item:
-                held = self.held_out.get(name.split()[0], {})
-                rows.append(
-                    [name, self.label(item, "query"), self.label(item, "document"), item["layer"]]
-                    + [f"{item['ndcg_at_10']:.2f}", *(f"{held.get(key, float('nan')):.2f}" for key in HEADLINE)]
-                )
+        named = {"winner": self.winner, "vanilla PromptEOL": self.vanilla, "module default": self.default}
+        rows = [
+            [name, self.label(item, "query"), self.label(item, "document"), item["layer"], f"{item['ndcg_at_10']:.2f}"]
+            + [f"{self.held_out.get(name.split()[0], {}).get(key, float('nan')):.2f}" for key in HEADLINE]
+            for name, item in named.items()
+            if item
+        ]
         header = ["setting", "query", "document", "layer", "tuning nDCG@10", "held-out nDCG@10", "MRR@10", "R@100"]
         lines += table(header, rows)
         if self.lengths.get("rows"):
@@ -226,26 +207,6 @@ def write_hybrid(summary: dict[str, Any], preset_path: str | os.PathLike, comman
     return write_preset_block(preset_path, HYBRID_KEY, hybrid_entry(summary, command))
 
 
-def fusion_summary(
-    choice: FusionChoice, channels: Sequence[str], held_ids: Sequence[str], seconds: float, top: int = 10
-) -> dict[str, Any]:
-    """The JSON-ready record of a fusion choice: the searched ``channels``, the ``held_out_ids``, the chosen
-    ``label``, its tuning and held-out nDCG@10 x 100, each channel alone (``baselines``), the ``top`` candidates, the
-    preset ``block`` (:meth:`~sentence_transformers_tp.hybrid.selection.FusionChoice.to_preset`) and the stage's wall
-    ``seconds``."""
-    return {
-        "channels": list(channels),
-        "held_out_ids": list(held_ids),
-        "label": choice.setting.label,
-        "tuning_ndcg_at_10": choice.tuning_ndcg_at_10,
-        "held_out_ndcg_at_10": choice.held_out_ndcg_at_10,
-        "baselines": choice.baselines,
-        "candidates": [[label, score] for label, score in choice.candidates[:top]],
-        "block": choice.to_preset(),
-        "seconds": seconds,
-    }
-
-
 def tune_fusion(
     module: Any,
     data: BEIRData,
@@ -257,15 +218,14 @@ def tune_fusion(
     batch_size: int = 16,
     index_dir: str | os.PathLike | None = None,
 ) -> tuple[FusionChoice, list[str]]:
-    """Choose the hybrid fusion of a tuned dense side: channel runs for every sampled query once, then
-    :func:`~sentence_transformers_tp.hybrid.selection.choose_fusion` on the queries not in ``held_ids``.
+    """Choose the hybrid fusion of a tuned dense side: every channel ranks every sampled query once, then
+    :func:`~sentence_transformers_tp.hybrid.selection.choose_fusion` chooses on the queries not in ``held_ids``.
 
     Args:
         module: The tuned TP module.
         data: The sampled queries and corpus of the search.
         task_settings: The winner's ``query`` / ``document`` task settings (the sparse channel is encoded under them).
-        dense: The winner's cached ``(query, document)`` embeddings at its layer, rows in ``data`` order (the dense
-            channel; nothing is encoded again).
+        dense: The winner's cached ``(query, document)`` embeddings at its layer, rows in ``data`` order.
         held_ids: The search's held-out query ids (the check, never part of the choice).
         sparse: Also search the module's own PromptReps sparse channel.
         batch_size: Texts per forward (sparse channel).
@@ -275,13 +235,11 @@ def tune_fusion(
         The choice and the channels searched.
     """
     ids, doc_ids = list(data.queries), list(data.doc_ids)
-    # The sparse channel as HybridRetriever.from_model builds it: the PromptReps vector of the model's own forward
-    # (sparse_model=model, joint with its dense channel); the dense run itself is the cached one.
+    # The sparse channel as HybridRetriever.from_model builds it (sparse_model=model); the dense run is the cached one.
     model = SentenceTransformer(modules=[module], device=str(next(module.parameters()).device)) if sparse else None
     retriever = HybridRetriever(model, model, bm25=True, batch_size=batch_size)
     texts, queries = list(data.documents()), [data.queries[q] for q in ids]
-    base = module.setting
-    tasks = {task: Setting.from_config(entry, base) for task, entry in task_settings.items()}
+    tasks = {task: Setting.from_config(entry, module.setting) for task, entry in task_settings.items()}
     path = None
     if index_dir is not None:
         key = {"corpus": corpus_hash(doc_ids, texts), "backbone": str(module.backbone_name), "sparse": sparse}
@@ -302,10 +260,8 @@ def length_buckets(
     module: Any, data: BEIRData, queries: np.ndarray, documents: list[tuple[Setting, np.ndarray]], layer: int
 ) -> dict[str, Any]:
     """Per-query nDCG@10 of each document Setting, averaged within terciles of relevant-document token length."""
-    lengths = {
-        d: len(module.tokenizer(text, add_special_tokens=False)["input_ids"])
-        for d, text in zip(data.doc_ids, data.documents())
-    }
+    tokens = lambda text: len(module.tokenizer(text, add_special_tokens=False)["input_ids"])
+    lengths = {d: tokens(text) for d, text in zip(data.doc_ids, data.documents())}
     query_length = {}
     for q in data.queries:
         relevant = [lengths[d] for d, rel in data.qrels[q].items() if rel > 0 and d in lengths]
@@ -349,8 +305,7 @@ def tune_retrieval(
     hybrid: bool = False,
     sparse: bool = False,
 ) -> RetrievalTuning:
-    """Search query and document templates, TP bands and the output layer for retrieval, by nDCG@10; the result's
-    :meth:`RetrievalTuning.task_settings` is the module's ``task_settings`` of the winner.
+    """Search query and document Settings and the output layer for retrieval by nDCG@10 (see the module).
 
     Args:
         model: A module or a ``SentenceTransformer`` starting with one (its backbone embeds every Setting).
@@ -369,13 +324,12 @@ def tune_retrieval(
         batch_size: Texts per forward.
         checkpoint_dir: Folder of finished passes; a rerun reuses them.
         progress: Called with one line per pass (e.g. ``print``).
-        hybrid: Then choose the hybrid retriever's fusion (dense winner + BM25, see :func:`tune_fusion`); the
-            result's ``hybrid`` records it and :func:`write_hybrid` stores it as the preset's ``hybrid`` block.
+        hybrid: Then choose the hybrid retriever's fusion (:func:`tune_fusion`; :func:`write_hybrid` stores it).
         sparse: With ``hybrid``, also search the module's own PromptReps sparse channel.
 
     Raises:
-        ValueError: If ``prompteol`` is missing from either template list, an argument is out of range, or
-            ``sparse`` is set without ``hybrid``.
+        ValueError: If ``prompteol`` is missing from a template list, an argument is out of range, or ``sparse`` is set
+            without ``hybrid``.
     """
     if not 0 <= held_out < 1:
         raise ValueError(f"held_out must be in [0, 1), got {held_out}.")
@@ -424,14 +378,16 @@ def tune_retrieval(
     def as_cell(i: int) -> dict[str, Any]:
         return {"query": i // n, "document": i % n, "layer": cells[i].best_layer, "ndcg_at_10": cells[i].best}
 
-    vanilla = queries.index(Setting()) * n + documents.index(Setting(max_seq_length=max_seq_length))
+    def on_both_sides(setting: Setting) -> int:
+        return queries.index(setting) * n + documents.index(setting.replace(max_seq_length=max_seq_length))
+
+    vanilla = on_both_sides(Setting())
     result.vanilla = as_cell(vanilla)
-    result.winner = as_cell(cells.index(choose_winner(cells, cells[vanilla], min_gain)))
-    if include_default:
-        result.default = as_cell(queries.index(own) * n + documents.index(own.replace(max_seq_length=max_seq_length)))
+    result.winner = winner = as_cell(cells.index(choose_winner(cells, cells[vanilla], min_gain)))
+    result.default = as_cell(on_both_sides(own)) if include_default else None
+    labels = f"{result.label(winner, 'query')} / {result.label(winner, 'document')}"
     search.say(
-        f"winner: {result.label(result.winner, 'query')} / {result.label(result.winner, 'document')} at layer "
-        f"{result.winner['layer']}: {result.winner['ndcg_at_10']:.2f} (vanilla PromptEOL "
+        f"winner: {labels} at layer {winner['layer']}: {winner['ndcg_at_10']:.2f} (vanilla PromptEOL "
         f"{result.vanilla['ndcg_at_10']:.2f} at layer {result.vanilla['layer']})"
     )
     # Held-out queries: the winner and the baselines at the layers chosen on the tuning queries.
@@ -449,17 +405,19 @@ def tune_retrieval(
     if hybrid:
         start, layer = time.perf_counter(), result.winner["layer"]
         dense = (query_states[result.winner["query"]][:, layer], doc_states[result.winner["document"]][:, layer])
-        choice, channels = tune_fusion(
-            module,
-            data,
-            result.task_settings(),
-            dense,
-            held_ids,
-            sparse=sparse,
-            batch_size=batch_size,
-            index_dir=checkpoint_dir,
-        )
-        result.hybrid = fusion_summary(choice, channels, held_ids, time.perf_counter() - start)
+        options = dict(sparse=sparse, batch_size=batch_size, index_dir=checkpoint_dir)
+        choice, channels = tune_fusion(module, data, result.task_settings(), dense, held_ids, **options)
+        result.hybrid = {
+            "channels": channels,
+            "held_out_ids": list(held_ids),
+            "label": choice.setting.label,
+            "tuning_ndcg_at_10": choice.tuning_ndcg_at_10,
+            "held_out_ndcg_at_10": choice.held_out_ndcg_at_10,
+            "baselines": choice.baselines,
+            "candidates": [[label, score] for label, score in choice.candidates[:10]],
+            "block": choice.to_preset(),
+            "seconds": time.perf_counter() - start,
+        }
         search.say(
             f"hybrid: {choice.setting.label}: {choice.tuning_ndcg_at_10:.2f} (BM25 alone "
             f"{choice.baselines['bm25']['tuning']:.2f}) on the tuning queries"

@@ -10,7 +10,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.data import STSData
 from sentence_transformers_tp.settings import Setting
-from sentence_transformers_tp.tuning import PassStore, Search, SpearmanObjective, encode_all_layers
+from sentence_transformers_tp.tuning import PassStore, Search, SpearmanObjective, encode_all_layers, score_layers
 
 from ..test_tuning import make_pairs
 
@@ -70,3 +70,13 @@ def test_checkpoint_is_keyed_by_data_and_setting(module, tmp_path, monkeypatch):
     again.score(data, Setting(tp_exit=3), "full")
     assert sum("reusing" in line for line in lines) == 1
     assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_deprecated_score_layers_equals_the_spearman_objective():
+    """The one-release alias ``score_layers`` scores every layer as ``SpearmanObjective`` does."""
+    states = np.random.default_rng(0).normal(size=(8, 3, 5))
+    objective = SpearmanObjective(
+        STSData([f"a{i}" for i in range(4)], [f"b{i}" for i in range(4)], [1.0, 3.0, 2.0, 4.0])
+    )
+    got = score_layers(states, objective.index1, objective.index2, objective.gold)
+    np.testing.assert_allclose(got, objective(states))
