@@ -101,6 +101,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
             :mod:`sentence_transformers_tp.presets`) when there is one; otherwise ``tp_start=1``,
             ``tp_exit=min(7, num_layers)`` and the template's usual output layer (-1 for PromptEOL, MetaEOL and user
             templates, -2 for Pretended CoT and Knowledge).
+        layer_span: Consecutive layers ending at ``output_layer`` whose last-token states are averaged (float32)
+            into the embedding, starting at layer 1 or later. Defaults to 1 (the output layer alone).
         demonstrations: In-context demonstrations put in front of every template (Jiang et al. 2023): a
             ``(sentence, word)`` pair, a :class:`~sentence_transformers_tp.demonstrations.Demonstration`, or a list of
             them (see :func:`~sentence_transformers_tp.demonstrations.parse_demonstrations`; the shipped pool is
@@ -123,8 +125,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
             ``encode(..., task=name)``, such as an MTEB task type (``"STS"``, ``"Clustering"``, ``"Classification"``)
             or task name; MTEB selects them through ``model.prompts``, which the module fills in. A setting is one
             of ``template``, ``demonstrations`` (``[]`` for none; when missing, the module's), ``tp_start``,
-            ``tp_exit``, ``output_layer``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``max_seq_length``; the others
-            stay the module's. ``query_template`` / ``document_template`` are shorthands for ``{"query":
+            ``tp_exit``, ``output_layer``, ``layer_span``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``max_seq_length``;
+            the others stay the module's. ``query_template`` / ``document_template`` are shorthands for ``{"query":
             {"template": ...}}`` / ``{"document": {"template": ...}}``. When none of ``template``, the layer and
             booster settings, ``task_settings`` and the shorthands is given, the backbone's preset supplies its tuned
             ``task_settings`` (e.g. the retrieval settings of ``query`` and ``document``), if it has any.
@@ -161,6 +163,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         "tp_start",
         "tp_exit",
         "output_layer",
+        "layer_span",
         "clean_sentences",
         "padding_side",
         "backbone_name",
@@ -181,6 +184,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         tp_start: int | None = None,
         tp_exit: int | None = None,
         output_layer: int | None = None,
+        layer_span: int | None = None,
         demonstrations: Any = None,
         cp_layer: int | None = None,
         cp_alpha: float | None = None,
@@ -407,10 +411,10 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         Returns:
             ``input_ids``, ``attention_mask`` (``(n_inputs * n_templates, seq_len)``), ``placeholder_positions``
             (-1 without TP), ``last_positions``, ``num_prompts`` (templates per input), ``settings``,
-            ``output_layer``, for the prefix cache ``prefix_groups`` (rows grouped by their template prefix, with the
-            remainders after it; see :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and ``prefix_rest``
-            (rows without one), and with CP ``auxiliary``: the same keys for the auxiliary prompt (one row per
-            input).
+            ``output_layer``, ``layer_span``, for the prefix cache ``prefix_groups`` (rows grouped by their template
+            prefix, with the remainders after it; see :func:`~sentence_transformers_tp.prefix_cache.group_rows`) and
+            ``prefix_rest`` (rows without one), and with CP ``auxiliary``: the same keys for the auxiliary prompt (one
+            row per input).
 
         Raises:
             ValueError: If an input is not a string (the message names its index), a setting is invalid, or the
@@ -431,6 +435,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         features = Features(self.prompting.prepare(sentences, templates, placeholder, truncated, max_length))
         features["settings"] = forward
         features["output_layer"] = setting.output_layer
+        features["layer_span"] = setting.layer_span
         if forward.cp_enabled:
             cp_templates = resolve_templates(forward.cp_prompt)
             features["auxiliary"] = self.prompting.prepare(sentences, cp_templates, placeholder, truncated, max_length)
@@ -458,28 +463,28 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         """The embeddings of a preprocessed batch at one, several or all layers: the one path every embedding of
         the package takes (``encode``, the tuner and the evaluators).
 
-        The forward applies the interventions of ``features["settings"]`` (Token Prepending, Contrastive Prompting:
-        :mod:`sentence_transformers_tp.interventions`), stops at the deepest requested layer, and, in inference
-        (:meth:`prefix_cache_active`), runs every row on top of its template prefix's cached keys/values. With
-        several templates per input (MetaEOL, ensembles) the embedding is the mean of their last-token states.
+        The forward applies the interventions of ``features["settings"]`` (:mod:`~sentence_transformers_tp.interventions`),
+        stops at the deepest requested layer and, in inference (:meth:`prefix_cache_active`), runs rows on top of their
+        template prefix's cached keys/values. An ensemble's embedding is the mean over its templates; a ``layer_span``
+        above 1 (``layers=None`` only) averages the span's layers (:func:`~sentence_transformers_tp.settings.span_mean`).
 
         Args:
             features: The output of :meth:`preprocess`.
-            layers: None (the output layer the features were prepared for), ``"all"`` (``0 .. num_layers``), one
-                layer or a list, in Hugging Face ``hidden_states`` indexing.
+            layers: None (the features' output layer and span: one embedding per input), ``"all"``
+                (``0 .. num_layers``), one layer or a list, in ``hidden_states`` indexing (never span-averaged).
 
         Returns:
-            ``(n_inputs, n_layers, hidden_size)`` embeddings, layers in the requested order, always float32 (the
-            template mean and the tuners' all-layer scores are computed in full precision; :meth:`forward` returns
-            the model's dtype).
+            ``(n_inputs, n_layers, hidden_size)`` float32 embeddings, layers in the requested order (:meth:`forward`
+            casts to the model's dtype).
         """
         settings: ForwardSettings = features.get("settings") or self.setting.forward_settings()
-        capture = capture_layers(layers, features.get("output_layer", self.setting.output_layer), self.num_layers)
+        span = layers is None
+        capture = self.span_layers(features) if span else capture_layers(layers, -1, self.num_layers)
         input_ids = features["input_ids"]
         num_prompts = int(features.get("num_prompts", 1))
         if input_ids.shape[0] == 0:
             dim = self.get_embedding_dimension()
-            return torch.zeros((0, len(capture), dim), dtype=torch.float32, device=input_ids.device)
+            return torch.zeros((0, 1 if span else len(capture), dim), dtype=torch.float32, device=input_ids.device)
         auxiliary = None
         if settings.cp_enabled:
             if "auxiliary" not in features:
@@ -489,6 +494,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         states = self._run_rows(features, settings.plan(capture, auxiliary)).float()
         if num_prompts > 1:
             states = states.view(-1, num_prompts, *states.shape[1:]).mean(1)
+        if span and len(capture) > 1:
+            states = states.mean(1, keepdim=True)
         return states
 
     def prefix_cache_active(self, depth: int | None = None) -> bool:
@@ -575,7 +582,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         for key in ("query_template", "document_template", "demonstrations", "task_settings"):
             if not config.get(key):
                 config.pop(key, None)
-        return config
+        return {k: v for k, v in config.items() if k != "layer_span" or v != 1}  # older configs save unchanged
 
     def __repr__(self) -> str:
         settings = {
@@ -586,21 +593,17 @@ class TokenPrependingTransformer(SettingScope, Transformer):
             "tp_exit": self.tp_exit,
             "tp_enabled": self.tp_enabled,
             "output_layer": self.output_layer,
+            **({"layer_span": self.layer_span} if self.layer_span != 1 else {}),
             "num_layers": self.num_layers,
             "placeholder": self.placeholder,
             "max_seq_length": self.max_seq_length,
             "prefix_cache": self.prefix_cache,
         }
-        if self.demonstrations:
-            settings["demonstrations"] = self.demonstrations
         if self.cp_layer is not None:
             settings.update(cp_layer=self.cp_layer, cp_alpha=self.cp_alpha, cp_mode=self.cp_mode)
-        if self.task_settings:
-            settings["task_settings"] = self.task_settings
-        if self.query_template is not None:
-            settings["query_template"] = self.query_template
-        if self.document_template is not None:
-            settings["document_template"] = self.document_template
+        for key in ("demonstrations", "task_settings", "query_template", "document_template"):
+            if getattr(self, key):
+                settings[key] = getattr(self, key)
         return f"TokenPrependingTransformer({settings})"
 
     def model_slug(self) -> str:
@@ -620,7 +623,8 @@ class TokenPrependingTransformer(SettingScope, Transformer):
             template += "-tasks" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:6]
         tp = f"tp{self.tp_start}-{self.tp_exit}" if self.tp_enabled else "notp"
         cp = f"-cp{self.cp_layer}{self.cp_mode}{self.cp_alpha:g}" if self.cp_layer is not None else ""
-        return f"{backbone}-{template}-{tp}{cp}-L{self.output_layer}"
+        span = f"-span{self.layer_span}" if self.layer_span != 1 else ""
+        return f"{backbone}-{template}-{tp}{cp}-L{self.output_layer}{span}"
 
     # ------------------------------------------------------------------ pickling (multi-process pools)
 

@@ -125,7 +125,7 @@ class Preset:
             template: A built-in template name (any accepted spelling).
 
         Returns:
-            ``{"tp_start": ..., "tp_exit": ..., "output_layer": ...}``.
+            ``{"tp_start": ..., "tp_exit": ..., "output_layer": ...}``, plus ``layer_span`` when the entry sets it.
 
         Raises:
             KeyError: If the preset has no settings for that template.
@@ -136,7 +136,8 @@ class Preset:
                 f"Preset {self.name!r} has no settings for template {template!r}; it has: "
                 f"{', '.join(sorted(self.templates))}."
             )
-        return {key: int(self.templates[name][key]) for key in LAYER_KEYS}
+        keys = (*LAYER_KEYS, *(["layer_span"] if "layer_span" in self.templates[name] else []))
+        return {key: int(self.templates[name][key]) for key in keys}
 
     def matches(self, backbone: str) -> bool:
         """Whether a backbone name (or path) selects this preset."""
@@ -201,6 +202,11 @@ def validate_preset(data: dict[str, Any], origin: str = "<preset>") -> Preset:
                 raise ValueError(f"{origin}: template {raw_name!r} has tp_exit > num_layers ({num_layers}).")
             if not -(num_layers + 1) <= values["output_layer"] <= num_layers:
                 raise ValueError(f"{origin}: template {raw_name!r} has output_layer out of range.")
+        if "layer_span" in values:
+            try:
+                Setting(output_layer=values["output_layer"], layer_span=values["layer_span"]).validate(num_layers)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{origin}: template {raw_name!r}: {error}") from None
         status = values.get("status", data.get("status", "untested"))
         if status not in STATUSES:
             raise ValueError(f"{origin}: status {status!r} is not one of {STATUSES}.")

@@ -10,8 +10,8 @@ the output layer, the prompt length limit and the settings per task::
 
 Both read only the public attributes of a
 :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` (``template``, ``demonstrations``,
-``tp_start``, ``tp_exit``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``output_layer``, ``task_settings``,
-``max_seq_length``, ...). Importing this module is cheap (no torch).
+``tp_start``, ``tp_exit``, ``cp_layer``, ``cp_alpha``, ``cp_mode``, ``output_layer``, ``layer_span``,
+``task_settings``, ``max_seq_length``, ...). Importing this module is cheap (no torch).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ SETTING_KEYS: tuple[str, ...] = (
     "tp_start",
     "tp_exit",
     "output_layer",
+    "layer_span",
     "cp_layer",
     "cp_alpha",
     "cp_mode",
@@ -87,7 +88,7 @@ def describe(model: Any, **changes: Any) -> dict[str, Any]:
         ``backbone``, ``template``, ``query_template``, ``document_template``, ``demonstrations`` (a list of
         ``[sentence, word]``), ``tp_start``, ``tp_exit``, ``tp_enabled``, ``output_layer``, ``cp_layer``,
         ``cp_alpha``, ``cp_mode``, ``cp_prompt`` (None without CP), ``max_seq_length``, ``task_settings`` (``{}``
-        for none) and ``num_layers``.
+        for none), ``num_layers`` and, only when it is not 1, ``layer_span``.
 
     Raises:
         ValueError: For a key that is not a setting.
@@ -119,6 +120,8 @@ def describe(model: Any, **changes: Any) -> dict[str, Any]:
         "task_settings": _plain(values["task_settings"] or {}),
         "num_layers": getattr(module, "num_layers", None),
     }
+    if values["layer_span"] not in (None, 1):
+        description["layer_span"] = values["layer_span"]
     return description
 
 
@@ -144,7 +147,7 @@ def label(model_or_description: Any, notes: Sequence[str] = ()) -> str:
         description = describe(model_or_description)
     head = _core(description)
     layer = description["output_layer"]
-    text = f"{head}, L{layer}"
+    text = f"{head}, {_layer_text(layer, description.get('layer_span') or 1)}"
     notes = [*(["no TP"] if not description["tp_enabled"] else []), *notes]
     if notes:
         text += f" ({', '.join(notes)})"
@@ -167,6 +170,13 @@ def template_display_name(template: str | Sequence[str]) -> str:
     if name.startswith("custom-"):
         return name
     return "+".join(TEMPLATE_DISPLAY_NAMES.get(part, part) for part in name.split("+"))
+
+
+def _layer_text(layer: int, span: int) -> str:
+    """``L28``, or for a span of layers ``L26-28 mean`` (``L-1 mean of 3`` for a negative output layer)."""
+    if span == 1:
+        return f"L{layer}"
+    return f"L{layer - span + 1}-{layer} mean" if layer >= 0 else f"L{layer} mean of {span}"
 
 
 def _plural(count: int, word: str) -> str:
@@ -219,8 +229,10 @@ def _task_text(description: Mapping[str, Any], values: Mapping[str, Any]) -> str
     band = (values.get("tp_start", description["tp_start"]), values.get("tp_exit", description["tp_exit"]))
     if band != (description["tp_start"], description["tp_exit"]):
         parts.append(f"TP {band[0]}:{band[1]}" if band[1] > band[0] else "no TP")
-    if "output_layer" in values and values["output_layer"] != description["output_layer"]:
-        parts.append(f"L{values['output_layer']}")
+    base = (description["output_layer"], description.get("layer_span") or 1)
+    layer = (values.get("output_layer", base[0]), values.get("layer_span") or base[1])
+    if layer != base:
+        parts.append(_layer_text(*layer))
     if values.get("max_seq_length") is not None and values["max_seq_length"] != description.get("max_seq_length"):
         parts.append(f"max {values['max_seq_length']} tokens")
     return " + ".join(parts)

@@ -146,6 +146,27 @@ class SettingScope:
         self._task_config = tasks.to_config(base)
         self._state = (base, TaskSettings())
 
+    def span_layers(self, features: dict[str, Any] | None = None) -> tuple[int, ...]:
+        """The layers whose mean is the embedding of preprocessed features: their ``layer_span`` layers ending at
+        their ``output_layer`` (the active setting's where the features lack them), resolved to ``0..num_layers``.
+
+        Args:
+            features: The output of :meth:`preprocess`, or None for the active setting.
+
+        Returns:
+            The ``hidden_states`` indices, in order (one index for ``layer_span=1``).
+
+        Raises:
+            ValueError: If the output layer is out of range or the span starts below layer 1.
+        """
+        features = features or {}
+        setting = self.setting.replace(
+            output_layer=features.get("output_layer", self.setting.output_layer),
+            layer_span=features.get("layer_span", self.setting.layer_span),
+        )
+        setting.validate(self.num_layers)
+        return setting.output_layers(self.num_layers)
+
     def set_setting(self, setting: Setting) -> None:
         """Make ``setting`` the module's own (what it embeds with and saves). It is validated, with the task settings
         resolved on it, before anything changes.
@@ -202,6 +223,7 @@ class SettingScope:
     tp_start = _setting_property("tp_start", "First decoder layer (0-based) whose placeholder is replaced.")
     tp_exit = _setting_property("tp_exit", "First layer after ``tp_start`` without replacement (``<=``: TP off).")
     output_layer = _setting_property("output_layer", "The ``hidden_states`` index of the embedding.")
+    layer_span = _setting_property("layer_span", "Consecutive layers ending at ``output_layer`` averaged (1: one).")
     cp_layer = _setting_property("cp_layer", "Contrastive Prompting layer (None: CP off).")
     cp_alpha = _setting_property("cp_alpha", "Contrastive Prompting scale.")
     cp_mode = _setting_property("cp_mode", "Contrastive Prompting mode.")

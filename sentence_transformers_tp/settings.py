@@ -2,7 +2,8 @@
 
 A :class:`Setting` names everything that decides an embedding besides the backbone: the template spec (a built-in
 name, a user template or an ensemble), the in-context demonstrations, the Token Prepending band, Contrastive
-Prompting, the output layer and the token budget. It is frozen and hashable, validated in one place
+Prompting, the output layer (or a span of layers ending there, averaged: :func:`span_mean` gives that mean at every
+layer from all-layer states) and the token budget. It is frozen and hashable, validated in one place
 (:meth:`Setting.validate`), and has one config form (:meth:`Setting.to_config` / :meth:`Setting.from_config`) that
 is exactly what saved models (``sentence_bert_config.json``) and presets (``combination``, ``task_settings``, the
 layer keys of a template entry) hold. The engine's view of it is :class:`~sentence_transformers_tp.interventions.
@@ -20,7 +21,10 @@ import numbers
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
 
 from sentence_transformers_tp.contrastive import CP_MODES, CP_PROMPT
 from sentence_transformers_tp.demonstrations import Demonstration, parse_demonstrations, to_config
@@ -35,6 +39,7 @@ __all__ = [
     "TASK_SETTING_KEYS",
     "Setting",
     "TaskSettings",
+    "span_mean",
     "template_label",
 ]
 
@@ -42,15 +47,59 @@ __all__ = [
 LAYER_KEYS = ("tp_start", "tp_exit", "output_layer")
 #: The Contrastive Prompting keys a preset or a task may set (the auxiliary prompt is the module's).
 CP_KEYS = ("cp_layer", "cp_alpha", "cp_mode")
-#: The keys of a preset's tuned ``combination``.
-COMBINATION_KEYS = ("template", "demonstrations", *LAYER_KEYS, *CP_KEYS)
+#: The keys of a preset's tuned ``combination`` (``layer_span`` is written only when it is not 1).
+COMBINATION_KEYS = ("template", "demonstrations", *LAYER_KEYS, "layer_span", *CP_KEYS)
 #: What a ``task_settings`` entry may set.
-TASK_SETTING_KEYS = ("template", "demonstrations", *LAYER_KEYS, *CP_KEYS, "max_seq_length")
+TASK_SETTING_KEYS = ("template", "demonstrations", *LAYER_KEYS, "layer_span", *CP_KEYS, "max_seq_length")
 #: The setting keys of a saved module config (``sentence_bert_config.json``); the module's ``max_seq_length`` is
 #: saved by sentence-transformers itself.
 MODULE_KEYS = (*COMBINATION_KEYS, "cp_prompt")
 
-_INT_KEYS = ("tp_start", "tp_exit", "output_layer", "cp_layer", "max_seq_length")
+_INT_KEYS = ("tp_start", "tp_exit", "output_layer", "layer_span", "cp_layer", "max_seq_length")
+
+_States = TypeVar("_States", np.ndarray, torch.Tensor)
+
+
+def span_mean(states: _States, span: int) -> _States:
+    """The span mean ending at every layer: what a :class:`Setting` with ``layer_span=span`` embeds at each output
+    layer, from all-layer states (e.g. ``module.embed(features, layers="all")``), in one cumulative sum.
+
+    Position ``k`` of the result is the mean of layers ``k - span + 1 .. k``. A range may not start at the embeddings
+    (layer 0; see :meth:`Setting.validate`), so positions ``k < span`` are NaN; ``span=1`` gives the states back
+    (layer 0 included).
+
+    Args:
+        states: ``(num_sentences, num_layers + 1, dim)`` last-token states in Hugging Face ``hidden_states`` order
+            (a numpy array or a torch tensor).
+        span: The number of consecutive layers averaged (>= 1).
+
+    Returns:
+        An array (or tensor) of the same shape, type and floating dtype (float32 for integer input); the sums are
+        taken in float64.
+
+    Raises:
+        ValueError: If ``span`` is not an integer >= 1 or ``states`` is not 3-dimensional.
+    """
+    if not _is_int(span) or span < 1:
+        raise ValueError(f"span must be an integer >= 1, got {span!r}.")
+    if states.ndim != 3:
+        raise ValueError(f"states must be (num_sentences, num_layers + 1, dim), got shape {tuple(states.shape)}.")
+    if isinstance(states, torch.Tensor):
+        dtype = states.dtype if states.is_floating_point() else torch.float32
+        if span == 1:
+            return states.to(dtype)
+        total = torch.cumsum(states.double(), dim=1)
+        out = torch.full(states.shape, float("nan"), dtype=torch.float64, device=states.device)
+        out[:, span:] = (total[:, span:] - total[:, : total.shape[1] - span]) / span
+        return out.to(dtype)
+    array = np.asarray(states)
+    dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float32)
+    if span == 1:
+        return array.astype(dtype, copy=False)
+    total = np.cumsum(array, axis=1, dtype=np.float64)
+    out = np.full(array.shape, np.nan, dtype=np.float64)
+    out[:, span:] = (total[:, span:] - total[:, : total.shape[1] - span]) / span
+    return out.astype(dtype)
 
 
 def _as_int(value: Any) -> Any:
@@ -87,6 +136,9 @@ class Setting:
         tp_start: First decoder layer (0-based) whose placeholder is replaced.
         tp_exit: First decoder layer after ``tp_start`` without replacement; ``tp_exit <= tp_start`` is TP off.
         output_layer: The embedding's layer in Hugging Face ``hidden_states`` indexing (-1: final normed output).
+        layer_span: The number of consecutive layers ending at ``output_layer`` whose last-token states are averaged
+            (1: that layer alone). With ``output_layer`` resolved to ``k`` in ``0..num_layers``, the embedding is the
+            mean of layers ``k - layer_span + 1 .. k``; the range must start at layer 1 or later.
         cp_layer: Decoder layer (0-based) of Contrastive Prompting, or None for no CP.
         cp_alpha: CP scale (``"ns"`` mode).
         cp_mode: ``"ns"`` (norm scaling) or ``"nr"`` (norm recovering).
@@ -99,6 +151,7 @@ class Setting:
     tp_start: int = 1
     tp_exit: int = 1
     output_layer: int = -1
+    layer_span: int = 1
     cp_layer: int | None = None
     cp_alpha: float = 1.0
     cp_mode: str = "ns"
@@ -151,7 +204,7 @@ class Setting:
         if not isinstance(self.template, (str, tuple)):
             raise ValueError(f"template must be a string or a list of strings, got {self.template!r}.")
         self.templates()
-        for key in ("tp_start", "tp_exit", "output_layer"):
+        for key in ("tp_start", "tp_exit", "output_layer", "layer_span"):
             if not _is_int(getattr(self, key)):
                 raise ValueError(f"{key} must be an integer, got {getattr(self, key)!r}.")
         if self.tp_start < 0:
@@ -166,6 +219,16 @@ class Setting:
                 f"output_layer {self.output_layer} is out of range for a model with {num_layers} decoder layers: use "
                 f"0..{num_layers} or -{num_layers + 1}..-1 (Hugging Face hidden_states indexing)."
             )
+        if self.layer_span < 1:
+            raise ValueError(f"layer_span must be >= 1, got {self.layer_span}.")
+        if self.layer_span > 1 and (num_layers is not None or self.output_layer >= 0):
+            end = self.output_layer if num_layers is None else self.output_layers(num_layers)[-1]
+            if end - self.layer_span + 1 < 1:
+                raise ValueError(
+                    f"layer_span={self.layer_span} ending at output_layer {self.output_layer} (layer {end}) starts "
+                    f"at layer {end - self.layer_span + 1}: a span must start at layer 1 or later (0 is the "
+                    f"embeddings); use layer_span <= {max(end, 1)}."
+                )
         if self.cp_layer is not None and (
             not _is_int(self.cp_layer) or self.cp_layer < 0 or (num_layers is not None and self.cp_layer >= num_layers)
         ):
@@ -183,6 +246,19 @@ class Setting:
             raise ValueError(
                 f"max_seq_length must be a positive integer (or None for the module's), got {self.max_seq_length!r}."
             )
+
+    def output_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The layers the embedding averages, resolved to ``0..num_layers``: ``layer_span`` layers ending at
+        ``output_layer``, in order (validate the setting first).
+
+        Args:
+            num_layers: Number of decoder layers of the backbone.
+
+        Returns:
+            The ``hidden_states`` indices.
+        """
+        end = self.output_layer % (num_layers + 1)
+        return tuple(range(end - self.layer_span + 1, end + 1))
 
     def forward_settings(self) -> ForwardSettings:
         """The engine's projection: the TP band and Contrastive Prompting of a forward."""
@@ -217,20 +293,21 @@ class Setting:
 
         Args:
             keys: The keys to write; defaults to :data:`MODULE_KEYS` (the keys of a saved module config), plus
-                ``max_seq_length`` when it is set.
+                ``max_seq_length`` when it is set. ``layer_span`` is written only when it is not 1 (so configs from
+                before it existed round-trip unchanged).
 
         Returns:
             ``{key: value}`` in the form ``sentence_bert_config.json`` and presets hold.
         """
         if keys is None:
             keys = (*MODULE_KEYS, "max_seq_length") if self.max_seq_length is not None else MODULE_KEYS
-        return {key: self.config_value(key) for key in keys}
+        return {key: self.config_value(key) for key in keys if key != "layer_span" or self.layer_span != 1}
 
     def combination(self) -> dict[str, Any]:
         """The setting as a preset's ``combination`` block: template, demonstrations (when there are any), the layer
-        keys and, with CP on, the CP keys."""
+        keys, ``layer_span`` when it is not 1 and, with CP on, the CP keys."""
         keys = ["template", *(["demonstrations"] if self.demonstrations else []), *LAYER_KEYS]
-        return self.to_config([*keys, *(CP_KEYS if self.cp_enabled else ())])
+        return self.to_config([*keys, "layer_span", *(CP_KEYS if self.cp_enabled else ())])
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], base: Setting | None = None) -> Setting:
@@ -255,7 +332,8 @@ class Setting:
         return (base or cls()).replace(**changes)
 
     def label(self) -> str:
-        """A short readable label, e.g. ``knowledge + demo(Music) + TP 1..3 + CP L4 ns 1, L28``."""
+        """A short readable label, e.g. ``knowledge + demo(Music) + TP 1..3 + CP L4 ns 1, L28``; a layer span shows
+        as ``L26-28 mean`` (``L-1 mean of 3`` for a negative output layer)."""
         parts = [template_label(self.template)]
         if self.demonstrations:
             parts.append("demo(" + ", ".join(demo.word for demo in self.demonstrations) + ")")
@@ -265,16 +343,23 @@ class Setting:
             parts.append(
                 f"CP L{self.cp_layer} {self.cp_mode}" + (f" {self.cp_alpha:g}" if self.cp_mode == "ns" else "")
             )
-        text = " + ".join(parts) + f", L{self.output_layer}"
+        layer = f"L{self.output_layer}"
+        if self.layer_span != 1 and self.output_layer >= 0:
+            layer = f"L{self.output_layer - self.layer_span + 1}-{self.output_layer} mean"
+        elif self.layer_span != 1:
+            layer += f" mean of {self.layer_span}"
+        text = " + ".join(parts) + f", {layer}"
         return text if self.max_seq_length is None else f"{text}, max {self.max_seq_length} tokens"
 
     def changes(self) -> int:
         """How far the setting is from vanilla PromptEOL, the simplicity count of every winner rule (fewer wins a
         tie): a template other than PromptEOL counts one, each further member of an ensemble one, each
-        demonstration one, TP on one, CP on one. The output layer and the token budget do not count."""
+        demonstration one, TP on one, CP on one, a layer span other than 1 one. The output layer and the token budget
+        do not count."""
         members = 1 if isinstance(self.template, str) else len(self.template)
         template = 0 if template_names(self.template) == ("prompteol",) else members
-        return template + len(self.demonstrations) + int(self.tp_enabled) + int(self.cp_enabled)
+        span = int(self.layer_span != 1)
+        return template + len(self.demonstrations) + int(self.tp_enabled) + int(self.cp_enabled) + span
 
 
 class TaskSettings(Mapping[str, Setting]):

@@ -81,8 +81,9 @@ def word_token_ids(module: TokenPrependingTransformer) -> WordTokenIds:
 
 
 def dense_and_final(module: TokenPrependingTransformer, features: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dense embedding (at the output layer, or the task's) and the final-layer state of a preprocessed batch,
-    both captured in one forward (:meth:`TokenPrependingTransformer.embed` with two layers).
+    """The dense embedding (at the output layer, or the task's, averaged over its ``layer_span``) and the final-layer
+    state of a preprocessed batch, all captured in one forward (:meth:`TokenPrependingTransformer.embed` with the
+    span's layers and the final one).
 
     Args:
         module: The TP module.
@@ -91,9 +92,8 @@ def dense_and_final(module: TokenPrependingTransformer, features: dict[str, Any]
     Returns:
         ``(dense, final)``, each ``(batch, hidden)`` float32.
     """
-    layer = features.get("output_layer", module.output_layer)
-    states = module.embed(features, layers=[layer, -1])
-    return states[:, 0], states[:, 1]
+    states = module.embed(features, layers=[*module.span_layers(features), -1])
+    return states[:, :-1].mean(1), states[:, -1]
 
 
 class PromptRepsTransformer(TokenPrependingTransformer):

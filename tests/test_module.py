@@ -193,6 +193,22 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert len(again[0].tokenizer) == len(model[0].tokenizer)
 
 
+def test_layer_span_saves_and_reloads(tiny_llama, tmp_path):
+    """A model built with layer_span=2 saves it, reloads with it and gives the same embeddings; a model without a
+    span saves no layer_span key."""
+    model = make_model(tiny_llama, layer_span=2)
+    assert model[0].layer_span == 2 and model[0].span_layers() == (2, 3)
+    expected = model.encode(SENTENCES)
+    model.save(str(tmp_path / "span"))
+    config = json.loads((tmp_path / "span" / "sentence_bert_config.json").read_text())
+    assert config["layer_span"] == 2 and config["output_layer"] == 3
+    again = SentenceTransformer(str(tmp_path / "span"), trust_remote_code=True)
+    assert again[0].layer_span == 2
+    np.testing.assert_allclose(again.encode(SENTENCES), expected, atol=1e-6)
+    make_model(tiny_llama).save(str(tmp_path / "plain"))
+    assert "layer_span" not in json.loads((tmp_path / "plain" / "sentence_bert_config.json").read_text())
+
+
 def test_loading_without_trust_remote_code_says_what_to_do(model, tmp_path):
     """Loading a saved TP model without trust_remote_code fails with a message that names the flag."""
     path = tmp_path / "saved"

@@ -355,6 +355,27 @@ def test_default_module_uses_the_presets_tuned_combination(tiny_llama, tmp_path,
     assert (explicit.cp_layer, explicit.demonstrations, explicit.output_layer) == (None, None, 2)
 
 
+def test_preset_entries_accept_a_layer_span(tiny_llama, tmp_path, monkeypatch):
+    """layer_span in a combination, a template entry or a task entry reaches the module; a span starting below
+    layer 1 is refused naming the file."""
+    import sentence_transformers_tp.presets as presets
+
+    _combination_preset(tmp_path, str(tiny_llama), {**COMBINATION, "layer_span": 2})
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    data = yaml.safe_load((tmp_path / "tiny.yaml").read_text(encoding="utf-8"))
+    data["templates"]["prompteol"]["layer_span"] = 2
+    data["task_settings"] = {"sts": {"layer_span": 3}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    default = TokenPrependingTransformer(str(tiny_llama))
+    assert default.span_layers() == (2, 3) and default.task_settings_for("sts").output_layers(4) == (1, 2, 3)
+    module = TokenPrependingTransformer(str(tiny_llama), "prompteol")
+    assert module.span_layers() == (1, 2)
+    data["templates"]["prompteol"]["layer_span"] = 3
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="tiny.yaml.*layer_span=3"):
+        load_preset_file(tmp_path / "tiny.yaml")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

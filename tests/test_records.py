@@ -69,6 +69,14 @@ def test_plain_model_keeps_the_short_label(tiny_llama):
     assert description["cp_layer"] is None and description["cp_prompt"] is None
 
 
+def test_layer_span_is_described_only_when_not_1(tiny_llama):
+    """describe() and label() name a layer span other than 1 (``L2-3 mean``) and leave it out otherwise."""
+    module = TokenPrependingTransformer(str(tiny_llama), "prompteol", tp_start=1, tp_exit=3, output_layer=3)
+    assert "layer_span" not in describe(module) and label(module) == "PromptEOL + TP 1:3, L3"
+    assert describe(module, layer_span=2)["layer_span"] == 2
+    assert label(describe(module, layer_span=2)) == "PromptEOL + TP 1:3, L2-3 mean"
+
+
 def test_template_display_names_of_ensembles_and_user_templates():
     """Ensembles join the display names of their members; user templates get their hash label."""
     assert template_display_name(["pretended_cot", "knowledge"]) == "Pretended CoT+Knowledge"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sentence_transformers import SentenceTransformer
 
@@ -16,7 +17,7 @@ from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.demonstrations import Demonstration
 from sentence_transformers_tp.interventions import ForwardSettings
 from sentence_transformers_tp.presets import PRESET_DIR, RECORD_KEYS
-from sentence_transformers_tp.settings import COMBINATION_KEYS, LAYER_KEYS, Setting, TaskSettings
+from sentence_transformers_tp.settings import COMBINATION_KEYS, LAYER_KEYS, Setting, TaskSettings, span_mean
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument", "The cat sleeps on the sofa?"]
@@ -291,3 +292,98 @@ def test_load_drops_saved_keys_it_does_not_know(tiny_llama, tmp_path):
     (folder / "sentence_bert_config.json").write_text(json.dumps({**config, "future_setting": 1}), encoding="utf-8")
     module = SentenceTransformer(str(folder), trust_remote_code=True)[0]
     assert module.template == ["pretended_cot", "knowledge"] and "future_setting" not in module.get_config_dict()
+
+
+# ---------------------------------------------------------------------------------------------- layer span
+
+
+@pytest.mark.parametrize(
+    ("setting", "num_layers", "message"),
+    [
+        (Setting(layer_span=0), 4, "layer_span must be >= 1, got 0"),
+        (Setting(layer_span=2.0), 4, "layer_span must be an integer"),
+        (Setting(output_layer=2, layer_span=3), 4, "starts at layer 0"),
+        (Setting(output_layer=-1, layer_span=5), 4, "layer_span=5 ending at output_layer -1 \\(layer 4\\)"),
+        (Setting(output_layer=2, layer_span=3), None, "a span must start at layer 1 or later"),
+    ],
+)
+def test_layer_span_validation_errors(setting, num_layers, message):
+    """validate() refuses a layer_span that is not an int >= 1 or whose range starts below layer 1."""
+    with pytest.raises(ValueError, match=message):
+        setting.validate(num_layers)
+
+
+def test_layer_span_valid_ranges_resolve_to_their_layers():
+    """A span starting at layer 1 or later validates and output_layers() names the span's layers ending there."""
+    Setting(output_layer=-1, layer_span=99).validate(None)  # the range is only known with the depth
+    assert Setting(output_layer=-1, layer_span=4).output_layers(4) == (1, 2, 3, 4)
+    assert Setting(output_layer=3, layer_span=3).output_layers(4) == (1, 2, 3)
+    assert Setting(output_layer=-2).output_layers(4) == (3,)
+    Setting(output_layer=3, layer_span=3).validate(4)
+
+
+def test_layer_span_config_is_written_only_when_not_1():
+    """to_config / combination write layer_span only when it is not 1; from_config and task entries read it."""
+    assert "layer_span" not in Setting().to_config() and "layer_span" not in Setting().combination()
+    setting = Setting(output_layer=3, layer_span=2)
+    assert setting.to_config()["layer_span"] == 2 and setting.combination()["layer_span"] == 2
+    assert Setting.from_config(setting.to_config()) == setting
+    assert Setting.from_config(json.loads(json.dumps(setting.combination()))) == setting
+    tasks = TaskSettings.from_config({"sts": {"layer_span": 2}}, Setting(output_layer=3))
+    assert tasks["sts"].layer_span == 2 and tasks.to_config(Setting(output_layer=3)) == {"sts": {"layer_span": 2}}
+    with pytest.raises(ValueError, match="unknown settings"):
+        TaskSettings.from_config({"sts": {"layer_spam": 2}}, Setting())
+
+
+def test_layer_span_label_and_changes():
+    """label() shows a span other than 1 (``L26-28 mean``, ``L-1 mean of 3``); changes() counts it as one."""
+    assert Setting(output_layer=28).label() == "prompteol, L28"
+    assert Setting(output_layer=28, layer_span=3).label() == "prompteol, L26-28 mean"
+    assert Setting(layer_span=3).label() == "prompteol, L-1 mean of 3"
+    assert Setting(output_layer=28, layer_span=3).changes() == 1
+    assert Setting(template="knowledge", layer_span=2).changes() == 2
+
+
+def test_span_mean_is_the_mean_of_the_span_ending_at_each_layer():
+    """span_mean(states, s)[:, k] is the mean of layers k-s+1..k, NaN for k < s; s=1 gives the states back; numpy
+    and torch alike."""
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(span_mean(states, 1), states)
+    out = span_mean(states, 3)
+    assert out.shape == states.shape and out.dtype == np.float32
+    assert np.isnan(out[:, :3]).all()
+    for k in range(3, 6):
+        np.testing.assert_allclose(out[:, k], states[:, k - 2 : k + 1].mean(1), rtol=1e-6, atol=1e-6)
+    tensor = span_mean(torch.from_numpy(states), 3)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
+    np.testing.assert_allclose(tensor.numpy(), out, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="span must be an integer >= 1"):
+        span_mean(states, 0)
+
+
+def test_layer_span_1_embeds_as_before(module):
+    """An explicit layer_span=1 embeds bit-identically to the setting without it."""
+    model = SentenceTransformer(modules=[module])
+    before = model.encode(SENTENCES)
+    with module.using(module.setting.replace(layer_span=1)):
+        np.testing.assert_array_equal(model.encode(SENTENCES), before)
+
+
+@pytest.mark.parametrize("template", ["prompteol", ("prompteol", "knowledge")], ids=["single", "ensemble"])
+def test_layer_span_embedding_is_the_mean_of_the_single_layer_embeddings(module, template):
+    """layer_span=3 at output layer 3 equals the mean of the embeddings of three Settings at layers 1, 2 and 3
+    (for an ensemble too), and span_mean over the all-layer states gives the same."""
+    model = SentenceTransformer(modules=[module])
+    base = module.setting.replace(template=template)
+    singles = []
+    for layer in (1, 2, 3):
+        with module.using(base.replace(output_layer=layer)):
+            singles.append(model.encode(SENTENCES))
+    with module.using(base.replace(output_layer=3, layer_span=3)):
+        spanned = model.encode(SENTENCES)
+        assert module.span_layers() == (1, 2, 3)
+        with torch.inference_mode():
+            states = module.embed(module.preprocess(SENTENCES), layers="all")
+    np.testing.assert_allclose(spanned, np.mean(singles, axis=0), atol=1e-5)
+    np.testing.assert_allclose(span_mean(states, 3)[:, 3].numpy(), spanned, atol=1e-5)

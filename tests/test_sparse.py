@@ -203,6 +203,26 @@ def test_dense_and_sparse_match_the_dense_and_sparse_models(backbones):
         torch.testing.assert_close(sparse.to_dense(), sparse_model.encode_query(texts).to_dense())
 
 
+def test_dense_part_is_the_span_mean_and_sparse_keeps_the_final_layer(backbones):
+    """With layer_span=2 the dense part equals the dense model's span-mean embedding and the sparse part is unchanged
+    (it reads the final normed layer)."""
+    from sentence_transformers import SentenceTransformer
+
+    from sentence_transformers_tp.module import TokenPrependingTransformer
+
+    settings = dict(tp_start=1, tp_exit=3, output_layer=-2, prefix_cache=False)
+    dense_model = SentenceTransformer(
+        modules=[TokenPrependingTransformer(str(backbones["llama"]), "prompteol", layer_span=2, **settings)],
+        device="cpu",
+    )
+    plain = build_sparse_model(str(backbones["llama"]), "prompteol", device="cpu", **settings)
+    spanned = build_sparse_model(str(backbones["llama"]), "prompteol", device="cpu", layer_span=2, **settings)
+    dense, sparse = encode_dense_and_sparse(spanned, TEXTS, task="query", batch_size=3)
+    torch.testing.assert_close(torch.from_numpy(dense), dense_model.encode_query(TEXTS, convert_to_tensor=True))
+    _, sparse_plain = encode_dense_and_sparse(plain, TEXTS, task="query", batch_size=3)
+    torch.testing.assert_close(sparse.to_dense(), sparse_plain.to_dense())
+
+
 def test_encode_dense_and_sparse_applies_later_dense_modules(backbones):
     """Modules after the TP module of a dense model (here Normalize) apply to the dense part, as in encode."""
     from sentence_transformers import SentenceTransformer
