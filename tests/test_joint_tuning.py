@@ -13,6 +13,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers_tp import TokenPrependingTransformer
 from sentence_transformers_tp.evaluation import evaluate_sts
 from sentence_transformers_tp.joint_tuning import Candidate, combination_entry, tune_joint
+from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.tuning.cells import Scored, describe
 from sentence_transformers_tp.tuning.passes import Search
 
@@ -54,6 +55,7 @@ def result(module, data_dir, tmp_path_factory):
         cp_layers=[1],
         cp_alphas=(2.0,),
         finalists=2,
+        layer_spans=(),
         centering_sentences=20,
         batch_size=5,
         checkpoint=tmp_path_factory.mktemp("ckpt") / "joint.json",
@@ -288,3 +290,32 @@ def test_demonstration_extras_add_ck_and_a_template_ensemble_with_the_best_demon
     ]
     assert demonstration_extras(stage1, [], ("ck",)) == []
     assert demonstration_extras(stage1, stage2, ("knowledge",))[0].template == ("knowledge", "pretended_cot")
+
+
+def test_layer_spans_are_scored_from_the_same_passes_and_match_a_built_model(
+    module, tiny_llama, data_dir, monkeypatch
+):
+    """Stage 4 scores vanilla and each finalist with the mean of 2 layers from the states of their own passes (no
+    extra forward), and a span's score at a layer equals evaluate_sts of the model built with that layer_span."""
+    forwards: list[Setting] = []
+    embed = Search.embed
+    monkeypatch.setattr(
+        Search, "embed", lambda self, texts, setting: forwards.append(setting) or embed(self, texts, setting)
+    )
+    options = dict(templates=("prompteol",), tp_bands=[(1, 3)], demonstrations=[], cp_layers=[], finalists=1)
+    options.update(centering_sentences=0, batch_size=5, sample=16)
+    plain = tune_joint(module, data_dir, layer_spans=(), **options)
+    plain_forwards = len(forwards)
+    result = tune_joint(module, data_dir, layer_spans=(2,), **options)
+    assert len(forwards) == 2 * plain_forwards and all(setting.layer_span == 1 for setting in forwards)
+    spans = [p for p in result.passes if p.setting.layer_span == 2]
+    assert len([p for p in spans if p.data == "full"]) == len([p for p in plain.passes if p.data == "full"])
+    assert {p.data for p in spans} == {"full", "second"}
+    span = next(p for p in spans if p.data == "full" and p.setting == Setting(layer_span=2))
+    assert np.isnan(span.scores[:2]).all()
+    built = TokenPrependingTransformer(
+        str(tiny_llama), "prompteol", tp_start=1, tp_exit=1, output_layer=3, layer_span=2
+    )
+    report = evaluate_sts(SentenceTransformer(modules=[built]), data_dir, tasks=["stsb"], split="dev", batch_size=5)
+    assert report.tasks["stsb"].spearman == pytest.approx(span.scores[3], abs=1e-4)
+    assert "mean of 2 layers" in result.to_markdown()

@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cp-alphas", default="0.5,1,2", help="CP ns scales (default: 0.5,1,2)")
     parser.add_argument("--finalists", type=int, default=3, help="settings rescored on all pairs (default: 3)")
     parser.add_argument(
+        "--layer-spans",
+        default="2,3,4",
+        help="vanilla and each finalist also with the mean of this many consecutive layers ending at each layer "
+        "(layer_span; from the same passes), comma-separated, or 'none' (default: 2,3,4)",
+    )
+    parser.add_argument(
         "--final-sample",
         type=int,
         help="score stages 4-5 on a seeded sample of this many pairs instead of all pairs (for slow machines)",
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         write_outputs,
     )
     from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, POOL, draw_sentences, find_demonstration
-    from sentence_transformers_tp.tuning import tune_joint, write_combination
+    from sentence_transformers_tp.tuning import parse_int_list, tune_joint, write_combination
 
     if not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder")
@@ -113,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         demos = [find_demonstration(word.strip()) for word in args.demonstrations.split(",") if word.strip()]
     cp_layers = [] if args.cp_layers == "none" else [int(x) for x in args.cp_layers.split(",") if x.strip()]
+    spans = [] if args.layer_spans == "none" else parse_int_list(args.layer_spans)
+    if any(span < 1 for span in spans):
+        raise ValueError(f"--layer-spans {args.layer_spans}: a span is a number of layers, 1 or more")
     alphas = [float(x) for x in args.cp_alphas.split(",") if x.strip()]
     second_task, second_split = ("", "") if args.second == "none" else args.second.split(":", 1)
 
@@ -151,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         cp_layers=cp_layers,
         cp_alphas=alphas,
         finalists=args.finalists,
+        layer_spans=spans,
         final_sample=args.final_sample,
         centering_sentences=args.centering_sentences,
         second_task=second_task,

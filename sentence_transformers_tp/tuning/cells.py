@@ -58,8 +58,10 @@ def choose_winner(
 
 def describe(setting: Setting) -> str:
     """The label of reports and preset records: :meth:`~sentence_transformers_tp.settings.Setting.label` without the
-    layer and token budget, e.g. ``ck + demo(Music) + TP 1..3 + CP L4 ns 1`` (TP before layers 1-3)."""
-    return setting.replace(output_layer=-1, max_seq_length=None).label().removesuffix(", L-1")
+    layer and token budget, e.g. ``ck + demo(Music) + TP 1..3 + CP L4 ns 1`` (TP before layers 1-3), with
+    `` + mean of 3 layers`` for a ``layer_span`` of 3 (ending at the layer reported next to it)."""
+    label = setting.replace(output_layer=-1, max_seq_length=None, layer_span=1).label().removesuffix(", L-1")
+    return label + (f" + mean of {setting.layer_span} layers" if setting.layer_span != 1 else "")
 
 
 @dataclass

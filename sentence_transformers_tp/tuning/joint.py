@@ -17,15 +17,23 @@ import torch
 from sentence_transformers_tp.centering import Centering, read_sentences
 from sentence_transformers_tp.data import STSData, load_sts_split
 from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, Demonstration, parse_demonstrations
-from sentence_transformers_tp.settings import Setting
+from sentence_transformers_tp.settings import Setting, span_mean
 from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe, finite
-from sentence_transformers_tp.tuning.objectives import SpearmanObjective
+from sentence_transformers_tp.tuning.objectives import SpanObjective, SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block
 
-__all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry", "tune_joint"]
+__all__ = [
+    "DEFAULT_CP_ALPHAS",
+    "DEFAULT_LAYER_SPANS",
+    "DEFAULT_TEMPLATES",
+    "JointResult",
+    "combination_entry",
+    "tune_joint",
+]
 
 DEFAULT_TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "ck")
+DEFAULT_LAYER_SPANS = (2, 3, 4)
 DEFAULT_CP_ALPHAS = (0.5, 1.0, 2.0)
 
 
@@ -177,6 +185,7 @@ def tune_joint(
     cp_layers: Sequence[int] | None = None,
     cp_alphas: Sequence[float] = DEFAULT_CP_ALPHAS,
     finalists: int = 3,
+    layer_spans: Sequence[int] = DEFAULT_LAYER_SPANS,
     final_sample: int | None = None,
     centering_task: str = "stsb",
     centering_split: str = "train",
@@ -206,6 +215,9 @@ def tune_joint(
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
         cp_alphas: CP ``"ns"`` scales of stage 3 (``"nr"`` is tried once per layer).
         finalists: Settings rescored on all pairs in stage 4 besides vanilla PromptEOL.
+        layer_spans: Stage 4 also scores vanilla and each finalist with the mean of each of these numbers of
+            consecutive layers (``Setting.layer_span``), from the same all-layer states (no extra pass); empty or
+            ``(1,)``: single layers only.
         final_sample: A seeded sample standing in for all pairs and the second dev set in stages 4-5; None: all.
         centering_task: Task of the unlabeled centering sentences (labels unused).
         centering_split: Their split (default STS-B train: not the tuning data).
@@ -260,14 +272,19 @@ def tune_joint(
     ranked = [best(stage) for stage in (stage1, stage2, stage3) if stage]
     ranked += sorted(stage1 + stage2 + stage3, key=lambda p: -p.best)
     chosen = list(dict.fromkeys(p.setting for p in ranked))[:finalists]
-    keep = bool(centering_sentences)
+    spans = sorted({int(n) for n in layer_spans if n > 1})
+    keep = bool(centering_sentences or spans)
     vanilla = search.score(on_full, Setting(), "full", keep)
     scored = [search.score(on_full, s, "full", keep) for s in chosen if s != vanilla.setting]
+    # ... each also with the mean of `span` layers ending at each layer, from the kept states of its pass.
+    spanned = [item.setting.replace(layer_span=n) for item in (vanilla, *scored) for n in spans]
+    scored += [search.score(SpanObjective(on_full, s.layer_span), s, "full") for s in spanned]
     eligible, second = scored, None
     if second_task:  # ... and on the second dev set: a finalist below vanilla's best layer there cannot win.
         second_data = load_sts_split(data_dir, second_task, second_split)[0]
         on_second = SpearmanObjective(second_data.subset(None, final_sample, sample_seed + 1))
-        second = {item.setting: search.score(on_second, item.setting, "second") for item in (vanilla, *scored)}
+        objective = lambda s: SpanObjective(on_second, s.layer_span) if s.layer_span > 1 else on_second
+        second = {i.setting: search.score(objective(i.setting), i.setting, "second", keep) for i in (vanilla, *scored)}
         floor = finite(second[vanilla.setting].best)
         eligible = [item for item in scored if finite(second[item.setting].scores[item.best_layer]) >= floor]
     winner = choose_winner([vanilla, *eligible], vanilla, min_gain)
@@ -279,10 +296,11 @@ def tune_joint(
     if centering_sentences:
         source = f"{centering_task}:{centering_split}"
         texts = read_sentences(source, data_dir=data_dir, max_sentences=centering_sentences, seed=sample_seed)
-        fitted = Centering.from_embeddings(search.embed(texts, winner.setting)[:, layer])  # Centering itself
-        states = search.kept.get(("full", winner.setting))
+        embed = lambda states: span_mean(states, winner.setting.layer_span)[:, layer]  # the winner's embedding
+        fitted = Centering.from_embeddings(embed(search.embed(texts, winner.setting)))  # Centering itself
+        states = search.kept.get(("full", winner.setting.replace(layer_span=1)))
         states = search.embed(on_full.texts, winner.setting) if states is None else states
-        embeddings = fitted({"sentence_embedding": torch.from_numpy(states[:, layer])})["sentence_embedding"]
+        embeddings = fitted({"sentence_embedding": torch.from_numpy(embed(states))})["sentence_embedding"]
         centered = on_full.score_layer(embeddings.numpy())
         result.centering_gain = float(centered - winner.scores[layer])
         result.centering_chosen = result.centering_gain > min_gain

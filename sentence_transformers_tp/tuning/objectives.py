@@ -13,8 +13,9 @@ import numpy as np
 from sentence_transformers_tp.data import STSData
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, rank_documents, ranking_metrics
 from sentence_transformers_tp.evaluation.sts import cosine_scores, spearman
+from sentence_transformers_tp.settings import span_mean
 
-__all__ = ["NDCGObjective", "Objective", "SpearmanObjective", "score_layers"]
+__all__ = ["NDCGObjective", "Objective", "SpanObjective", "SpearmanObjective", "score_layers"]
 
 
 class Objective:
@@ -78,6 +79,27 @@ class NDCGObjective(Objective):
     def score_layer(self, queries: np.ndarray, documents: np.ndarray) -> float:
         """The metric of one layer."""
         return self.metrics(queries, documents)[0][self.metric]
+
+
+class SpanObjective(Objective):
+    """An objective on the mean of ``span`` consecutive layers ending at each layer (:func:`span_mean`): what a
+    Setting with ``layer_span=span`` scores at each output layer, from the same all-layer states (nan where the span
+    would start below layer 1).
+
+    Args:
+        objective: The objective scored on the span means.
+        span: Consecutive layers averaged (>= 2).
+    """
+
+    def __init__(self, objective: Objective, span: int) -> None:
+        self.objective, self.span = objective, span
+        self.texts, self.signature = objective.texts, f"{objective.signature}:span{span}"
+
+    def __call__(self, *states: np.ndarray) -> list[float]:
+        """One score per layer of the span means (nan below ``span``)."""
+        means = [span_mean(s, self.span) for s in states]
+        scores = [self.objective.score_layer(*(m[:, k] for m in means)) for k in range(self.span, means[0].shape[1])]
+        return [float("nan")] * self.span + scores
 
 
 def score_layers(states: np.ndarray, index1: np.ndarray, index2: np.ndarray, gold: Sequence[float]) -> list[float]:

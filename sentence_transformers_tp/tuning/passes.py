@@ -160,10 +160,16 @@ class Search:
         return encode_all_layers(self.module, texts, setting, batch_size=self.batch_size, show_progress_bar=True)
 
     def run(
-        self, texts: Sequence[str], setting: Setting, data: str, reduce: Callable[[np.ndarray], np.ndarray]
+        self,
+        texts: Sequence[str],
+        setting: Setting,
+        data: str,
+        reduce: Callable[[np.ndarray], np.ndarray],
+        states: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float, bool]:
         """One checkpointed pass: ``(reduce(states), seconds, whether from the checkpoint)``, keyed by the backbone,
-        the token budget, ``data`` and the Setting."""
+        the token budget, ``data`` and the Setting; given ``states`` (the texts' all-layer states under ``setting``),
+        a miss reduces them instead of running the pass."""
         module, config = self.module, setting.replace(output_layer=-1).to_config()  # a pass captures every layer
         key = digest(
             str(module.backbone_name), module.num_layers, setting.max_seq_length or module.max_seq_length, data, config
@@ -172,21 +178,25 @@ class Search:
         if stored is not None:
             return *stored, True
         start = time.perf_counter()
-        value = reduce(self.embed(texts, setting))
+        value = reduce(self.embed(texts, setting) if states is None else states)
         seconds = time.perf_counter() - start
         self.store.save(key, value, seconds)
         return value, seconds, False
 
     def score(self, objective: Objective, setting: Setting, data: str, keep: bool = False) -> Scored:
         """Score a Setting at every layer on an objective (a checkpointed pass), recorded in :attr:`passes` under
-        ``data``; with ``keep`` the states of a pass that runs go to :attr:`kept` by ``(data, setting)``."""
+        ``data``; with ``keep`` the states of a pass that runs go to :attr:`kept` by ``(data, setting)``. The
+        all-layer states do not depend on ``layer_span`` (it only averages them): a Setting whose span-1 form was
+        kept under ``data`` reuses those states (score it with a
+        :class:`~sentence_transformers_tp.tuning.objectives.SpanObjective`)."""
 
         def reduce(states: np.ndarray) -> np.ndarray:
-            if keep:
-                self.kept[(data, setting)] = states
+            if keep or setting.layer_span != 1:  # the other spans of this setting reuse them
+                self.kept[(data, setting.replace(layer_span=1))] = states
             return np.asarray(objective(states), dtype=np.float64)
 
-        scores, seconds, stored = self.run(objective.texts, setting, objective.signature, reduce)
+        kept = self.kept.get((data, setting.replace(layer_span=1)))
+        scores, seconds, stored = self.run(objective.texts, setting, objective.signature, reduce, kept)
         item = Scored((setting,), [float(v) for v in scores], seconds, data)
         self.passes.append(item)
         self.say(
