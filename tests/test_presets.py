@@ -392,11 +392,13 @@ def test_bad_combination_blocks_are_refused(tmp_path, change, message):
         load_preset_file(tmp_path / "tiny.yaml")
 
 
-def test_qwen_preset_holds_the_joint_search_result():
-    """The Qwen2.5-Coder-0.5B preset: the joint search's winner under the two-dev-set rule (no finalist reached
-    vanilla PromptEOL's best layer on SICK-R trial, so vanilla PromptEOL won), entries from its stage-1 passes."""
-    preset = PRESETS["qwen2.5-coder-0.5b"]
-    assert preset.num_layers == 24 and preset.status == "tuned"
+@pytest.mark.parametrize(("name", "num_layers"), [("qwen2.5-coder-0.5b", 24), ("qwen2.5-coder-1.5b", 28)])
+def test_qwen_presets_hold_the_joint_search_result(name, num_layers):
+    """The Qwen2.5-Coder presets: the joint search's winner under the two-dev-set rule (only finalists not below
+    vanilla PromptEOL's best layer on SICK-R trial can win; none left: vanilla PromptEOL), entries from its stage-1
+    passes."""
+    preset = PRESETS[name]
+    assert preset.num_layers == num_layers and preset.status == "tuned"
     combination = preset.combination
     assert combination["status"] == "tuned" and combination["command"].startswith("st-tp tune-boosters ")
     score = combination["score"]
