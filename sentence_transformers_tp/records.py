@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sentence_transformers_tp.templates import template_label
+from sentence_transformers_tp.templates import layer_label, template_label
 
 TEMPLATE_DISPLAY_NAMES: dict[str, str] = {
     "prompteol": "PromptEOL",
@@ -147,7 +147,7 @@ def label(model_or_description: Any, notes: Sequence[str] = ()) -> str:
         description = describe(model_or_description)
     head = _core(description)
     layer = description["output_layer"]
-    text = f"{head}, {_layer_text(layer, description.get('layer_span') or 1)}"
+    text = f"{head}, {layer_label(layer, description.get('layer_span') or 1)}"
     notes = [*(["no TP"] if not description["tp_enabled"] else []), *notes]
     if notes:
         text += f" ({', '.join(notes)})"
@@ -170,13 +170,6 @@ def template_display_name(template: str | Sequence[str]) -> str:
     if name.startswith("custom-"):
         return name
     return "+".join(TEMPLATE_DISPLAY_NAMES.get(part, part) for part in name.split("+"))
-
-
-def _layer_text(layer: int, span: int) -> str:
-    """``L28``, or for a span of layers ``L26-28 mean`` (``L-1 mean of 3`` for a negative output layer)."""
-    if span == 1:
-        return f"L{layer}"
-    return f"L{layer - span + 1}-{layer} mean" if layer >= 0 else f"L{layer} mean of {span}"
 
 
 def _plural(count: int, word: str) -> str:
@@ -232,7 +225,7 @@ def _task_text(description: Mapping[str, Any], values: Mapping[str, Any]) -> str
     base = (description["output_layer"], description.get("layer_span") or 1)
     layer = (values.get("output_layer", base[0]), values.get("layer_span") or base[1])
     if layer != base:
-        parts.append(_layer_text(*layer))
+        parts.append(layer_label(*layer))
     if values.get("max_seq_length") is not None and values["max_seq_length"] != description.get("max_seq_length"):
         parts.append(f"max {values['max_seq_length']} tokens")
     return " + ".join(parts)

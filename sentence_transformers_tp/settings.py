@@ -29,7 +29,13 @@ import torch
 from sentence_transformers_tp.contrastive import CP_MODES, CP_PROMPT
 from sentence_transformers_tp.demonstrations import Demonstration, parse_demonstrations, to_config
 from sentence_transformers_tp.interventions import ForwardSettings
-from sentence_transformers_tp.templates import resolve_templates, template_label, template_names, with_demonstrations
+from sentence_transformers_tp.templates import (
+    layer_label,
+    resolve_templates,
+    template_label,
+    template_names,
+    with_demonstrations,
+)
 
 __all__ = [
     "COMBINATION_KEYS",
@@ -343,12 +349,7 @@ class Setting:
             parts.append(
                 f"CP L{self.cp_layer} {self.cp_mode}" + (f" {self.cp_alpha:g}" if self.cp_mode == "ns" else "")
             )
-        layer = f"L{self.output_layer}"
-        if self.layer_span != 1 and self.output_layer >= 0:
-            layer = f"L{self.output_layer - self.layer_span + 1}-{self.output_layer} mean"
-        elif self.layer_span != 1:
-            layer += f" mean of {self.layer_span}"
-        text = " + ".join(parts) + f", {layer}"
+        text = " + ".join(parts) + f", {layer_label(self.output_layer, self.layer_span)}"
         return text if self.max_seq_length is None else f"{text}, max {self.max_seq_length} tokens"
 
     def changes(self) -> int:

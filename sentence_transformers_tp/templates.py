@@ -321,6 +321,21 @@ def render(template: str, sentence: str, placeholder: str | None) -> RenderedPro
     )
 
 
+def layer_label(output_layer: int, layer_span: int = 1) -> str:
+    """The layer part of a setting's label: ``L28``, or for a span of layers ``L26-28 mean`` (``L-1 mean of 3`` for a
+    negative output layer).
+
+    Args:
+        output_layer: The output layer (Hugging Face ``hidden_states`` indexing).
+        layer_span: Consecutive layers averaged, ending at ``output_layer``.
+    """
+    if layer_span == 1:
+        return f"L{output_layer}"
+    if output_layer >= 0:
+        return f"L{output_layer - layer_span + 1}-{output_layer} mean"
+    return f"L{output_layer} mean of {layer_span}"
+
+
 def template_label(template: str | Sequence[str]) -> str:
     """A short label for a template spec: the built-in name(s), or ``custom-<hash>`` for user templates.
 
