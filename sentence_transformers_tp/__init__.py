@@ -19,7 +19,7 @@ _LAZY = {
     "clean_sentence": "sentence_transformers_tp.templates",
     "resolve_backbone": "sentence_transformers_tp.backbones",
     "NAMED_BACKBONES": "sentence_transformers_tp.backbones",
-    "BackboneNotInstalledError": "sentence_transformers_tp.backbones",
+    "BackboneNotInstalledError": "sentence_transformers_tp.gguf_conversion",
     "UnsupportedArchitectureError": "sentence_transformers_tp.prepending",
     "report_truncation": "sentence_transformers_tp.truncation",
     "build_sparse_model": "sentence_transformers_tp.sparse",
@@ -47,8 +47,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sentence_transformers_tp.backbones import NAMED_BACKBONES, BackboneNotInstalledError, resolve_backbone
+    from sentence_transformers_tp.backbones import NAMED_BACKBONES, resolve_backbone
     from sentence_transformers_tp.centering import Centering
+    from sentence_transformers_tp.gguf_conversion import BackboneNotInstalledError
     from sentence_transformers_tp.model_card import TokenPrependingModelCardData
     from sentence_transformers_tp.module import TokenPrependingTransformer
     from sentence_transformers_tp.prepending import UnsupportedArchitectureError

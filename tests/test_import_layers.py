@@ -12,6 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sentence_transformers_tp"
 
 MODEL_LAYER = ("module.py", "model_card.py", "provenance.py", "records.py", "centering.py")
 
+#: The backbone files, top first: each imports, of the package, only the files after it (registry -> conversion ->
+#: cache store).
+BACKBONE_STACK = ("backbones.py", "gguf_conversion.py", "cache_store.py")
+
 
 def module_name(path: Path) -> str:
     """The dotted name of a package file (a package's ``__init__.py`` is the package itself)."""
@@ -98,6 +102,14 @@ def test_model_layer_does_not_import_evaluation(filename):
     """module.py, model_card.py, provenance.py, records.py and centering.py import nothing from the evaluation layer."""
     imports = imported_modules(PACKAGE / filename)
     assert not sorted(name for name in imports if name.startswith("sentence_transformers_tp.evaluation"))
+
+
+@pytest.mark.parametrize("filename", BACKBONE_STACK)
+def test_backbone_files_import_one_way(filename):
+    """backbones.py imports gguf_conversion.py and cache_store.py, gguf_conversion.py only cache_store.py, and
+    cache_store.py no package file (function-local imports included)."""
+    below = {module_name(PACKAGE / name) for name in BACKBONE_STACK[BACKBONE_STACK.index(filename) + 1 :]}
+    assert package_graph()[module_name(PACKAGE / filename)] <= below
 
 
 def test_package_has_no_import_cycle():

@@ -35,7 +35,7 @@ def _megabytes(size: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List or clear the cache."""
-    from sentence_transformers_tp.backbones import clear_cache, default_cache_dir, list_cache
+    from sentence_transformers_tp.cache_store import clear_cache, default_cache_dir, list_cache
 
     root = args.cache_dir or default_cache_dir()
     if args.action == "list":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sentence_transformers_tp import backbones
+from sentence_transformers_tp import backbones, gguf_conversion
 from sentence_transformers_tp.cli import main
 
 
@@ -15,8 +15,8 @@ def _converted(tmp_path: Path, monkeypatch, name: str, payload: bytes) -> Path:
         (output_dir / "model.safetensors").write_bytes(b"0" * 2048)
         return {}
 
-    monkeypatch.setattr(backbones, "_require_gguf_support", lambda: None)
-    monkeypatch.setattr(backbones, "_convert_gguf", convert)
+    monkeypatch.setattr(gguf_conversion, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(gguf_conversion, "_convert_gguf", convert)
     source = tmp_path / name
     source.write_bytes(b"GGUF" + payload)
     return Path(backbones.resolve_backbone(str(source), cache_dir=tmp_path / "cache"))
