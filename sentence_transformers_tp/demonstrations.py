@@ -26,7 +26,8 @@ Pool (:data:`POOL`), each entry tagged with its ``source``:
 A wider pool: :func:`draw_sentences` draws more candidate sentences, seeded, from the STS-B and SICK-R train splits
 of a data directory (never one of STS-B dev, SICK-R trial or the pool), for
 :func:`sentence_transformers_tp.labeling.label_with_backbone` to label with the backbone's own one-word answer
-(source ``"backbone"``); :func:`first_word` is the word rule of such an answer.
+(source ``"backbone"``); :func:`first_word` is the word rule of such an answer. :func:`draw_passages` draws short
+passages of a retrieval corpus for the same labeller (``st-tp tune-retrieval --corpus-demonstrations``).
 
 No sentence of the pool is taken from STS-B dev or SICK trial (the data used to choose a demonstration), apart from
 the paper's own choice noted above. Whether an STS-B or SICK train sentence also occurs in a *test* split was not
@@ -39,7 +40,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -439,3 +440,44 @@ def draw_sentences(
             f"{', '.join(exclude)} or the shipped pool); asked for {n}."
         )
     return random.Random(seed).sample(list(candidates.values()), n)
+
+
+def draw_passages(
+    documents: Mapping[str, tuple[str, str]],
+    n: int,
+    *,
+    seed: int = 0,
+    exclude: Collection[str] = (),
+    max_words: int = 40,
+) -> dict[str, str]:
+    """``n`` documents drawn, seeded, as short demonstration passages: a document's title, else the first sentence of
+    its text (up to the first ``.``, ``!`` or ``?`` followed by a space), on one line and cut to ``max_words`` words.
+    A document in ``exclude``, or whose passage is empty or holds a ``{`` (template slot text), is never drawn.
+
+    Args:
+        documents: ``{id: (title, text)}``, e.g. a BEIR corpus.
+        n: How many documents.
+        seed: Seed of the draw (the same arguments give the same documents, in the same order).
+        exclude: Ids never drawn (e.g. every document relevant to a query of the split being tuned).
+        max_words: Most words of a passage.
+
+    Returns:
+        ``{id: passage}`` in draw order.
+
+    Raises:
+        ValueError: If ``n`` is negative or more than the documents that can be drawn.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"The number of demonstration documents must be a non-negative integer, got {n!r}.")
+    passages = {}
+    for doc_id, (title, text) in documents.items():
+        passage = " ".join(title.split()) or re.split(r"(?<=[.!?])\s", " ".join(text.split()), maxsplit=1)[0]
+        passage = " ".join(passage.split()[:max_words])
+        if doc_id not in exclude and passage and "{" not in passage:
+            passages[doc_id] = passage
+    if len(passages) < n:
+        raise ValueError(
+            f"Asked for {n} demonstration documents, but only {len(passages)} of the {len(documents)} documents can "
+            "be drawn (not excluded, e.g. as relevant to a query of the split, and with a title or text)."
+        )
+    return {doc_id: passages[doc_id] for doc_id in random.Random(seed).sample(list(passages), n)}

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,34 @@ from sentence_transformers_tp.saved import foreign_module_classes, resolve_saved
 
 #: Keyword dicts of the transformers loaders: they change how a saved model is loaded (dtype...), not its settings.
 LOADER_KWARGS = ("model_kwargs", "processor_kwargs", "config_kwargs")
+
+
+def as_module(model: Any, template: str | Sequence[str] | None = None, **module_kwargs: Any) -> Any:
+    """The :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` of a model (what the tuners and the
+    labeller run).
+
+    Args:
+        model: A module, a ``SentenceTransformer`` whose first module is one, or a backbone name/path (a module is
+            then built with ``template``, default ``"prompteol"``, and ``module_kwargs``).
+        template: For a given module: None or the module's template.
+        **module_kwargs: Constructor arguments when a module is built.
+
+    Raises:
+        ValueError: If the model holds no such module, or ``template`` differs from the module's.
+    """
+    if isinstance(model, TokenPrependingTransformer):
+        module = model
+    elif hasattr(model, "__getitem__") and hasattr(model, "encode"):
+        module = model[0]
+        if not isinstance(module, TokenPrependingTransformer):
+            raise ValueError("The SentenceTransformer's first module is not a TokenPrependingTransformer.")
+    else:
+        return TokenPrependingTransformer(str(model), template or "prompteol", **module_kwargs)
+    if template is not None and template != module.template:
+        raise ValueError(
+            f"The model's template is {module.template!r}; build a model with template {template!r} to tune it."
+        )
+    return module
 
 
 def is_saved_model(

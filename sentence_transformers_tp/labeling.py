@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from sentence_transformers_tp.demonstrations import BACKBONE, Demonstration, first_word
+from sentence_transformers_tp.factory import as_module
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.sparse import PromptRepsSparse
 from sentence_transformers_tp.templates import PROMPTEOL
-from sentence_transformers_tp.tuning.passes import as_module
 
 __all__ = ["Labelled", "greedy_answers", "label_with_backbone"]
 

@@ -277,3 +277,23 @@ def test_first_word_is_the_demonstration_word_rule():
     assert first_word('Music". This') == "Music"
     assert first_word(' Horseback-riding"') == "Horseback-riding"
     assert first_word('"') is None and first_word("") is None and first_word("<s>") is None
+
+
+def test_draw_passages_are_titles_else_first_sentences_never_excluded_and_seeded():
+    """A passage is the title, else the first sentence (at most max_words words); excluded ids are never drawn."""
+    from sentence_transformers_tp.demonstrations import draw_passages
+
+    docs = {f"d{i}": (f"Title {i}", "Body.") for i in range(20)}
+    docs["t"] = ("", "First  sentence here. Second one!")
+    docs["long"] = ("", " ".join(["word"] * 60) + ". More.")
+    docs["empty"], docs["slot"] = ("", " "), ("A {sentence} slot", "x")
+    drawn = draw_passages(docs, 20, seed=3, exclude={"d0", "d1"})
+    assert set(drawn) == set(docs) - {"d0", "d1", "empty", "slot"}
+    assert drawn["d5"] == "Title 5" and drawn["t"] == "First sentence here."
+    assert drawn["long"] == " ".join(["word"] * 40)
+    assert draw_passages(docs, 5, seed=3) == draw_passages(docs, 5, seed=3) != draw_passages(docs, 5, seed=4)
+    assert list(draw_passages(docs, 5, seed=3, max_words=1).values())[0] in {"Title", "First", "word"}
+    with pytest.raises(ValueError, match="non-negative"):
+        draw_passages(docs, -1)
+    with pytest.raises(ValueError, match="only 20 of the 24 documents can be drawn"):
+        draw_passages(docs, 21, exclude={"d0", "d1"})

@@ -11,9 +11,13 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_tp import TokenPrependingTransformer
-from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, rank_documents
+from sentence_transformers_tp.demonstrations import BACKBONE, Demonstration
+from sentence_transformers_tp.evaluation.retrieval import evaluate_retrieval, load_beir, rank_documents
+from sentence_transformers_tp.labeling import Labelled
 from sentence_transformers_tp.retrieval_tuning import Side, choose_winner, tune_retrieval, write_task_settings
-from sentence_transformers_tp.tuning import describe
+from sentence_transformers_tp.tuning import Scored, describe
+from sentence_transformers_tp.tuning import choose_winner as one_rule
+from sentence_transformers_tp.tuning import retrieval as retrieval_module
 
 from .conftest import write_tiny_preset
 
@@ -301,3 +305,118 @@ def test_hybrid_sparse_channel_is_the_tuned_models_own_promptreps_channel(hybrid
     assert choice.baselines["sparse"]["held_out"] == pytest.approx(
         hybrid_result.hybrid["baselines"]["sparse"]["held_out"]
     )
+
+
+CORPUS = dict(sample=None, corpus_sample=None, held_out=0.25, tp_bands=[], include_default=False)
+
+
+def topic_labels(module, sentences, **kwargs) -> Labelled:
+    """A stand-in for the backbone's labeller (the tiny random Llama answers no word): every passage means 'Topic'."""
+    out = Labelled(Demonstration(sentence, "Topic", BACKBONE) for sentence in sentences)
+    out.asked, out.seconds = len(sentences), 0.25
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_result(module):
+    """The search with 2 corpus demonstrations (the fixture's only documents relevant to no train query), q held out."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval_module, "label_with_backbone", topic_labels)
+        return tune_retrieval(module, BEIR, "train", corpus_demonstrations=2, **CORPUS)
+
+
+def test_corpus_demonstrations_are_seeded_and_never_relevant_to_a_query_of_the_split(module):
+    """The drawn documents are relevant to no train query (sampled or not); the same seed draws the same ones."""
+    full = load_beir(BEIR, "train")
+    relevant = {d for judged in full.qrels.values() for d, rel in judged.items() if rel > 0}
+    kwargs = dict(sample=1, corpus_sample=None, held_out=0.0, tp_bands=[], include_default=False)
+    first = tune_retrieval(module, BEIR, "train", corpus_demonstrations=1, **kwargs)
+    drawn = first.corpus_demonstrations
+    again = tune_retrieval(module, BEIR, "train", corpus_demonstrations=1, **kwargs).corpus_demonstrations
+    assert again["ids"] == drawn["ids"]
+    both = tune_retrieval(module, BEIR, "train", corpus_demonstrations=2, **kwargs).corpus_demonstrations
+    assert set(both["ids"]) == set(full.doc_ids) - relevant == {"d3", "d5"} and set(drawn["ids"]) < {"d3", "d5"}
+    assert both["passages"] == {"d3": "A woman is slicing an onion in the kitchen.", "d5": "Horses"}
+    # The tiny random Llama answers no word: nothing labelled, so no candidate is added.
+    assert both["labels"] == {"d3": None, "d5": None} and len(first.query_settings) == 2 and "without" not in drawn
+
+
+def test_no_corpus_demonstrations_leave_the_result_unchanged(module, result):
+    """corpus_demonstrations=0 gives the to_dict of a search without the argument (pass seconds aside)."""
+    again = tune_retrieval(
+        module,
+        BEIR,
+        "train",
+        sample=None,
+        corpus_sample=None,
+        held_out=0.0,
+        tp_bands=[(1, 3)],
+        corpus_demonstrations=0,
+    )
+    timeless = lambda summary: {key: value for key, value in summary.items() if key != "seconds"}  # noqa: E731
+    assert timeless(again.to_dict()) == timeless(result.to_dict()) and set(again.seconds) == set(result.seconds)
+    assert "corpus_demonstrations" not in result.to_dict() and "Corpus demonstrations" not in result.to_markdown()
+
+
+def test_corpus_demonstration_candidates_join_the_grid_under_the_one_winner_rule(corpus_result):
+    """The best query / document Settings with the demonstrations are one more pass per side, scored in the grid;
+    the winner is the one rule's over every cell, each demonstration counting one change."""
+    r, drawn = corpus_result, corpus_result.corpus_demonstrations
+    pairs = [[drawn["passages"][d], drawn["labels"][d]] for d in drawn["ids"]]
+    without = drawn["without"]
+    for plan, index in ((r.query_settings, without["query"]), (r.document_settings, without["document"])):
+        assert len(plan) == 3 and [demo.as_pair() for demo in plan[-1].demonstrations] == pairs
+        assert plan[-1] == plan[index].replace(demonstrations=plan[-1].demonstrations)
+        assert f"{'query' if plan is r.query_settings else 'document'}:{describe(plan[-1])}" in r.seconds
+    assert np.asarray(r.grid).shape == (3, 3, r.num_layers + 1) and drawn["seconds"] == 0.25
+    cells = [
+        Scored((q, d), r.grid[i][j]) for i, q in enumerate(r.query_settings) for j, d in enumerate(r.document_settings)
+    ]
+    chosen = one_rule(cells, cells[0], r.settings["min_gain"])  # cell 0: vanilla PromptEOL on both sides
+    assert (r.query_settings.index(chosen.settings[0]), r.document_settings.index(chosen.settings[1])) == (
+        r.winner["query"],
+        r.winner["document"],
+    )
+    assert cells[-1].changes() == cells[without["query"] * 3 + without["document"]].changes() + 4
+    assert set(r.held_out) == {"winner", "vanilla", "without"}
+    summary = json.loads(json.dumps(r.to_dict()))
+    assert summary["corpus_demonstrations"]["without"]["query_label"] == r.label(without, "query")
+    assert "Corpus demonstrations: 2 documents relevant to no train query" in r.to_markdown()
+
+
+def test_a_corpus_demonstration_winner_is_written_to_a_preset_that_embeds_with_them(
+    corpus_result, tiny_llama, tmp_path, monkeypatch
+):
+    """A winner with the demonstrations on both sides writes them into the preset's task settings; the backbone's
+    default model loads them and embeds as a model built with them."""
+    import copy
+
+    import sentence_transformers_tp.presets as presets
+
+    r = copy.copy(corpus_result)
+    r.winner = {"query": 2, "document": 2, "layer": 3, "ndcg_at_10": r.grid[2][2][3]}  # made the winner here
+    drawn = r.corpus_demonstrations
+    pairs = [[drawn["passages"][d], "Topic"] for d in drawn["ids"]]
+    assert r.task_settings()["query"]["demonstrations"] == r.task_settings()["document"]["demonstrations"] == pairs
+    path = write_tiny_preset(tmp_path / "tiny.yaml", tiny_llama)
+    write_task_settings(json.loads(json.dumps(r.to_dict())), path, "st-tp tune-retrieval --corpus-demonstrations 2")
+    assert presets.load_preset_file(path).task_settings_config() == r.task_settings()
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    model = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama))])
+    for task in ("query", "document"):
+        assert [demo.as_pair() for demo in model[0].task_settings_for(task).demonstrations] == pairs
+        prompt = model[0].templates_for(task=task)[0]  # both demonstrations in front of the placeholder
+        assert prompt.count('"Topic". ') == 2 and all(
+            0 <= prompt.find(p) < prompt.find("{placeholder}") for p, _ in pairs
+        )
+    built = SentenceTransformer(modules=[TokenPrependingTransformer(str(tiny_llama), **r.task_settings()["query"])])
+    texts = ["A man is playing a guitar.", "The cat sleeps."]
+    np.testing.assert_allclose(model.encode_query(texts), built.encode(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize(("count", "message"), [(-1, "non-negative"), (3, "only 2 of the 6 documents can be drawn")])
+def test_bad_corpus_demonstration_counts_are_one_line_errors(module, count, message):
+    """A negative count, or more documents than are relevant to no query of the split, is a one-line ValueError."""
+    with pytest.raises(ValueError, match=message) as error:
+        tune_retrieval(module, BEIR, "train", corpus_demonstrations=count, **CORPUS)
+    assert "\n" not in str(error.value)

@@ -163,6 +163,17 @@ def test_task_settings_written_from_settings_hold_only_the_differences():
     assert tasks.to_config(base) == {"query": {"tp_exit": 4}, "document": {}}
 
 
+def test_custom_demonstrations_in_task_settings_round_trip_through_config_and_yaml():
+    """A task Setting with custom demonstrations writes them as pairs and reads back equal, through YAML too."""
+    base = Setting(template="knowledge")
+    demos = [Demonstration("A passage from the corpus.", "Topic"), Demonstration("Horses", "Horse")]
+    tasks = TaskSettings({"query": base.replace(demonstrations=demos, output_layer=2), "document": base})
+    config = tasks.to_config(base)
+    assert config["query"] == {"demonstrations": [d.as_pair() for d in demos], "output_layer": 2}
+    again = TaskSettings.from_config(yaml.safe_load(yaml.safe_dump(config)), base)
+    assert dict(again) == dict(tasks) and again["query"].demonstrations == tuple(demos)
+
+
 def test_forward_settings_is_the_engine_projection():
     """forward_settings() carries the TP band and CP; without_tp() is the one spelling of TP off."""
     setting = Setting(tp_start=2, tp_exit=5, cp_layer=1, cp_alpha=0.5, cp_mode="nr")

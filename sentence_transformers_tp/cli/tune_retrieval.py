@@ -52,6 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-gain", type=float, default=0.5, help="nDCG@10 points a more complex setting must gain")
     parser.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default: 16)")
     parser.add_argument(
+        "--corpus-demonstrations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also search the best query and document settings with N in-context demonstrations from the corpus: "
+        "documents drawn at random (seeded by --seed), never one relevant to a query of --split, each cut to its "
+        "title (else its first sentence, at most 40 words) and labelled with the backbone's own greedy one-word "
+        "answer; on the query side, the document side and both (one more pass per side), kept only if they win "
+        "(default: 0, none)",
+    )
+    parser.add_argument(
         "--hybrid",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -94,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.checkpoint_dir, "--checkpoint-dir")
     if args.sparse and not args.hybrid:
         raise ValueError("--sparse searches the sparse channel of the fusion stage: add --hybrid")
+    if args.corpus_demonstrations < 0:
+        raise ValueError(f"--corpus-demonstrations {args.corpus_demonstrations}: a number of documents, 0 or more")
     if args.out and not Path(args.out).is_file():
         raise FileNotFoundError(f"--out {args.out}: no such preset file (the settings are added to an existing one)")
     templates = {}
@@ -123,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         hybrid=args.hybrid,
         sparse=args.sparse,
+        corpus_demonstrations=args.corpus_demonstrations,
     )
     report = result.to_markdown()
     print(report)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sentence_transformers_tp.module import TokenPrependingTransformer
+from sentence_transformers_tp.factory import as_module
 from sentence_transformers_tp.settings import Setting
 from sentence_transformers_tp.truncation import report_truncation
 from sentence_transformers_tp.tuning.cells import Scored, describe
@@ -25,33 +25,6 @@ from sentence_transformers_tp.tuning.objectives import Objective
 logger = logging.getLogger(__name__)
 
 __all__ = ["PassStore", "Search", "as_module", "encode_all_layers", "with_bands"]
-
-
-def as_module(model: Any, template: str | Sequence[str] | None = None, **module_kwargs: Any) -> Any:
-    """The :class:`~sentence_transformers_tp.module.TokenPrependingTransformer` to tune.
-
-    Args:
-        model: A module, a ``SentenceTransformer`` whose first module is one, or a backbone name/path (a module is
-            then built with ``template``, default ``"prompteol"``, and ``module_kwargs``).
-        template: For a given module: None or the module's template.
-        **module_kwargs: Constructor arguments when a module is built.
-
-    Raises:
-        ValueError: If the model holds no such module, or ``template`` differs from the module's.
-    """
-    if isinstance(model, TokenPrependingTransformer):
-        module = model
-    elif hasattr(model, "__getitem__") and hasattr(model, "encode"):
-        module = model[0]
-        if not isinstance(module, TokenPrependingTransformer):
-            raise ValueError("The SentenceTransformer's first module is not a TokenPrependingTransformer.")
-    else:
-        return TokenPrependingTransformer(str(model), template or "prompteol", **module_kwargs)
-    if template is not None and template != module.template:
-        raise ValueError(
-            f"The model's template is {module.template!r}; build a model with template {template!r} to tune it."
-        )
-    return module
 
 
 def encode_all_layers(

@@ -1,7 +1,10 @@
 """The retrieval search (``st-tp tune-retrieval``): query and document Settings (per side every template with TP off
 and each band, and the module's own) and one output layer, by nDCG@10 of the tuning half of a seeded query sample of
 a BEIR-layout train split; the winner (both sides' changes counted) is checked on the held-out half, then nDCG@10 per
-document Setting by relevant-document length. ``hybrid=True`` then chooses the hybrid fusion (:func:`tune_fusion`)."""
+document Setting by relevant-document length. ``corpus_demonstrations=N`` adds the best query and document Settings
+with N demonstrations drawn from the corpus (never a document relevant to a query of the split) and labelled by the
+backbone, on either side and both, under the same rule. ``hybrid=True`` then chooses the hybrid fusion
+(:func:`tune_fusion`)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from sentence_transformers_tp.demonstrations import draw_passages
 from sentence_transformers_tp.evaluation.retrieval import BEIRData, load_beir
 from sentence_transformers_tp.hybrid.corpus import corpus_hash
 from sentence_transformers_tp.hybrid.encoders import normalize_rows
@@ -25,6 +29,7 @@ from sentence_transformers_tp.hybrid.preset import HYBRID_KEY, tuned_fusion_bloc
 from sentence_transformers_tp.hybrid.retriever import HybridRetriever
 from sentence_transformers_tp.hybrid.scoring import top_k_search
 from sentence_transformers_tp.hybrid.selection import CHANNEL_ORDER, FusionChoice, choose_fusion
+from sentence_transformers_tp.labeling import label_with_backbone
 from sentence_transformers_tp.settings import CP_KEYS, LAYER_KEYS, Setting
 from sentence_transformers_tp.tuning.cells import Scored, best_layer, choose_winner, describe
 from sentence_transformers_tp.tuning.objectives import NDCGObjective
@@ -65,6 +70,9 @@ class RetrievalTuning(Result):
         lengths: Document length buckets: ``{"edges": [...], "rows": [{"label", "ndcg_at_10": [...]}], ...}``.
         hybrid: The fusion stage (``hybrid=True``): channels, held-out ids, the chosen label and its nDCG@10, each
             channel alone, the top candidates, the preset ``block`` and the seconds; None when not run.
+        corpus_demonstrations: The corpus demonstrations (``corpus_demonstrations=N``): the drawn document ``ids``,
+            their ``passages`` and backbone ``labels`` (None: no word), the labelling ``seconds`` and the winner
+            ``without`` them; None when not drawn.
     """
 
     backbone: str
@@ -80,6 +88,7 @@ class RetrievalTuning(Result):
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)
     lengths: dict[str, Any] = field(default_factory=dict)
     hybrid: dict[str, Any] | None = None
+    corpus_demonstrations: dict[str, Any] | None = None
 
     @property
     def output_layer(self) -> int:
@@ -102,6 +111,7 @@ class RetrievalTuning(Result):
             labels = {f"{side}_label": self.label(item, side) for side in ("query", "document")} if item else {}
             return {**item, **labels} if item else None
 
+        corpus = self.corpus_demonstrations
         return {
             "backbone": self.backbone,
             "num_layers": self.num_layers,
@@ -118,6 +128,7 @@ class RetrievalTuning(Result):
             "output_layer": self.output_layer,
             "task_settings": self.task_settings(),
             "hybrid": self.hybrid,
+            **({"corpus_demonstrations": {**corpus, "without": cell(corpus.get("without"))}} if corpus else {}),
         }
 
     def preset_entry(self, command: str | None = None) -> dict[str, Any]:
@@ -136,6 +147,7 @@ class RetrievalTuning(Result):
         rows = [[describe(q), *cells(row)] for q, row in zip(self.query_settings, self.grid)]
         lines += [*table(["query \\ document", *labels], rows), ""]
         named = {"winner": self.winner, "vanilla PromptEOL": self.vanilla, "module default": self.default}
+        named["without corpus demonstrations"] = (self.corpus_demonstrations or {}).get("without")
         rows = [
             [name, self.label(item, "query"), self.label(item, "document"), item["layer"], f"{item['ndcg_at_10']:.2f}"]
             + [f"{self.held_out.get(name.split()[0], {}).get(key, float('nan')):.2f}" for key in HEADLINE]
@@ -164,6 +176,12 @@ class RetrievalTuning(Result):
             rows = [[f"{name} alone", held(v["tuning"]), held(v["held_out"])] for name, v in h["baselines"].items()]
             rows.append([f"chosen: {h['label']}", held(h["tuning_ndcg_at_10"]), held(h["held_out_ndcg_at_10"])])
             lines += table(["channels", "tuning nDCG@10", "held-out nDCG@10"], rows)
+        if self.corpus_demonstrations:
+            c = self.corpus_demonstrations
+            drawn = ", ".join(f"{d} ({c['labels'][d] or 'no word: dropped'})" for d in c["ids"])
+            note = f"Corpus demonstrations: {len(c['ids'])} documents relevant to no {s['split']} query (seed "
+            note += f"{s['seed']}; title, else first sentence, at most 40 words), labelled by the backbone in "
+            lines += ["", note + f"{c['seconds']:.1f} s: {drawn}."]
         lines += ["", "Pass times (all layers captured, wall seconds):", ""]
         lines += [f"- {name}: {sec:.1f} s" for name, sec in self.seconds.items()]
         return "\n".join(lines) + "\n"
@@ -304,6 +322,7 @@ def tune_retrieval(
     checkpoint_dir: str | os.PathLike | None = None,
     hybrid: bool = False,
     sparse: bool = False,
+    corpus_demonstrations: int = 0,
 ) -> RetrievalTuning:
     """Search query and document Settings and the output layer for retrieval by nDCG@10 (see the module).
 
@@ -326,10 +345,14 @@ def tune_retrieval(
         progress: Called with one line per pass (e.g. ``print``).
         hybrid: Then choose the hybrid retriever's fusion (:func:`tune_fusion`; :func:`write_hybrid` stores it).
         sparse: With ``hybrid``, also search the module's own PromptReps sparse channel.
+        corpus_demonstrations: Documents drawn (seeded) from the corpus, never one relevant to a query of ``split``,
+            shortened (:func:`~sentence_transformers_tp.demonstrations.draw_passages`) and labelled by
+            :func:`~sentence_transformers_tp.labeling.label_with_backbone`: the best query and document Settings are
+            searched again with them in front (one more pass per side); 0: none.
 
     Raises:
-        ValueError: If ``prompteol`` is missing from a template list, an argument is out of range, or ``sparse`` is set
-            without ``hybrid``.
+        ValueError: If ``prompteol`` is missing from a template list, an argument is out of range (including more
+            ``corpus_demonstrations`` than documents relevant to no query), or ``sparse`` is set without ``hybrid``.
     """
     if not 0 <= held_out < 1:
         raise ValueError(f"held_out must be in [0, 1), got {held_out}.")
@@ -353,7 +376,8 @@ def tune_retrieval(
         )
     documents = [s.replace(max_seq_length=max_seq_length) for s in documents]
 
-    data = load_beir(folder, split).subset(sample=sample, seed=seed, corpus_sample=corpus_sample)
+    full = load_beir(folder, split)
+    data = full.subset(sample=sample, seed=seed, corpus_sample=corpus_sample)
     ids = list(data.queries)
     order = np.random.default_rng(seed).permutation(len(ids))
     n_held = int(round(len(ids) * held_out))
@@ -366,25 +390,43 @@ def tune_retrieval(
     settings.update(tp_bands=[list(b) for b in bands], min_gain=min_gain)
     result = RetrievalTuning(str(module.backbone_name), num_layers, settings, queries, documents)
     search = Search(module, checkpoint_dir, batch_size, progress)
+    demos: list[Any] = []
+    if corpus_demonstrations != 0:  # drawn before any pass: a bad count fails at once
+        relevant = {d for judged in full.qrels.values() for d, rel in judged.items() if rel > 0}
+        corpus = dict(zip(full.doc_ids, zip(full.titles, full.texts)))
+        passages = draw_passages(corpus, corpus_demonstrations, seed=seed, exclude=relevant)
+        demos = label_with_backbone(module, list(passages.values()), batch_size=batch_size)
+        words = {demo.sentence: demo.word for demo in demos}
+        result.corpus_demonstrations = dict(ids=list(passages), passages=passages, seconds=demos.seconds)
+        result.corpus_demonstrations["labels"] = {d: words.get(passage) for d, passage in passages.items()}
+        search.say(f"corpus demonstrations: {len(demos)} of {len(passages)} labelled in {demos.seconds:.1f} s")
 
-    doc_states = [search.states(data.documents(), setting, "document") for setting in documents]
-    query_states = [search.states([data.queries[q] for q in ids], setting, "query") for setting in queries]
-    result.seconds = search.seconds
-    tuning, n = NDCGObjective(data, tune_ids), len(documents)
-    grid = itertools.product(zip(queries, query_states), zip(documents, doc_states))
-    cells = [Scored((q, d), tuning(qs, ds), data="tuning") for (q, qs), (d, ds) in grid]
-    result.grid = [[cell.scores for cell in cells[i : i + n]] for i in range(0, len(cells), n)]
+    texts = {"query": [data.queries[q] for q in ids], "document": data.documents()}
+    doc_states = [search.states(texts["document"], setting, "document") for setting in documents]
+    query_states = [search.states(texts["query"], setting, "query") for setting in queries]
+    result.seconds, tuning = search.seconds, NDCGObjective(data, tune_ids)
 
-    def as_cell(i: int) -> dict[str, Any]:
-        return {"query": i // n, "document": i % n, "layer": cells[i].best_layer, "ndcg_at_10": cells[i].best}
+    def choose() -> dict[str, Any]:
+        """Score every (query, document) cell so far into the grid; the winner by the one rule."""
+        n = len(documents)
+        grid = itertools.product(zip(queries, query_states), zip(documents, doc_states))
+        cells = [Scored((q, d), tuning(qs, ds), data="tuning") for (q, qs), (d, ds) in grid]
+        result.grid = [[cell.scores for cell in cells[i : i + n]] for i in range(0, len(cells), n)]
+        as_cell = lambda i: dict(query=i // n, document=i % n, layer=cells[i].best_layer, ndcg_at_10=cells[i].best)
+        both = lambda s: queries.index(s) * n + documents.index(s.replace(max_seq_length=max_seq_length))
+        result.vanilla, result.default = as_cell(both(Setting())), as_cell(both(own)) if include_default else None
+        result.winner = as_cell(cells.index(choose_winner(cells, cells[both(Setting())], min_gain)))
+        return result.winner
 
-    def on_both_sides(setting: Setting) -> int:
-        return queries.index(setting) * n + documents.index(setting.replace(max_seq_length=max_seq_length))
-
-    vanilla = on_both_sides(Setting())
-    result.vanilla = as_cell(vanilla)
-    result.winner = winner = as_cell(cells.index(choose_winner(cells, cells[vanilla], min_gain)))
-    result.default = as_cell(on_both_sides(own)) if include_default else None
+    winner = choose()
+    if demos:  # the best query and document Settings with the corpus demonstrations: either side, then both
+        result.corpus_demonstrations["without"] = winner
+        for side, options, states in (("query", queries, query_states), ("document", documents, doc_states)):
+            setting = options[winner[side]].replace(demonstrations=tuple(demos))
+            if setting not in options:
+                options.append(setting)
+                states.append(search.states(texts[side], setting, side))
+        winner = choose()
     labels = f"{result.label(winner, 'query')} / {result.label(winner, 'document')}"
     search.say(
         f"winner: {labels} at layer {winner['layer']}: {winner['ndcg_at_10']:.2f} (vanilla PromptEOL "
@@ -393,7 +435,8 @@ def tune_retrieval(
     # Held-out queries: the winner and the baselines at the layers chosen on the tuning queries.
     if held_ids:
         check = NDCGObjective(data, held_ids)
-        for name, cell in (("winner", result.winner), ("vanilla", result.vanilla), ("module", result.default)):
+        named = [("winner", result.winner), ("vanilla", result.vanilla), ("module", result.default)]
+        for name, cell in [*named, ("without", (result.corpus_demonstrations or {}).get("without"))]:
             if cell:
                 q, d, k = query_states[cell["query"]], doc_states[cell["document"]], cell["layer"]
                 means = check.metrics(q[:, k], d[:, k], k_values=(10, 100))[0]

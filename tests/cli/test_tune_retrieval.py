@@ -39,6 +39,8 @@ def test_tune_retrieval_writes_json_markdown_and_preset(tiny_llama, tmp_path, ca
         (["--document-templates", "prompteol,nope"], "unknown or no template"),
         (["--tp-bands", "1to3"], "cannot parse"),
         (["--sparse"], "add --hybrid"),
+        (["--corpus-demonstrations", "-1"], "0 or more"),
+        (["--sample", "0", "--corpus-demonstrations", "3"], "only 2 of the 6 documents can be drawn"),
     ],
 )
 def test_bad_options_are_one_line_errors(tiny_llama, capsys, extra, message):
@@ -82,3 +84,13 @@ def test_tune_retrieval_without_hybrid_leaves_the_preset_without_a_hybrid_block(
     assert main(args) == 0
     assert json.loads((tmp_path / "r.json").read_text())["hybrid"] is None
     assert load_preset_file(preset).hybrid is None
+
+
+def test_tune_retrieval_corpus_demonstrations_are_recorded_in_the_json(tiny_llama, tmp_path):
+    """--corpus-demonstrations N records the drawn documents (relevant to no train query) and their labels."""
+    args = ["tune-retrieval", "--model", str(tiny_llama), "--retrieval", str(BEIR), "--sample", "0"]
+    args += ["--corpus-sample", "-1", "--held-out", "0", "--tp-bands", "", "--no-default"]
+    args += ["--corpus-demonstrations", "2", "--json", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    drawn = json.loads((tmp_path / "r.json").read_text())["corpus_demonstrations"]
+    assert sorted(drawn["ids"]) == ["d3", "d5"] and set(drawn["labels"]) == {"d3", "d5"} and drawn["seconds"] >= 0
