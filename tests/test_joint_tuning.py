@@ -261,7 +261,9 @@ def test_demonstration_screen_counts_its_passes_and_keeps_the_best(module, data_
     ranked = sorted(screen, key=lambda p: -p.best)[:2]
     assert record["kept"] == [p.setting.demonstrations[0].word for p in ranked]
     stage2 = [p for p in result.passes if p.data == "sample" and p.setting.demonstrations]
-    assert len(stage2) == 2 * 2 and {p.setting.demonstrations[0].word for p in stage2} == set(record["kept"])
+    single = [p for p in stage2 if len(p.setting.demonstrations) == 1]
+    assert len(single) == 2 * 2 and {p.setting.demonstrations[0].word for p in single} == set(record["kept"])
+    assert [len(p.setting.demonstrations) for p in stage2 if p not in single] == [2]  # the 2 kept in one prompt
     assert "Demonstration screen: 4 candidates" in result.to_markdown() and result.to_dict()["screen"] == record
     unscreened = tune_joint(module, data_dir, sample=16, screen_sample=8, screen_top=4, **options)
     assert unscreened.screen == {} and not [p for p in unscreened.passes if p.data == "screen"]
@@ -269,9 +271,10 @@ def test_demonstration_screen_counts_its_passes_and_keeps_the_best(module, data_
         tune_joint(module, data_dir, screen_top=0, **options)
 
 
-def test_demonstration_extras_add_ck_and_a_template_ensemble_with_the_best_demonstration():
+def test_demonstration_extras_add_ck_a_template_ensemble_and_more_shots():
     """Stage 2 adds CK (searched, without a demonstration yet) and the two best single templates' ensemble, each
-    with the best demonstration at the best template's band; nothing without stage-2 passes."""
+    with the best demonstration at the best template's band, then the best setting with its 2 best demonstrations
+    in one prompt (3 when there are 3); nothing without stage-2 passes."""
     from sentence_transformers_tp.settings import Setting
     from sentence_transformers_tp.tuning.joint import demonstration_extras
 
@@ -287,7 +290,18 @@ def test_demonstration_extras_add_ck_and_a_template_ensemble_with_the_best_demon
     assert extras == [
         Setting(template="ck", demonstrations=(music,)),
         knowledge.replace(template=("knowledge", "pretended_cot"), demonstrations=(music,)),
+        knowledge.replace(demonstrations=(music, smoking)),
     ]
+    horse = ("A jockey riding a horse.", "Equestrian")
+    stage2.append(scored(knowledge.replace(demonstrations=(horse,)), 71.5))
+    stage2.append(scored(Setting(template="pretended_cot", demonstrations=(horse,)), 75.0))  # another base: its own
+    extras = demonstration_extras(stage1, stage2[:3], ("knowledge",))
+    assert extras[-2:] == [
+        knowledge.replace(demonstrations=(music, horse)),
+        knowledge.replace(demonstrations=(music, horse, smoking)),
+    ]
+    # The best base now holds only one demonstration: no multi-shot setting.
+    assert all(len(s.demonstrations) == 1 for s in demonstration_extras(stage1, stage2, ("knowledge",)))
     assert demonstration_extras(stage1, [], ("ck",)) == []
     assert demonstration_extras(stage1, stage2, ("knowledge",))[0].template == ("knowledge", "pretended_cot")
 

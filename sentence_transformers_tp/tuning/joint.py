@@ -312,7 +312,8 @@ def demonstration_extras(
     stage1: Sequence[Scored], stage2: Sequence[Scored], templates: Sequence[str | Sequence[str]]
 ) -> list[Setting]:
     """The Settings stage 2 adds with its best demonstration: CK with it (when CK was searched in stage 1 but got no
-    demonstration), and the ensemble of the two best single templates of stage 1 with it (at the best one's TP band).
+    demonstration), and the ensemble of the two best single templates of stage 1 with it (at the best one's TP band);
+    then the best stage-2 setting with its two and its three best demonstrations in one prompt (best first).
 
     Args:
         stage1: The stage-1 passes.
@@ -321,7 +322,8 @@ def demonstration_extras(
     """
     if not stage2:
         return []
-    demo = max(stage2, key=lambda p: finite(p.best)).setting.demonstrations
+    top = max(stage2, key=lambda p: finite(p.best)).setting
+    demo, base = top.demonstrations, top.replace(demonstrations=())
     with_demo = {p.setting.replace(demonstrations=()) for p in stage2}
     ranked = sorted(stage1, key=lambda p: -finite(p.best))
     extras = []
@@ -332,6 +334,11 @@ def demonstration_extras(
     if len(singles) >= 2:
         first = next(p.setting for p in ranked if p.setting.template == singles[0])
         extras.append(first.replace(template=(singles[0], singles[1]), demonstrations=demo))
+    same_base = sorted(
+        (p for p in stage2 if p.setting.replace(demonstrations=()) == base), key=lambda p: -finite(p.best)
+    )
+    shots = list(dict.fromkeys(d for p in same_base for d in p.setting.demonstrations))
+    extras += [base.replace(demonstrations=tuple(shots[:n])) for n in (2, 3) if len(shots) >= n]
     return [s for s in dict.fromkeys(extras) if s not in {p.setting for p in stage2}]
 
 
