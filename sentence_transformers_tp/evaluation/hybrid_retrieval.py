@@ -95,7 +95,7 @@ def evaluate_hybrid_retrieval(
     k_values: Sequence[int] = DEFAULT_K_VALUES,
     channel_k: int = 1000,
     batch_size: int = 32,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
     index_path: str | Path | None = None,
     show_progress_bar: bool = False,
     encode_kwargs: Mapping[str, Any] | None = None,

@@ -13,7 +13,9 @@ Each document is encoded once per channel. With ``path``, the index (dense matri
 settings and a content hash of the corpus) is written to that folder, and a later ``index(corpus, path=...)`` with
 the same corpus and settings loads it instead of encoding again; a different corpus or different settings (another
 model, BM25 parameters, channels) raise a clear error rather than returning stale results (``overwrite=True``
-rebuilds). :meth:`HybridRetriever.load` opens a saved index directly (the dense matrix memory-mapped).
+rebuilds). :meth:`HybridRetriever.load` opens a saved index directly (the dense matrix memory-mapped). An interrupted
+build with ``path`` resumes: finished chunks are kept in a hidden sibling folder until the index is saved
+(:mod:`sentence_transformers_tp.hybrid.partial`).
 
 Search is chunked (query and document blocks, a running top-k per query), so memory stays bounded on large corpora:
 never a full queries x corpus score matrix. Each channel returns its top ``channel_k`` documents per query (default
@@ -41,6 +43,7 @@ from sentence_transformers_tp.hybrid.bm25 import BM25_DEFAULTS, BM25Channel
 from sentence_transformers_tp.hybrid.corpus import corpus_hash, prepare_corpus
 from sentence_transformers_tp.hybrid.encoders import encode_dense, encode_joint, encode_sparse, model_fingerprint
 from sentence_transformers_tp.hybrid.fusion import CHANNELS, FUSIONS, RRF_K, Run, check_weights, fuse
+from sentence_transformers_tp.hybrid.partial import PartialIndex, partial_folder
 from sentence_transformers_tp.hybrid.preset import preset_fusion
 from sentence_transformers_tp.hybrid.scoring import top_k_search
 
@@ -89,7 +92,7 @@ class HybridRetriever:
         rrf_k: int = RRF_K,
         channel_k: int = 1000,
         batch_size: int = 32,
-        chunk_size: int = 1024,
+        chunk_size: int = 256,
         show_progress_bar: bool = False,
         encode_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -240,7 +243,8 @@ class HybridRetriever:
                 (see :func:`~sentence_transformers_tp.hybrid.corpus.prepare_corpus`).
             ids: Document ids of a list of texts (default: positions).
             path: A folder for the index: loaded when it holds the index of this corpus with these settings,
-                written otherwise.
+                written otherwise. While it is built, finished chunks are kept in ``.<name>.partial`` next to it, so
+                an interrupted build of the same corpus with the same settings resumes from its last finished chunk.
             overwrite: Rebuild and replace an index at ``path`` that was built for another corpus or settings
                 (default: raise).
 
@@ -261,11 +265,15 @@ class HybridRetriever:
                 return self
             if not overwrite:
                 raise ValueError(f"{path} holds a hybrid index of {problem}; use another folder or overwrite=True")
+        partial = None
         if path is not None:
             _check_target(Path(path))  # before encoding, not after
-        self._build(doc_ids, texts, digest)
+            key = {"corpus_hash": digest, "settings": self.index_settings(), "chunk_size": self.chunk_size}
+            partial = PartialIndex(partial_folder(path), key)
+        self._build(doc_ids, texts, digest, partial)
         if path is not None:
             self.save(path)
+            partial.remove()
         return self
 
     def _mismatch(self, meta: Mapping[str, Any], digest: str | None) -> str | None:
@@ -280,29 +288,48 @@ class HybridRetriever:
             return f"other settings (differing: {', '.join(keys)}; saved {saved}, now {ours})"
         return None
 
-    def _build(self, doc_ids: list[str], texts: list[str], digest: str) -> None:
+    def _build(self, doc_ids: list[str], texts: list[str], digest: str, partial: PartialIndex | None) -> None:
         self.ids, self.texts, self.corpus_hash = doc_ids, texts, digest
         self.tie_key = _tie_key(doc_ids)
         if self.joint:
-            self.dense_matrix, self.sparse_matrix = self._encode_corpus("joint")
+            self.dense_matrix, self.sparse_matrix = self._encode_corpus("joint", partial)
         else:
-            self.dense_matrix = self._encode_corpus("dense") if self.dense_model is not None else None
-            self.sparse_matrix = self._encode_corpus("sparse") if self.sparse_model is not None else None
+            self.dense_matrix = self._encode_corpus("dense", partial) if self.dense_model is not None else None
+            self.sparse_matrix = self._encode_corpus("sparse", partial) if self.sparse_model is not None else None
         self.bm25 = None
         if self.bm25_settings is not None:
             self.bm25 = BM25Channel(**self.bm25_settings)
             self.bm25.index(texts, show_progress_bar=self.show_progress_bar)
 
-    def _encode_corpus(self, channel: str) -> Any:
-        """Encode every document once, in chunks, longest first (so an out-of-memory error shows at once)."""
+    def _encode_corpus(self, channel: str, partial: PartialIndex | None) -> Any:
+        """Encode every document once, in chunks, longest first (so an out-of-memory error shows at once).
+
+        Chunks that ``partial`` holds from an interrupted build are loaded; each newly encoded chunk is stored there.
+        """
         order = sorted(range(len(self.texts)), key=lambda i: -len(self.texts[i]))
         parts: list[Any] = []
+        resumed = 0
         bar = tqdm(total=len(order), desc=f"Indexing ({channel})", unit="doc", disable=not self.show_progress_bar)
         with bar:
-            for start in range(0, len(order), self.chunk_size):
+            for number, start in enumerate(range(0, len(order), self.chunk_size)):
                 chunk = [self.texts[i] for i in order[start : start + self.chunk_size]]
-                parts.append(self._encode(channel, chunk, "document"))
+                part = None if partial is None else partial.load(channel, number)
+                if part is None:
+                    part = self._encode(channel, chunk, "document")
+                    if partial is not None:
+                        partial.save(channel, number, part)
+                else:
+                    rows = (part[0] if channel == "joint" else part).shape[0]
+                    if rows != len(chunk):
+                        raise ValueError(
+                            f"{partial.folder}: chunk {number} holds {rows} documents, not {len(chunk)}; "
+                            "delete the folder to rebuild"
+                        )
+                    resumed += len(chunk)
+                parts.append(part)
                 bar.update(len(chunk))
+        if resumed:
+            logger.info(f"Indexing ({channel}): {resumed} of {len(order)} documents loaded from {partial.folder}")
         inverse = np.argsort(np.asarray(order))
         if channel == "joint":
             dense = np.concatenate([part[0] for part in parts], axis=0)[inverse]
