@@ -1,10 +1,8 @@
 """The retrieval search (``st-tp tune-retrieval``): query and document Settings (per side every template with TP off
 and each band, and the module's own) and one output layer, by nDCG@10 of the tuning half of a seeded query sample of
 a BEIR-layout train split; the winner (both sides' changes counted) is checked on the held-out half, then nDCG@10 per
-document Setting by relevant-document length. ``corpus_demonstrations=N`` adds the best query and document Settings
-with N demonstrations drawn from the corpus (never a document relevant to a query of the split) and labelled by the
-backbone, on either side and both, under the same rule. ``hybrid=True`` then chooses the hybrid fusion
-(:func:`tune_fusion`)."""
+document Setting by relevant-document length; then, optionally, corpus demonstrations on either side and both, under
+the same rule, and the hybrid fusion (:func:`tune_fusion`)."""
 
 from __future__ import annotations
 
