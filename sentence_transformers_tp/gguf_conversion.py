@@ -2,7 +2,8 @@
 
 :func:`gguf_to_checkpoint` reads the file with transformers (which needs ``gguf`` and ``accelerate``), rebuilds the
 base model without its quantization config, saves it in float32 with the tokenizer exactly as the GGUF file defines
-it (checked by a round trip), and keeps the result as an entry of the checked cache of
+it (checked by a round trip) and, when the file's output projection is not the input embedding matrix, the LM head
+in :data:`LM_HEAD_FILE` (the sparse channel needs it), and keeps the result as an entry of the checked cache of
 :mod:`sentence_transformers_tp.cache_store`, keyed by the file's content. A conversion shows a progress bar on
 stderr; a truncated or damaged GGUF file gets a one-line error instead of transformers' own.
 
@@ -17,6 +18,7 @@ import contextvars
 import copy
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GGUF_INSTALL_COMMAND",
     "GGUF_MAGIC",
+    "LM_HEAD_FILE",
     "BackboneNotInstalledError",
     "gguf_to_checkpoint",
     "pip_install_command",
@@ -56,9 +59,12 @@ GGUF_INSTALL_COMMAND = 'pip install "gguf>=0.10"'
 #: The first bytes of every GGUF file.
 GGUF_MAGIC = b"GGUF"
 _MIN_GGUF_VERSION = (0, 10)
-# Bump when the layout or content of a converted checkpoint changes (and change the entry names with it, e.g. a
-# ``-v3`` suffix): old entries are then ignored, not reused.
-_CACHE_FORMAT_VERSION = 2
+# Recorded in each entry; bump when the layout or content of a converted checkpoint changes, and make
+# ``_find_usable`` reject the old entries that lack what changed (format 3 added the untied LM head: ``_missing_head``).
+_CACHE_FORMAT_VERSION = 3
+#: The file of a converted checkpoint that holds an untied LM head (``lm_head.weight``, float32): the base model in
+#: ``model.safetensors`` has none, and the sparse channel reads it from here.
+LM_HEAD_FILE = "lm_head.safetensors"
 
 
 class BackboneNotInstalledError(ImportError):
@@ -100,8 +106,9 @@ def gguf_to_checkpoint(
 ) -> Path:
     """Dequantize a GGUF file once into a normal Hugging Face checkpoint (base model + tokenizer) in the cache.
 
-    The checkpoint holds the base model (``AutoModel``, no LM head) in float32 and the tokenizer exactly as the
-    GGUF file defines it. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash is the start of the SHA-256 of
+    The checkpoint holds the base model (what ``AutoModel`` loads) in float32, the tokenizer exactly as the GGUF
+    file defines it and, for a file whose output projection is not tied to the input embeddings, the LM head in
+    :data:`LM_HEAD_FILE`. It lives in ``<cache>/gguf/<stem>-<hash>/``, where the hash is the start of the SHA-256 of
     the file's content: later calls (from any virtual environment, with the file at any path) return it without
     converting again, after checking it against its manifest (a damaged entry is converted again). The conversion
     shows a progress bar on stderr.
@@ -142,7 +149,7 @@ def gguf_to_checkpoint(
         if found is not None:  # another process converted it while we waited
             return found
         for entry, problem in damaged:
-            logger.warning("Cache entry %s is damaged (%s); rebuilding it from %s", entry, problem, source)
+            logger.warning("Cache entry %s is damaged or outdated (%s); rebuilding it from %s", entry, problem, source)
             shutil.rmtree(entry, ignore_errors=True)
         if locked:
             remove_stale_temporaries(root, target.name)
@@ -182,7 +189,7 @@ def _find_usable(root: Path, key: str, preferred: Path) -> tuple[Path | None, li
     for candidate in candidates:
         if not is_complete_entry(candidate):
             continue
-        problem = check_entry_for_use(candidate)
+        problem = check_entry_for_use(candidate) or _missing_head(candidate)
         if problem:
             damaged.append((candidate, problem))
             continue
@@ -253,11 +260,26 @@ class _DamagedFileError(ValueError):
     """A GGUF file that cannot be read (truncated, damaged, not GGUF); :func:`gguf_to_checkpoint` adds the fix."""
 
 
-def _convert_gguf(source: Path, output_dir: Path) -> dict:
-    """Dequantize ``source`` and save the base model (float32) and its tokenizer into ``output_dir``.
+def _missing_head(entry: Path) -> str:
+    """Why an entry converted by an older version must be converted again: an untied model saved without its LM head
+    (empty when it has one, or ties it)."""
+    try:
+        config = json.loads((entry / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""  # the manifest check reports a damaged entry
+    if config.get("tie_word_embeddings", True) or (entry / LM_HEAD_FILE).is_file():
+        return ""
+    return f"converted by an older version without the untied LM head ({LM_HEAD_FILE}) that the sparse channel needs"
 
-    ``save_pretrained`` refuses a GGUF-loaded model, so the weights are moved into a fresh model built from the same
-    config without its ``quantization_config``.
+
+def _convert_gguf(source: Path, output_dir: Path) -> dict:
+    """Dequantize ``source`` and save the base model (float32), its untied LM head and its tokenizer into
+    ``output_dir``.
+
+    The file is read as a causal LM, so its output projection is loaded too. ``save_pretrained`` refuses a
+    GGUF-loaded model, so the base model's weights are moved into a fresh model built from the same config without
+    its ``quantization_config``. An output projection that is not the input embedding matrix is written to
+    :data:`LM_HEAD_FILE` under its causal-LM name (``lm_head.weight``).
 
     Args:
         source: The GGUF file.
@@ -268,7 +290,8 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
     """
     import torch
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     load_kwargs: dict = {"gguf_file": source.name, "dtype": torch.float32}
@@ -277,7 +300,7 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
         # Newer transformers can keep GGUF blocks packed behind matmul kernels; we want plain dense weights.
         load_kwargs["quantization_config"] = gguf_config_cls(dequantize=True)
     try:
-        gguf_model = AutoModel.from_pretrained(str(source.parent), **load_kwargs)
+        causal = AutoModelForCausalLM.from_pretrained(str(source.parent), **load_kwargs)
     except Exception as error:
         problem = _gguf_file_problem(source)
         if problem is None:
@@ -285,6 +308,11 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
         raise _DamagedFileError(problem) from error
     _advance("read and dequantize")
 
+    gguf_model, head = causal.base_model, causal.get_output_embeddings()
+    head_weight, head_name = None, "lm_head"
+    if head is not None and head.weight is not causal.get_input_embeddings().weight:
+        head_weight = head.weight.detach().to(torch.float32).contiguous()
+        head_name = next(name for name, module in causal.named_modules() if module is head)
     config = copy.deepcopy(gguf_model.config)
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -295,11 +323,13 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
     with no_init_weights():  # the weights are replaced right away; skip the (slow) random init
         model = type(gguf_model)(config)
     model.load_state_dict(gguf_model.state_dict(), strict=True, assign=True)
-    del gguf_model
+    del gguf_model, causal, head
     model.eval()
     _advance("rebuild")
     model.save_pretrained(output_dir)
     del model
+    if head_weight is not None:
+        save_file({f"{head_name}.weight": head_weight}, str(output_dir / LM_HEAD_FILE))
     _advance("save weights")
 
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
@@ -315,6 +345,7 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
         "source_mtime_ns": stat.st_mtime_ns,
         "transformers_version": transformers.__version__,
         "dtype": "float32",
+        "lm_head": LM_HEAD_FILE if head_weight is not None else "tied",
         "seconds": round(time.perf_counter() - started, 1),
     }
 

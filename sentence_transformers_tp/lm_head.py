@@ -3,8 +3,10 @@ from the checkpoint's safetensors.
 
 sentence-transformers loads the backbone with ``AutoModel``, i.e. the decoder without its output projection. Most
 small decoders tie the projection to the input embedding matrix (SmolLM2, Gemma-3-270M, Qwen2.5-0.5B), so it is
-already loaded; untied ones (Llama-2/3, Mistral) keep it as a separate tensor in the checkpoint, which is read here
-on its own, without loading a second model.
+already loaded; untied ones (Llama-2/3, Mistral, and the Qwen2.5-Coder GGUF files, whose output projection is
+quantized on its own) keep it as a separate tensor in the checkpoint, which is read here on its own, without loading
+a second model. A converted GGUF checkpoint keeps it in its own file,
+:data:`~sentence_transformers_tp.gguf_conversion.LM_HEAD_FILE`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from sentence_transformers_tp.gguf_conversion import LM_HEAD_FILE
 
 __all__ = ["MissingLMHeadError", "head_is_tied", "logit_softcap", "output_embedding_key", "read_lm_head"]
 
@@ -83,7 +87,8 @@ def output_embedding_key(model: nn.Module) -> str:
 
 
 def read_lm_head(checkpoint: str | os.PathLike, key: str = "lm_head.weight") -> torch.Tensor:
-    """Read one tensor (the LM head weight) from a checkpoint's safetensors, single-file or sharded.
+    """Read one tensor (the LM head weight) from a checkpoint's safetensors, single-file or sharded, or from the
+    :data:`~sentence_transformers_tp.gguf_conversion.LM_HEAD_FILE` of a converted GGUF checkpoint.
 
     Args:
         checkpoint: A local checkpoint folder or a hub id (read from the local hub cache or the hub).
@@ -105,6 +110,7 @@ def read_lm_head(checkpoint: str | os.PathLike, key: str = "lm_head.weight") -> 
         files = [_checkpoint_file(checkpoint, shard)] if shard else []
     else:
         files = [_checkpoint_file(checkpoint, "model.safetensors")]
+    files.append(_checkpoint_file(checkpoint, LM_HEAD_FILE))
     for path in files:
         if path is None:
             continue
@@ -113,8 +119,8 @@ def read_lm_head(checkpoint: str | os.PathLike, key: str = "lm_head.weight") -> 
                 return handle.get_tensor(key)
     raise MissingLMHeadError(
         f"The backbone {checkpoint!r} does not tie its LM head to the input embeddings, and its checkpoint has no "
-        f"{key!r} in safetensors (a checkpoint saved from AutoModel, or a GGUF conversion, has no head). The sparse "
-        "channel needs the LM head: use the original causal-LM checkpoint."
+        f"{key!r} in safetensors (a checkpoint saved from AutoModel has no head). The sparse channel needs the LM head: "
+        "use the original causal-LM checkpoint."
     )
 
 

