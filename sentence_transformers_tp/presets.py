@@ -45,6 +45,7 @@ one place the module asks):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -543,6 +544,49 @@ def resolve_settings(
             merged["task_settings"] = tasks
         source = preset.name
     return ResolvedSettings(merged, preset, source)
+
+
+def default_setting(preset: Preset) -> Setting:
+    """The :class:`Setting` that ``TokenPrependingTransformer(<backbone>)`` embeds with under a preset: its tuned
+    ``combination`` (or its default template's entry), the base its ``task_settings`` entries change.
+
+    Args:
+        preset: The preset.
+
+    Returns:
+        The setting.
+    """
+    arguments = dict(preset.combination_settings() or {"template": preset.default_template})
+    return ResolvedSettings(arguments, preset).setting(preset.num_layers or 0)
+
+
+def pinned_task_settings(preset: Preset, combination: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The preset's ``task_settings`` as they must be written next to a new ``combination``.
+
+    A task entry names only the keys in which it differs from the default setting. When the combination changes, a
+    key the entry does not name (a layer span, demonstrations, CP) would silently change the task's setting as
+    well. So each such key gets its old value written into the entry, and every task keeps exactly the setting it
+    was tuned with.
+
+    Args:
+        preset: The preset as it is now.
+        combination: The new ``combination`` block.
+
+    Returns:
+        The entries (records kept, pinned keys before them), or None when the preset has no task settings.
+    """
+    if not preset.task_settings:
+        return None
+    before = default_setting(preset)
+    after = default_setting(dataclasses.replace(preset, combination=dict(combination)))
+    pinned: dict[str, dict[str, Any]] = {}
+    for task, entry in preset.task_settings.items():
+        old, new = Setting.from_config(entry, before), Setting.from_config(entry, after)
+        changed = [f.name for f in dataclasses.fields(Setting) if getattr(old, f.name) != getattr(new, f.name)]
+        keys = {key: value for key, value in entry.items() if key not in RECORD_KEYS}
+        keys.update({name: old.config_value(name) for name in changed})
+        pinned[task] = {**keys, **{key: entry[key] for key in RECORD_KEYS if key in entry}}
+    return pinned
 
 
 #: The module arguments that set per-task settings.

@@ -432,3 +432,34 @@ def test_preset_task_settings_record_a_score_never_below_vanilla(name):
         assert score["ndcg_at_10"] >= score["vanilla_prompteol_ndcg_at_10"]
         assert score["held_out_queries"] > 0 and score["held_out_ndcg_at_10"] is not None
     assert preset.task_settings["query"]["output_layer"] == preset.task_settings["document"]["output_layer"]
+
+
+def test_a_new_combination_leaves_the_task_settings_as_they_were(tiny_llama, tmp_path, monkeypatch):
+    """Writing a new combination into a preset pins, in each task entry, the keys the entry left to the old one: the
+    default module's query and document settings stay exactly what they were (a layer span, CP and demonstrations
+    of the new combination never leak into them)."""
+    import sentence_transformers_tp.presets as presets
+    from sentence_transformers_tp.tuning.result import write_preset_block
+
+    _combination_preset(
+        tmp_path, str(tiny_llama), {"template": "knowledge", "tp_start": 1, "tp_exit": 1, "output_layer": 3}
+    )
+    data = yaml.safe_load((tmp_path / "tiny.yaml").read_text(encoding="utf-8"))
+    data["task_settings"] = {
+        "query": {"template": "prompteol", "output_layer": 2, "status": "tuned", "score": {"ndcg_at_10": 50.0}},
+        "document": {"template": "retrieval_document", "max_seq_length": 64},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setattr(presets, "PRESET_DIR", tmp_path)
+    before = TokenPrependingTransformer(str(tiny_llama))
+    tasks = {task: before.task_settings_for(task) for task in ("query", "document")}
+
+    write_preset_block(tmp_path / "tiny.yaml", "combination", {**COMBINATION, "layer_span": 2})
+    after = TokenPrependingTransformer(str(tiny_llama))
+    assert after.setting.layer_span == 2 and after.setting.cp_layer == 1
+    assert {task: after.task_settings_for(task) for task in ("query", "document")} == tasks
+    written = presets.load_preset_file(tmp_path / "tiny.yaml").task_settings
+    assert written["query"]["layer_span"] == 1 and written["query"]["cp_layer"] is None
+    assert written["query"]["demonstrations"] == [] and written["query"]["score"] == {"ndcg_at_10": 50.0}
+    assert list(written["query"])[-2:] == ["status", "score"]
+    assert written["document"]["max_seq_length"] == 64 and written["document"]["tp_exit"] == 1

@@ -91,8 +91,8 @@ def test_models_without_tp_module_are_refused():
 
 
 def test_smollm2_default_is_recorded_with_its_demonstration_and_task_settings():
-    """The SmolLM2 default (preset combination + retrieval task settings) is not recorded as plain "knowledge":
-    the label names the demonstration and what query / document change."""
+    """The SmolLM2 default (preset combination + retrieval task settings) is not recorded as plain "prompteol":
+    the label names the demonstrations, the layer span and what query / document change."""
     from types import SimpleNamespace
 
     from sentence_transformers_tp.presets import get_preset
@@ -105,6 +105,10 @@ def test_smollm2_default_is_recorded_with_its_demonstration_and_task_settings():
         backbone_name="smollm2",
     )
     assert label(module) == (
-        "Knowledge + 1 demo, L28 (no TP) [query: L29; document: retrieval_document + no demos + L29]"
+        "PromptEOL + 2 demos, L24-26 mean (no TP) "
+        "[query: Knowledge + 1 demo + L29; document: retrieval_document + no demos + L29]"
     )
-    assert describe(module)["demonstrations"] == [["A man is playing on a guitar and singing.", "Music"]]
+    assert describe(module)["demonstrations"] == [
+        ["A man is performing a trick on a surfboard in the water", "surfboard"],
+        ["A little dog is running on the sand", "Beach"],
+    ]

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sentence_transformers_tp.presets import load_preset_file, update_preset
+from sentence_transformers_tp.presets import load_preset_file, pinned_task_settings, update_preset
 
 __all__ = ["Result", "json_float", "table", "tuned_entry", "write_preset_block"]
 
@@ -33,9 +33,14 @@ def tuned_entry(settings: dict[str, Any], score: dict[str, Any], command: str | 
 
 def write_preset_block(preset_path: str | os.PathLike, key: str, block: dict[str, Any]) -> Path:
     """Store a winner's ``block`` (:meth:`Result.preset_entry`) in a preset YAML and return its path; every other key
-    is kept: a ``"combination"`` is replaced, ``"task_settings"`` entries are merged into the file's."""
+    is kept: a ``"combination"`` is replaced (the task settings keep their own settings:
+    :func:`~sentence_transformers_tp.presets.pinned_task_settings`), ``"task_settings"`` entries are merged into the
+    file's."""
+    preset = load_preset_file(preset_path)
     if key == "task_settings":
-        block = {**(load_preset_file(preset_path).task_settings or {}), **block}
+        block = {**(preset.task_settings or {}), **block}
+    elif key == "combination" and (pinned := pinned_task_settings(preset, block)) != preset.task_settings:
+        update_preset(preset_path, "task_settings", pinned)  # valid with the old combination as with the new
     return update_preset(preset_path, key, block)
 
 
