@@ -309,7 +309,7 @@ def _convert_gguf(source: Path, output_dir: Path) -> dict:
     _advance("read and dequantize")
 
     gguf_model, head = causal.base_model, causal.get_output_embeddings()
-    head_weight, head_name = None, "lm_head"
+    head_weight = head_name = None
     if head is not None and head.weight is not causal.get_input_embeddings().weight:
         head_weight = head.weight.detach().to(torch.float32).contiguous()
         head_name = next(name for name, module in causal.named_modules() if module is head)

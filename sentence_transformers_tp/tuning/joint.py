@@ -15,16 +15,22 @@ from typing import Any
 import torch
 
 from sentence_transformers_tp.centering import Centering, read_sentences
-from sentence_transformers_tp.data import load_sts_split
-from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, parse_demonstrations
+from sentence_transformers_tp.data import STSData, load_sts_split
+from sentence_transformers_tp.demonstrations import PAPER_DEMONSTRATIONS, Demonstration, parse_demonstrations
 from sentence_transformers_tp.settings import Setting, span_mean
 from sentence_transformers_tp.tuning.cells import Scored, choose_winner, describe, finite
 from sentence_transformers_tp.tuning.objectives import SpanObjective, SpearmanObjective
 from sentence_transformers_tp.tuning.passes import Search, as_module, with_bands
 from sentence_transformers_tp.tuning.result import Result, json_float, table, tuned_entry, write_preset_block
 
-__all__ = ["DEFAULT_CP_ALPHAS", "DEFAULT_LAYER_SPANS", "DEFAULT_TEMPLATES", "JointResult", "combination_entry"]
-__all__ += ["tune_joint"]
+__all__ = [
+    "DEFAULT_CP_ALPHAS",
+    "DEFAULT_LAYER_SPANS",
+    "DEFAULT_TEMPLATES",
+    "JointResult",
+    "combination_entry",
+    "tune_joint",
+]
 
 DEFAULT_TEMPLATES = ("prompteol", "pretended_cot", "knowledge", "ck")
 DEFAULT_LAYER_SPANS = (2, 3, 4)
@@ -43,8 +49,8 @@ class JointResult(Result):
         vanilla: Vanilla PromptEOL (TP off) on the full tuning data.
         centering_gain: Spearman gain of centering the winner at its layer (None if not measured).
         centering_chosen: Whether centering gains more than ``min_gain``.
-        screen: The demonstration screen of stage 2 (empty without one).
-        second: The second dev set record, a preset's ``second_dev_set`` (empty without one).
+        screen: The demonstration screen of stage 2 (:func:`screen_demonstrations`; empty without one).
+        second: The second dev set record (:func:`second_record`; empty without one).
         settings: The run's arguments (data, sample, seeds).
     """
 
@@ -203,8 +209,7 @@ def tune_joint(
         templates: Template specs of stage 1 (names, or tuples of names for ensembles).
         tp_bands: ``(tp_start, tp_exit)`` bands of stage 1 (default ``(1, 3), (1, 4), (1, 7)``, clipped to the model).
         demonstrations: Candidates of stage 2 (default: the paper's six); empty to skip the stage.
-        screen_sample: Pairs of the demonstration screen (when more than ``screen_top`` candidates): each candidate
-            with the best stage-1 Setting on a seeded sample of the stage 1-3 sample; None: no screen.
+        screen_sample: Pairs of the demonstration screen (when more than ``screen_top`` candidates); None: none.
         screen_top: Candidates of the screen that go on to stage 2.
         top_k: Settings of stage 1 that stage 2 extends.
         cp_layers: CP layers of stage 3 (default ``2, 4, 6``, clipped); empty to skip the stage.
@@ -248,28 +253,21 @@ def tune_joint(
     best = lambda items: max(items, key=lambda p: p.best)
 
     # Stage 1: templates x TP.
-    plan = with_bands([Setting(template=spec) for spec in templates], bands)
-    stage1 = [search.score(on_sample, s, "sample") for s in plan]
-    # Stage 2: demonstrations on the top settings (screened first in front of the best one: `screen_top` go on).
+    plan1 = with_bands([Setting(template=spec) for spec in templates], bands)
+    stage1 = [search.score(on_sample, s, "sample") for s in plan1]
+    # Stage 2: demonstrations on the top settings.
     top = [p.setting for p in sorted(stage1, key=lambda p: -p.best)[:top_k]]
     if screen_sample and top and len(demos) > screen_top:
-        seed = sample_seed + 2
-        pairs = sampled.subset(None, screen_sample, seed)
-        on_pairs = SpearmanObjective(pairs)
-        screen = [search.score(on_pairs, top[0].replace(demonstrations=(demo,)), "screen") for demo in demos]
-        order = sorted(range(len(demos)), key=lambda i: -finite(screen[i].best))[:screen_top]
-        result.screen = dict(candidates=len(demos), sample=len(pairs), sample_seed=seed, passes=len(screen))
-        demos = [demos[i] for i in order]
-        seconds = round(sum(item.seconds for item in screen), 1)
-        result.screen.update(seconds=seconds, setting=describe(top[0]), kept=[demo.word for demo in demos])
+        screen = screen_demonstrations(search, sampled, top[0], demos, screen_sample, screen_top, sample_seed + 2)
+        demos, result.screen = screen
     stage2 = [search.score(on_sample, s.replace(demonstrations=(demo,)), "sample") for s in top for demo in demos]
     # ... and the best demonstration with CK and with an ensemble of the two best single templates of stage 1.
     stage2 += [search.score(on_sample, s, "sample") for s in demonstration_extras(stage1, stage2, templates)]
     # Stage 3: Contrastive Prompting on the best setting so far.
     so_far = best(stage1 + stage2).setting
     modes = [*(("ns", float(alpha)) for alpha in cp_alphas), ("nr", 1.0)]
-    plan = [so_far.replace(cp_layer=layer, cp_mode=mode, cp_alpha=alpha) for layer in layers for mode, alpha in modes]
-    stage3 = [search.score(on_sample, s, "sample") for s in plan]
+    plan3 = [so_far.replace(cp_layer=layer, cp_mode=mode, cp_alpha=alpha) for layer in layers for mode, alpha in modes]
+    stage3 = [search.score(on_sample, s, "sample") for s in plan3]
     # Stage 4: vanilla PromptEOL and the finalists on all pairs: the best of each stage, then the next best overall.
     ranked = [best(stage) for stage in (stage1, stage2, stage3) if stage]
     ranked += sorted(stage1 + stage2 + stage3, key=lambda p: -p.best)
@@ -281,35 +279,18 @@ def tune_joint(
     # ... each also with the mean of `span` layers ending at each layer, from the kept states of its pass.
     spanned = [item.setting.replace(layer_span=n) for item in (vanilla, *scored) for n in spans]
     scored += [search.score(SpanObjective(on_full, s.layer_span), s, "full") for s in spanned]
-    eligible = scored
+    eligible, second = scored, None
     if second_task:  # ... and on the second dev set: a finalist below vanilla's best layer there cannot win.
         second_data = load_sts_split(data_dir, second_task, second_split)[0]
         on_second = SpearmanObjective(second_data.subset(None, final_sample, sample_seed + 1))
         objective = lambda s: SpanObjective(on_second, s.layer_span) if s.layer_span > 1 else on_second
         second = {i.setting: search.score(objective(i.setting), i.setting, "second", keep) for i in (vanilla, *scored)}
-        at_layer = lambda item: second[item.setting].scores[item.best_layer]  # its pass there, at its own layer
-        floor = second[vanilla.setting]
-        eligible = [item for item in scored if finite(at_layer(item)) >= finite(floor.best)]
+        floor = finite(second[vanilla.setting].best)
+        eligible = [item for item in scored if finite(second[item.setting].scores[item.best_layer]) >= floor]
     winner = choose_winner([vanilla, *eligible], vanilla, min_gain)
     result.vanilla, result.winner = vanilla, winner
-    if second_task:
-        rows = [
-            {
-                "setting": describe(item.setting),
-                "layer": item.best_layer,
-                "spearman": json_float(at_layer(item), 2),
-                "eligible": any(item is other for other in eligible),
-            }
-            for item in scored
-        ]
-        result.second = {
-            "data": f"{second_task}/{second_split}",
-            "winner_at_layer": round(at_layer(winner), 2),
-            "vanilla_at_its_layer": round(at_layer(vanilla), 2),
-            "vanilla_best_layer": floor.best_layer,
-            "vanilla_best": json_float(floor.best, 2),
-            "finalists": rows,
-        }
+    if second is not None:
+        result.second = second_record(f"{second_task}/{second_split}", winner, vanilla, scored, eligible, second)
     layer = winner.best_layer
     # Stage 5: centering with unlabeled sentences that are not the tuning data.
     if centering_sentences:
@@ -359,3 +340,75 @@ def demonstration_extras(
     shots = list(dict.fromkeys(d for p in same_base for d in p.setting.demonstrations))
     extras += [base.replace(demonstrations=tuple(shots[:n])) for n in (2, 3) if len(shots) >= n]
     return [s for s in dict.fromkeys(extras) if s not in {p.setting for p in stage2}]
+
+
+def second_record(
+    data: str,
+    winner: Scored,
+    vanilla: Scored,
+    finalists: Sequence[Scored],
+    eligible: Sequence[Scored],
+    second: dict[Setting, Scored],
+) -> dict[str, Any]:
+    """The second dev set record of a search (:attr:`JointResult.second`, a preset's ``second_dev_set``).
+
+    Args:
+        data: ``task/split`` of the second dev set.
+        winner: The winner's pass on the tuning data.
+        vanilla: Vanilla PromptEOL's pass on the tuning data.
+        finalists: The other finalists' passes on the tuning data.
+        eligible: The finalists that may win.
+        second: Setting -> its pass on the second dev set (vanilla and every finalist).
+    """
+    floor = second[vanilla.setting]
+    rows = [
+        {
+            "setting": describe(item.setting),
+            "layer": item.best_layer,
+            "spearman": json_float(second[item.setting].scores[item.best_layer], 2),
+            "eligible": any(item is other for other in eligible),
+        }
+        for item in finalists
+    ]
+    return {
+        "data": data,
+        "winner_at_layer": round(second[winner.setting].scores[winner.best_layer], 2),
+        "vanilla_at_its_layer": round(floor.scores[vanilla.best_layer], 2),
+        "vanilla_best_layer": floor.best_layer,
+        "vanilla_best": json_float(floor.best, 2),
+        "finalists": rows,
+    }
+
+
+def screen_demonstrations(
+    search: Search,
+    sampled: STSData,
+    setting: Setting,
+    candidates: Sequence[Demonstration],
+    sample: int,
+    keep: int,
+    seed: int = 2,
+) -> tuple[tuple[Demonstration, ...], dict[str, Any]]:
+    """Stage 2's screen: every candidate with ``setting`` on a seeded sample of ``sampled`` (one ``"screen"`` pass
+    each); the ``keep`` best go on.
+
+    Args:
+        search: The search (its passes and checkpoint).
+        sampled: The stage 1-3 sample.
+        setting: The Setting the candidates are put in front of (the best of stage 1).
+        candidates: The candidate demonstrations.
+        sample: Pairs of the screen sample (all of ``sampled`` if it has no more).
+        keep: How many candidates go on.
+        seed: Seed of the screen sample.
+
+    Returns:
+        The kept candidates (best first) and the screen's record (:attr:`JointResult.screen`).
+    """
+    pairs = sampled.subset(None, sample, seed)
+    objective = SpearmanObjective(pairs)
+    scored = [search.score(objective, setting.replace(demonstrations=(demo,)), "screen") for demo in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: -finite(scored[i].best))[:keep]
+    kept = tuple(candidates[i] for i in order)
+    seconds = round(sum(item.seconds for item in scored), 1)
+    record = dict(candidates=len(candidates), sample=len(pairs), sample_seed=seed, passes=len(scored), seconds=seconds)
+    return kept, {**record, "setting": describe(setting), "kept": [demo.word for demo in kept]}
